@@ -1,0 +1,1 @@
+"""autosparse_jax: pruning at initialization learned from iterative rewind pruning."""

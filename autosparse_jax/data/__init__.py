@@ -1,0 +1,64 @@
+"""Dataset registry: `load_dataset(config)` -> Dataset with host (numpy) arrays."""
+import dataclasses
+import os
+
+import numpy as np
+
+from autosparse_jax.data import embedded
+from autosparse_jax.data.specs import DATASETS, SPECS, TFDS_DATASETS, DatasetSpec, resolve_data_dir
+from autosparse_jax.errors import ConfigError, unknown_name_message
+
+
+class DatasetNotPreparedError(ConfigError):
+  """The TFDS files of a dataset are not in the data dir; the message gives the command."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  spec: DatasetSpec
+  train_images: np.ndarray  # uint8 [N, H, W, C]
+  train_labels: np.ndarray  # int32 [N]
+  test_images: np.ndarray
+  test_labels: np.ndarray
+
+
+def _from_splits(spec, splits):
+  (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
+  return Dataset(spec, np.asarray(xtr, np.uint8), np.asarray(ytr, np.int32),
+                 np.asarray(xte, np.uint8), np.asarray(yte, np.int32))
+
+
+def prepare_command(name, data_dir):
+  return f"python -m autosparse_jax.data.prepare {name} --raw_dir=/path/to/raw/{name} --data_dir={data_dir}"
+
+
+def load_tfds_arrays(name, data_dir):
+  """{split: (images, labels)} read back from the prepared array_record files."""
+  from autosparse_jax.data.builders import BUILDERS
+
+  builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
+  if not os.path.exists(os.path.join(str(builder.data_dir), "dataset_info.json")):
+    raise DatasetNotPreparedError(
+        f"config.dataset={name!r} is not prepared in config.data.data_dir={data_dir!r}. "
+        f"Build it from the official raw files with:\n  {prepare_command(name, data_dir)}\n"
+        "(on a host with internet, leave out --raw_dir to download them).")
+  out = {}
+  for split in ("train", "test"):
+    source = builder.as_data_source(split)
+    rows = source.__getitems__(list(range(len(source))))
+    out[split] = (np.stack([r["image"] for r in rows]), np.asarray([r["label"] for r in rows]))
+  return out
+
+
+def load_dataset(name, data_dir=None, synthetic_kwargs=None):
+  """Loads a registered dataset into host memory."""
+  if name not in DATASETS:
+    raise ConfigError(unknown_name_message("config.dataset", name, DATASETS))
+  if name == "digits":
+    return _from_splits(*embedded.digits())
+  if name == "synthetic":
+    return _from_splits(*embedded.synthetic(**dict(synthetic_kwargs or {})))
+  return _from_splits(SPECS[name], load_tfds_arrays(name, resolve_data_dir(data_dir)))
+
+
+__all__ = ["Dataset", "DatasetNotPreparedError", "DatasetSpec", "load_dataset", "TFDS_DATASETS"]

@@ -1,0 +1,12 @@
+"""User-facing errors: each names the field, the bad value and the fix."""
+import difflib
+
+
+class ConfigError(ValueError):
+  """A config field has a bad value; the CLI prints the message without a traceback."""
+
+
+def unknown_name_message(field, value, allowed):
+  guess = difflib.get_close_matches(str(value), list(allowed), n=1)
+  hint = f" Did you mean {guess[0]!r}?" if guess else ""
+  return f"{field}={value!r} is not known. Allowed: {', '.join(allowed)}.{hint}"

@@ -1,0 +1,129 @@
+"""Masks as pytrees beside params, and scores -> masks by exact top-k.
+
+A mask pytree has exactly the tree structure of the params. A prunable leaf's
+mask is a bool array of the param's shape; an unprunable leaf's mask is a 0-d
+`True` (it broadcasts, so `apply_masks` treats every leaf alike). So "prunable"
+means "mask leaf with ndim > 0". Functions here act on one network; vmap them
+for a stacked (seed-axis) state.
+
+Top-k keeps exactly k = round(density * n) weights: the highest scores, ties
+broken by the lower flat index (the original code over-prunes ties).
+"""
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_PRUNABLE = r"(^|/)kernel$"  # Dense and Conv kernels; biases and BatchNorm stay dense.
+DISTRIBUTIONS = ("global", "layerwise")
+
+
+def path_name(path):
+  """'stage1_block1/conv1/kernel' for a tree_util key path."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def init_masks(params, prunable=DEFAULT_PRUNABLE):
+  """All-ones masks; leaves whose path matches the regex `prunable` are prunable."""
+  pattern = re.compile(prunable)
+
+  def leaf_mask(path, p):
+    if pattern.search(path_name(path)):
+      return jnp.ones(p.shape, jnp.bool_)
+    return jnp.ones((), jnp.bool_)
+
+  masks = jax.tree_util.tree_map_with_path(leaf_mask, params)
+  if not any(m.ndim > 0 for m in jax.tree.leaves(masks)):
+    names = [path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    raise ValueError(f"config.prune.prunable={prunable!r} matches no parameter. "
+                     f"Parameter names look like: {', '.join(names[:6])}.")
+  return masks
+
+
+def apply_masks(params, masks):
+  """params with pruned entries set to exactly 0 (unprunable leaves unchanged)."""
+  return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, masks)
+
+
+def prunable_items(tree, masks):
+  """[(name, leaf)] of `tree` at the prunable positions of `masks`, in tree order."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  mask_leaves = jax.tree.leaves(masks)
+  if len(leaves) != len(mask_leaves):
+    raise ValueError(f"tree has {len(leaves)} leaves but masks have {len(mask_leaves)}: "
+                     "scores and masks must have the tree structure of the params.")
+  return [(path_name(p), x) for (p, x), m in zip(leaves, mask_leaves) if m.ndim > 0]
+
+
+def density_report(masks):
+  """Kept/total per prunable layer and overall, and the layers left empty (host numbers)."""
+  layers = {}
+  for name, m in prunable_items(masks, masks):
+    kept = int(np.asarray(m).sum())
+    layers[name] = {"kept": kept, "total": int(m.size), "density": kept / m.size}
+  kept = sum(v["kept"] for v in layers.values())
+  total = sum(v["total"] for v in layers.values())
+  return {"kept": kept, "total": total, "density": kept / total, "layers": layers,
+          "empty_layers": [n for n, v in layers.items() if v["kept"] == 0]}
+
+
+def num_to_keep(density, n):
+  """round(density * n) with halves rounded up, in float64 so n of 10^7 is exact."""
+  if not 0.0 <= float(density) <= 1.0:
+    raise ValueError(f"density={density} must lie in [0, 1] (density = 1 - sparsity).")
+  return int(np.floor(np.float64(density) * np.float64(n) + 0.5))
+
+
+def topk_flat(scores, alive, k):
+  """Bool vector keeping the k highest `scores` among `alive` entries.
+
+  Order: higher score first, then lower index (stable sort); NaN counts as lowest.
+  `k` may be traced (so sparsities can be vmapped). If fewer than k are alive,
+  all alive entries are kept: pruned weights never come back.
+  """
+  s = jnp.asarray(scores, jnp.float32) + 0.0  # -0.0 + 0.0 == +0.0: one zero, not two.
+  s = jnp.where(jnp.isnan(s) | ~alive, -jnp.inf, s)
+  order = jnp.argsort(-s, stable=True)
+  rank = jnp.zeros(s.shape, jnp.int32).at[order].set(jnp.arange(s.size, dtype=jnp.int32))
+  return (rank < k) & alive
+
+
+def scores_to_masks(scores, masks, density, distribution="global", min_per_layer=0):
+  """New masks keeping `density` of all prunable weights by score.
+
+  scores: pytree with the params' structure (unprunable leaves are ignored).
+  masks: the current masks; already-pruned weights stay pruned (nested masks).
+  distribution: "global" (one threshold over all layers) or "layerwise"
+    (the same density in each layer).
+  min_per_layer: keep at least this many weights per layer (guards against layer
+    collapse; 0 = plain top-k, the default in the literature). Global only.
+  """
+  if distribution not in DISTRIBUTIONS:
+    raise ValueError(f"config.prune.distribution={distribution!r} is not known. "
+                     f"Allowed: {', '.join(DISTRIBUTIONS)}.")
+  items = prunable_items(scores, masks)
+  current = [m for _, m in prunable_items(masks, masks)]
+  for (name, s), m in zip(items, current):
+    if s.shape != m.shape:
+      raise ValueError(f"score for {name} has shape {s.shape}, the parameter has {m.shape}.")
+  if distribution == "layerwise":
+    kept = [topk_flat(s.reshape(-1), m.reshape(-1), num_to_keep(density, m.size)).reshape(m.shape)
+            for (_, s), m in zip(items, current)]
+  else:
+    sizes = [m.size for m in current]
+    flat_s = jnp.concatenate([s.reshape(-1).astype(jnp.float32) for _, s in items])
+    flat_m = jnp.concatenate([m.reshape(-1) for m in current])
+    k = num_to_keep(density, flat_s.size)
+    if min_per_layer:
+      # Lift each layer's best `min_per_layer` alive weights above every other score.
+      boost = []
+      for (_, s), m in zip(items, current):
+        top = topk_flat(s.reshape(-1), m.reshape(-1), min_per_layer)
+        boost.append(top)
+      flat_s = jnp.where(jnp.concatenate(boost), jnp.inf, flat_s)
+    flat_keep = topk_flat(flat_s, flat_m, k)
+    pieces = jnp.split(flat_keep, np.cumsum(sizes)[:-1])
+    kept = [piece.reshape(m.shape) for piece, m in zip(pieces, current)]
+  it = iter(kept)
+  return jax.tree.map(lambda m: next(it) if m.ndim > 0 else m, masks)

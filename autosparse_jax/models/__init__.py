@@ -1,0 +1,22 @@
+"""Model registry: name -> flax.linen module factory."""
+import jax.numpy as jnp
+
+from autosparse_jax.errors import ConfigError, unknown_name_message
+
+from autosparse_jax.models.lenet import LeNet300100
+from autosparse_jax.models.resnet import ResNet
+from autosparse_jax.models.vgg import STAGES, VGG
+
+MODELS = ("lenet_300_100", "resnet18", "vgg16", "vgg19")
+
+
+def get_model(name, num_classes, width=1.0, dtype=jnp.float32):
+  """Returns the flax module. `width` scales channel counts (1.0 = the paper's nets)."""
+  if name == "lenet_300_100":
+    return LeNet300100(num_classes=num_classes, hidden=tuple(max(1, int(h * width)) for h in (300, 100)),
+                       dtype=dtype)
+  if name == "resnet18":
+    return ResNet(num_classes=num_classes, base_width=max(1, int(64 * width)), dtype=dtype)
+  if name in STAGES:
+    return VGG(stages=STAGES[name], num_classes=num_classes, width_scale=width, dtype=dtype)
+  raise ConfigError(unknown_name_message("config.model", name, MODELS))
