@@ -1,0 +1,43 @@
+"""Entry point: python -m autosparse_jax.main --config=configs/NAME.py[:arg] --workdir=DIR.
+
+Fields are overridden with --config.field=value. The job is chosen by config.job.
+Bad input ends with a one-line message naming the field and the fix (exit 2).
+"""
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from autosparse_jax.data.raw import RawDataError
+from autosparse_jax.errors import ConfigError, unknown_name_message
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metrics.jsonl, results.json.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _train(config, workdir):
+  from autosparse_jax.train_job import train_and_evaluate
+  return train_and_evaluate(config, workdir)
+
+
+JOBS = {"train": _train}
+
+
+def run(config, workdir):
+  if config.job not in JOBS:
+    raise ConfigError(unknown_name_message("config.job", config.job, tuple(JOBS)))
+  return JOBS[config.job](config, workdir)
+
+
+def main(argv):
+  del argv
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except (ConfigError, RawDataError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

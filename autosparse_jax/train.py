@@ -1,0 +1,167 @@
+"""Masked training: TrainState, optimizer from config, an epoch as one jitted lax.scan.
+
+Pruned weights are exactly zero in every forward pass (params are masked before
+`apply`), get zero gradients, and are re-masked after every update, so weight
+decay and momentum never revive them. Everything random derives from the
+state's seed key by `fold_in`, so a state vmapped over a leading seed axis
+trains each seed exactly as a standalone run of that seed.
+"""
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from autosparse_jax.data import pipeline
+from autosparse_jax.data.specs import DatasetSpec
+from autosparse_jax.errors import ConfigError, unknown_name_message
+from autosparse_jax.masks import apply_masks
+
+# Streams derived from a seed's key with jax.random.fold_in(key, STREAM).
+KEY_INIT, KEY_DATA_ORDER, KEY_AUGMENT, KEY_PRUNE = 0, 1, 2, 3
+OPTIMIZERS = ("sgd", "adam")
+
+
+@flax.struct.dataclass
+class TrainState:
+  params: Any
+  masks: Any        # Same tree structure as params (see masks.py).
+  batch_stats: Any  # {} for models without BatchNorm.
+  opt_state: Any
+  step: jax.Array   # int32 scalar: optimizer steps taken (defines epoch and batch position).
+  key: jax.Array    # The seed's PRNG key (raw uint32[2]).
+
+
+def seed_key(seed):
+  return jax.random.PRNGKey(seed)
+
+
+def make_optimizer(train_cfg, steps_per_epoch):
+  """Adam or SGD(+momentum, Nesterov) with PyTorch-style coupled weight decay and LR drops."""
+  if train_cfg.optimizer not in OPTIMIZERS:
+    raise ConfigError(unknown_name_message("config.train.optimizer", train_cfg.optimizer, OPTIMIZERS))
+  boundaries = {int(e) * steps_per_epoch: float(train_cfg.lr_drop_factor)
+                for e in train_cfg.lr_drop_epochs}
+  lr = optax.piecewise_constant_schedule(float(train_cfg.lr), boundaries)
+  if train_cfg.optimizer == "adam":
+    opt = optax.adam(lr)
+  else:
+    momentum = float(train_cfg.momentum) or None
+    opt = optax.sgd(lr, momentum=momentum, nesterov=bool(train_cfg.nesterov) and momentum is not None)
+  if train_cfg.weight_decay:
+    # torch.optim adds wd * param to the gradient before the optimizer (coupled L2).
+    opt = optax.chain(optax.add_decayed_weights(float(train_cfg.weight_decay)), opt)
+  return opt
+
+
+def cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer:
+  """Pure functions of one network's TrainState; jit/vmap them at the call site."""
+  model: nn.Module
+  tx: optax.GradientTransformation
+  spec: DatasetSpec
+  batch_size: int
+  steps_per_epoch: int
+
+  def init_variables(self, key):
+    dummy = jnp.zeros((1,) + tuple(self.spec.image_shape), jnp.float32)
+    variables = self.model.init(jax.random.fold_in(key, KEY_INIT), dummy, train=False)
+    return variables["params"], variables.get("batch_stats", {})
+
+  def create_state(self, key, params, batch_stats, masks):
+    params = apply_masks(params, masks)
+    return TrainState(params=params, masks=masks, batch_stats=batch_stats,
+                      opt_state=self.tx.init(params), step=jnp.zeros((), jnp.int32), key=key)
+
+  def apply(self, params, masks, batch_stats, x, train):
+    """Logits (and new batch_stats when training) of the masked network."""
+    variables = {"params": apply_masks(params, masks)}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    if not train:
+      return self.model.apply(variables, x, train=False), batch_stats
+    logits, updates = self.model.apply(variables, x, train=True, mutable=["batch_stats"])
+    return logits, updates.get("batch_stats", batch_stats)
+
+  def train_step(self, state, images, labels, perm):
+    """One SGD step on batch (state.step % steps_per_epoch) of the epoch ordered by `perm`."""
+    batch_index = state.step % self.steps_per_epoch
+    aug_key = jax.random.fold_in(jax.random.fold_in(state.key, KEY_AUGMENT), state.step)
+    x, y = pipeline.train_batch(self.spec, images, labels, perm, batch_index, self.batch_size, aug_key)
+
+    def loss_fn(params):
+      logits, batch_stats = self.apply(params, state.masks, state.batch_stats, x, train=True)
+      return cross_entropy(logits, y).mean(), (logits, batch_stats)
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = apply_masks(optax.apply_updates(state.params, updates), state.masks)
+    new_state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state,
+                              step=state.step + 1)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
+    return new_state, {"loss": loss, "accuracy": accuracy}
+
+  def train_steps(self, state, images, labels, num_steps):
+    """`num_steps` steps as one lax.scan; must not cross an epoch boundary.
+
+    The epoch's order is drawn once from (seed, epoch); `images`/`labels` are the
+    whole training set on device (uint8 / int32).
+    """
+    epoch = state.step // self.steps_per_epoch
+    data_key = jax.random.fold_in(state.key, KEY_DATA_ORDER)
+    perm = pipeline.epoch_permutation(data_key, epoch, images.shape[0])
+    body = lambda s, _: self.train_step(s, images, labels, perm)
+    state, metrics = jax.lax.scan(body, state, None, length=num_steps)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  def train_epoch(self, state, images, labels):
+    return self.train_steps(state, images, labels, self.steps_per_epoch)
+
+  def evaluate(self, state, images, labels, valid):
+    """Mean loss and accuracy over padded eval batches [B, b, ...] (see pipeline.eval_batches)."""
+    def body(totals, batch):
+      x, y, v = batch
+      logits, _ = self.apply(state.params, state.masks, state.batch_stats,
+                             pipeline.normalize(x, self.spec), train=False)
+      loss = jnp.sum(cross_entropy(logits, y) * v)
+      correct = jnp.sum((jnp.argmax(logits, -1) == y) * v)
+      return (totals[0] + loss, totals[1] + correct), None
+
+    zero = jnp.zeros((), jnp.float32)
+    (loss, correct), _ = jax.lax.scan(body, (zero, zero), (images, labels, valid))
+    n = jnp.sum(valid)
+    return {"loss": loss / n, "accuracy": correct / n}
+
+
+def over_seeds(fn, in_axes):
+  """vmap over the leading seed axis, also for a single seed.
+
+  XLA lowers some ops differently with and without a batch axis (results differ
+  in the last bit), but per-seed results do not depend on the size of the axis:
+  so every job runs vmapped, and seed k of a num_seeds=S run equals the
+  num_seeds=1 run of seed k bit for bit (tests/test_train.py).
+  """
+  return jax.vmap(fn, in_axes=in_axes)
+
+
+def make_trainer(config, spec, num_train, model):
+  spe = pipeline.steps_per_epoch(num_train, config.train.batch_size)
+  return Trainer(model=model, tx=make_optimizer(config.train, spe), spec=spec,
+                 batch_size=int(config.train.batch_size), steps_per_epoch=spe)
+
+
+def jit_epoch(trainer, num_steps=None):
+  fn = functools.partial(trainer.train_steps, num_steps=num_steps or trainer.steps_per_epoch)
+  return jax.jit(over_seeds(fn, (0, None, None)), donate_argnums=0)
+
+
+def jit_evaluate(trainer):
+  return jax.jit(over_seeds(trainer.evaluate, (0, None, None, None)))

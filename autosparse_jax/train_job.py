@@ -1,0 +1,203 @@
+"""The `train` job: train one network (dense, or pruned at init), vmapped over seeds.
+
+train_and_evaluate(config, workdir) -> results dict (also written to results.json).
+The pieces (build_task, init_states, prune_states, run_training) are what the
+other jobs reuse.
+"""
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autosparse_jax import criteria, masks as masks_lib, train
+from autosparse_jax.data import load_dataset, pipeline
+from autosparse_jax.errors import ConfigError, unknown_name_message
+from autosparse_jax.models import MODELS, get_model
+from autosparse_jax.workdir import Workdir
+
+
+def log(msg):
+  print(msg, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """Everything a job needs on device: trainer, data arrays, eval batches."""
+  trainer: train.Trainer
+  dataset: object
+  train_images: jax.Array
+  train_labels: jax.Array
+  eval_arrays: tuple
+
+
+def validate(config):
+  """Checks shared by every job, before any compute."""
+  if not 0.0 <= float(config.sparsity) < 1.0:
+    raise ConfigError(f"config.sparsity={config.sparsity} must lie in [0, 1) "
+                      "(the fraction of prunable weights removed; 0.9 keeps 10%).")
+  if int(config.num_seeds) < 1:
+    raise ConfigError(f"config.num_seeds={config.num_seeds} must be >= 1.")
+  if int(config.train.epochs) < 1:
+    raise ConfigError(f"config.train.epochs={config.train.epochs} must be >= 1.")
+  if int(config.train.batch_size) < 1:
+    raise ConfigError(f"config.train.batch_size={config.train.batch_size} must be >= 1.")
+  if config.model not in MODELS:
+    raise ConfigError(unknown_name_message("config.model", config.model, MODELS))
+  if config.criterion != criteria.NO_PRUNING:
+    criteria.get_criterion(config.criterion)
+    if float(config.sparsity) == 0.0:
+      raise ConfigError(f"config.criterion={config.criterion!r} needs config.sparsity > 0 "
+                        "(or set config.criterion='none' for a dense run).")
+
+
+def build_task(config):
+  dataset = load_dataset(config.dataset, config.data.data_dir, config.data.get("synthetic"))
+  model = get_model(config.model, dataset.spec.num_classes, width=float(config.width))
+  try:
+    trainer = train.make_trainer(config, dataset.spec, len(dataset.train_images), model)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  eval_arrays = tuple(jnp.asarray(a) for a in pipeline.eval_batches(
+      dataset.test_images, dataset.test_labels, int(config.data.eval_batch_size)))
+  return Task(trainer, dataset, jnp.asarray(dataset.train_images),
+              jnp.asarray(dataset.train_labels), eval_arrays)
+
+
+def seed_keys(config):
+  return jnp.stack([train.seed_key(int(config.seed) + i) for i in range(int(config.num_seeds))])
+
+
+def init_states(config, trainer):
+  """Dense TrainStates with a leading seed axis (theta_0 drawn per seed)."""
+  def create(key):
+    params, batch_stats = trainer.init_variables(key)
+    return trainer.create_state(key, params, batch_stats,
+                                masks_lib.init_masks(params, config.prune.prunable))
+  return jax.jit(jax.vmap(create))(seed_keys(config))
+
+
+def prune_states(config, task, states, criterion, sparsity):
+  """Scores every seed's network with `criterion` and masks it to `sparsity`, vmapped."""
+  score_fn = criteria.get_criterion(criterion)
+  trainer = task.trainer
+  prune_data = (task.train_images, task.train_labels)
+
+  def prune_one(state):
+    key = jax.random.fold_in(state.key, train.KEY_PRUNE)
+    scores = score_fn(state.params, state.masks, state.batch_stats, prune_data, key, config.prune)
+    masks = masks_lib.scores_to_masks(scores, state.masks, 1.0 - sparsity,
+                                      config.prune.distribution, int(config.prune.min_per_layer))
+    return trainer.create_state(state.key, state.params, state.batch_stats, masks)
+
+  return jax.jit(jax.vmap(prune_one))(states)
+
+
+def density_reports(states):
+  """One density report per seed (host numbers)."""
+  num_seeds = jax.tree.leaves(states.masks)[0].shape[0]
+  return [masks_lib.density_report(jax.tree.map(lambda m: np.asarray(m[i]), states.masks))
+          for i in range(num_seeds)]
+
+
+def _fmt_time(seconds):
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+      f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run_training(config, task, states, workdir, tag=None):
+  """Trains `states` for config.train.epochs; logs each epoch; returns (states, last metrics)."""
+  trainer = task.trainer
+  spe = trainer.steps_per_epoch
+  chunk = int(config.train.get("log_every_steps", 0)) or spe
+  chunk = min(chunk, spe)
+  chunk_fns = {n: train.jit_epoch(trainer, n) for n in {chunk, spe % chunk} if n}
+  evaluate = train.jit_evaluate(trainer)
+  epochs = int(config.train.epochs)
+  start = time.time()
+  record = {}
+  for epoch in range(1, epochs + 1):
+    epoch_start = time.time()
+    losses, accs, done = [], [], 0
+    while done < spe:
+      n = min(chunk, spe - done)
+      states, metrics = chunk_fns[n](states, task.train_images, task.train_labels)
+      done += n
+      losses.append(np.asarray(metrics["loss"]) * n)
+      accs.append(np.asarray(metrics["accuracy"]) * n)
+      if done < spe:
+        rate = (time.time() - epoch_start) / done
+        log(f"  epoch {epoch} step {done}/{spe}  loss {float(np.mean(metrics['loss'])):.4f}  "
+            f"epoch left {_fmt_time(rate * (spe - done))}")
+    train_loss = np.sum(losses, axis=0) / spe
+    train_acc = np.sum(accs, axis=0) / spe
+    ev = jax.tree.map(np.asarray, evaluate(states, *task.eval_arrays))
+    if not np.all(np.isfinite(train_loss)):
+      raise FloatingPointError(f"non-finite training loss {train_loss.tolist()} in epoch {epoch}"
+                               + (f" ({tag})" if tag else ""))
+    elapsed = time.time() - start
+    record = {"epoch": epoch, "step": epoch * spe, "train_loss": train_loss.tolist(),
+              "train_accuracy": train_acc.tolist(), "test_loss": ev["loss"].tolist(),
+              "test_accuracy": ev["accuracy"].tolist(), "epoch_seconds": time.time() - epoch_start}
+    if tag:
+      record["tag"] = tag
+    workdir.log_metrics(record)
+    log(f"{tag + ' ' if tag else ''}epoch {epoch}/{epochs}  loss {np.mean(train_loss):.4f}  "
+        f"train {100 * np.mean(train_acc):.2f}%  test {100 * np.mean(ev['accuracy']):.2f}%  "
+        f"{record['epoch_seconds']:.1f} s/epoch  left {_fmt_time(elapsed / epoch * (epochs - epoch))}")
+  return states, record
+
+
+def summarize(values):
+  values = np.asarray(values, np.float64)
+  return {"mean": float(values.mean()), "std": float(values.std()), "per_seed": values.tolist()}
+
+
+def train_and_evaluate(config, workdir_path):
+  validate(config)
+  workdir = Workdir(workdir_path, config)
+  if workdir.finished:
+    log(f"{workdir.path} already holds results.json for this config; not running again.")
+    return workdir.results()
+  start = time.time()
+  task = build_task(config)
+  workdir.start()
+  seeds = [int(config.seed) + i for i in range(int(config.num_seeds))]
+  log(f"train: {config.model} on {config.dataset} ({len(task.dataset.train_images)} train / "
+      f"{len(task.dataset.test_images)} test), seeds {seeds}, {config.train.epochs} epochs of "
+      f"{task.trainer.steps_per_epoch} steps")
+  states = init_states(config, task.trainer)
+  scoring_seconds = 0.0
+  if config.criterion != criteria.NO_PRUNING:
+    t = time.time()
+    states = jax.block_until_ready(prune_states(config, task, states, config.criterion,
+                                                float(config.sparsity)))
+    scoring_seconds = time.time() - t
+  reports = density_reports(states)
+  for seed, report in zip(seeds, reports):
+    if report["empty_layers"]:
+      log(f"warning: seed {seed}: layers pruned to zero weights: {', '.join(report['empty_layers'])}")
+  states, last = run_training(config, task, states, workdir)
+  results = {
+      "job": "train", "model": config.model, "dataset": config.dataset, "seeds": seeds,
+      "criterion": config.criterion, "sparsity": float(config.sparsity),
+      "test_accuracy": float(np.mean(last["test_accuracy"])),
+      "test_accuracy_seeds": summarize(last["test_accuracy"]),
+      "test_loss": float(np.mean(last["test_loss"])),
+      "train_loss": float(np.mean(last["train_loss"])),
+      "train_accuracy": float(np.mean(last["train_accuracy"])),
+      "density": float(np.mean([r["density"] for r in reports])),
+      "density_per_seed": [{k: r[k] for k in ("kept", "total", "density", "empty_layers")}
+                           for r in reports],
+      "layer_density": {n: float(np.mean([r["layers"][n]["density"] for r in reports]))
+                        for n in reports[0]["layers"]},
+      "scoring_seconds": scoring_seconds,
+      "epochs": int(config.train.epochs), "wall_seconds": time.time() - start,
+  }
+  workdir.write_results(results)
+  log(f"test accuracy {100 * results['test_accuracy']:.2f}% "
+      f"(+- {100 * results['test_accuracy_seeds']['std']:.2f} over {len(seeds)} seeds); "
+      f"results in {workdir.path}/results.json")
+  return results

@@ -1,0 +1,105 @@
+"""A job's workdir: config.json, metrics.jsonl, results.json, written safely.
+
+- A workdir holding a run with a different config is refused, naming the fields.
+- A finished run (results.json present, same config) is not run again.
+- Files are written atomically (tmp + rename); an earlier unfinished run's
+  metrics are kept aside, never truncated.
+"""
+import json
+import os
+import time
+
+import ml_collections
+
+from autosparse_jax.errors import ConfigError
+
+CONFIG, METRICS, RESULTS = "config.json", "metrics.jsonl", "results.json"
+# Fields that change how a job runs or logs, not what it computes.
+RUNTIME_ONLY_FIELDS = ("data.data_dir",)
+
+
+def flatten(d, prefix=""):
+  out = {}
+  for key, value in d.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      out.update(flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def config_to_dict(config):
+  return json.loads(config.to_json_best_effort()) if isinstance(
+      config, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)) else dict(config)
+
+
+def config_differences(saved, current):
+  """[(field, saved value, new value)] over the union of fields, runtime-only ones skipped."""
+  a, b = flatten(saved), flatten(current)
+  missing = object()
+  diffs = []
+  for field in sorted(set(a) | set(b)):
+    if field in RUNTIME_ONLY_FIELDS:
+      continue
+    old, new = a.get(field, missing), b.get(field, missing)
+    if old != new:
+      diffs.append((field, "<absent>" if old is missing else old, "<absent>" if new is missing else new))
+  return diffs
+
+
+def write_json_atomic(path, obj):
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+class Workdir:
+  """Checks `path` against `config` (read-only); `.finished`: results.json already holds the answer."""
+
+  def __init__(self, path, config, is_writer=True):
+    self.path = os.path.abspath(os.path.expanduser(path))
+    self.is_writer = is_writer
+    self.config = config_to_dict(config)
+    config_path = os.path.join(self.path, CONFIG)
+    if os.path.exists(config_path):
+      diffs = config_differences(read_json(config_path), self.config)
+      if diffs:
+        shown = "; ".join(f"{f}: {old!r} -> {new!r}" for f, old, new in diffs[:10])
+        more = f" (and {len(diffs) - 10} more)" if len(diffs) > 10 else ""
+        raise ConfigError(
+            f"--workdir={self.path} holds a run with a different config ({shown}{more}). "
+            "Nothing was changed there: choose a new --workdir for the new config.")
+    self.finished = os.path.exists(os.path.join(self.path, RESULTS))
+
+  def start(self):
+    """Claims the workdir for this config (after the job's inputs were checked)."""
+    if self.is_writer and not self.finished:
+      os.makedirs(self.path, exist_ok=True)
+      write_json_atomic(os.path.join(self.path, CONFIG), self.config)
+      self.set_aside_metrics()
+
+  def set_aside_metrics(self):
+    """An unfinished earlier run's metrics.jsonl -> metrics.<time>.jsonl (kept, not truncated)."""
+    path = os.path.join(self.path, METRICS)
+    if self.is_writer and os.path.exists(path):
+      os.replace(path, os.path.join(self.path, f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl"))
+
+  def log_metrics(self, record):
+    if self.is_writer:
+      with open(os.path.join(self.path, METRICS), "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+  def write_results(self, results):
+    if self.is_writer:
+      write_json_atomic(os.path.join(self.path, RESULTS), results)
+
+  def results(self):
+    return read_json(os.path.join(self.path, RESULTS))
