@@ -6,7 +6,8 @@ Field meanings (the same in every job that has them):
                        or ~/tensorflow_datasets).
   seed, num_seeds      seeds seed..seed+num_seeds-1, trained vmapped in one program.
   train.*              epochs, batch_size, optimizer (sgd|adam), lr, momentum, nesterov,
-                       weight_decay (coupled, PyTorch-style), lr_drop_epochs/factor.
+                       weight_decay (coupled, PyTorch-style), lr_drop_epochs/factor,
+                       log_every_steps, loop (how an epoch is driven: train.LOOPS).
   criterion, sparsity  pruning criterion ('none' = dense) and fraction of prunable
                        weights removed.
   prune.*              prunable (regex over param paths), distribution (global|layerwise),
@@ -54,7 +55,8 @@ def base_config():
   c.train = ml_collections.ConfigDict(dict(
       epochs=1, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
       weight_decay=0.0, lr_drop_epochs=(), lr_drop_factor=0.1,
-      log_every_steps=0))  # 0 = log once per epoch.
+      log_every_steps=0,  # 0 = log once per epoch.
+      loop="auto"))  # scan | python | auto (see train.LOOPS).
   c.criterion = "none"
   c.sparsity = 0.0
   c.prune = ml_collections.ConfigDict(dict(

@@ -111,28 +111,28 @@ def run_training(config, task, states, workdir, tag=None):
   """Trains `states` for config.train.epochs; logs each epoch; returns (states, last metrics)."""
   trainer = task.trainer
   spe = trainer.steps_per_epoch
-  chunk = int(config.train.get("log_every_steps", 0)) or spe
-  chunk = min(chunk, spe)
-  chunk_fns = {n: train.jit_epoch(trainer, n) for n in {chunk, spe % chunk} if n}
+  loop = train.resolve_loop(config.train.get("loop", "auto"), trainer, jax.default_backend())
+  log_every = min(int(config.train.get("log_every_steps", 0)) or spe, spe)
+  chunk = 1 if loop == "python" else log_every
+  step_fns = {n: train.jit_epoch(trainer, n, unroll=loop == "python") for n in {chunk, spe % chunk} if n}
   evaluate = train.jit_evaluate(trainer)
   epochs = int(config.train.epochs)
   start = time.time()
   record = {}
   for epoch in range(1, epochs + 1):
     epoch_start = time.time()
-    losses, accs, done = [], [], 0
+    sums, done = [], 0
     while done < spe:
       n = min(chunk, spe - done)
-      states, metrics = chunk_fns[n](states, task.train_images, task.train_labels)
-      done += n
-      losses.append(np.asarray(metrics["loss"]) * n)
-      accs.append(np.asarray(metrics["accuracy"]) * n)
-      if done < spe:
+      states, metrics = step_fns[n](states, task.train_images, task.train_labels)
+      sums.append(jax.tree.map(lambda m: m * n, metrics))  # Device arrays: no sync here.
+      before, done = done, done + n
+      if done < spe and done // log_every > before // log_every:
         rate = (time.time() - epoch_start) / done
         log(f"  epoch {epoch} step {done}/{spe}  loss {float(np.mean(metrics['loss'])):.4f}  "
             f"epoch left {_fmt_time(rate * (spe - done))}")
-    train_loss = np.sum(losses, axis=0) / spe
-    train_acc = np.sum(accs, axis=0) / spe
+    totals = jax.tree.map(lambda *xs: np.sum([np.asarray(x) for x in xs], axis=0) / spe, *sums)
+    train_loss, train_acc = totals["loss"], totals["accuracy"]
     ev = jax.tree.map(np.asarray, evaluate(states, *task.eval_arrays))
     if not np.all(np.isfinite(train_loss)):
       raise FloatingPointError(f"non-finite training loss {train_loss.tolist()} in epoch {epoch}"

@@ -1,0 +1,33 @@
+# `make quickstart` and `make test` create the virtualenv (.venv) when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= workdirs/quickstart
+
+.PHONY: install quickstart test test-all bench clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+# The main job on the embedded digits dataset: no download, ~10 s on 2 CPU cores.
+quickstart: install
+	$(PY) -m autosparse_jax.main --config=configs/train.py:lenet_digits --workdir=$(WORKDIR)
+
+# What CI runs (.ci/run): everything but the `slow` marker.
+test: install
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,100 @@
+"""The CLI end to end: configs, workdir files, real MNIST accuracy, errors without tracebacks."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from autosparse_jax import main as main_lib
+from autosparse_jax.errors import ConfigError
+from tests.conftest import REPO
+
+CONFIGS = os.path.join(REPO, "configs")
+
+
+def cli(*args, timeout=300):
+  return subprocess.run([sys.executable, "-m", "autosparse_jax.main", *args], capture_output=True,
+                        text=True, cwd=REPO, timeout=timeout)
+
+
+def load_config(name, arg):
+  from ml_collections import config_flags
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_real_mnist_lenet_one_epoch_reaches_95_percent(prepared_data_dir, tmp_path):
+  config = load_config("train", "lenet_mnist")
+  config.train.epochs = 1
+  config.data.data_dir = prepared_data_dir("mnist")
+  results = main_lib.run(config, str(tmp_path / "wd"))
+  assert results["test_accuracy"] >= 0.95, results
+  lines = (tmp_path / "wd" / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == 1 and json.loads(lines[0])["epoch"] == 1
+
+
+def test_cli_writes_config_metrics_results_and_is_idempotent(tmp_path):
+  wd = tmp_path / "digits"
+  args = [f"--config={CONFIGS}/train.py:lenet_digits", f"--workdir={wd}", "--config.train.epochs=3",
+          "--config.num_seeds=2", "--config.criterion=magnitude", "--config.sparsity=0.9"]
+  proc = cli(*args)
+  assert proc.returncode == 0, proc.stderr
+  assert "epoch 3/3" in proc.stdout
+  config = json.loads((wd / "config.json").read_text())
+  assert config["train"]["epochs"] == 3 and config["criterion"] == "magnitude"
+  metrics = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert [m["epoch"] for m in metrics] == [1, 2, 3] and len(metrics[0]["test_accuracy"]) == 2
+  results = json.loads((wd / "results.json").read_text())
+  assert results["seeds"] == [0, 1] and abs(results["density"] - 0.1) < 1e-4
+  assert results["test_accuracy"] > 0.5
+  before = (wd / "results.json").read_bytes()
+  again = cli(*args)
+  assert again.returncode == 0 and "not running again" in again.stdout
+  assert (wd / "results.json").read_bytes() == before
+
+
+def test_different_config_on_existing_workdir_is_refused(tmp_path):
+  wd = tmp_path / "wd"
+  assert cli(f"--config={CONFIGS}/train.py:lenet_digits", f"--workdir={wd}",
+             "--config.train.epochs=1").returncode == 0
+  before = (wd / "results.json").read_bytes()
+  proc = cli(f"--config={CONFIGS}/train.py:lenet_digits", f"--workdir={wd}", "--config.train.epochs=2",
+             "--config.seed=3")
+  assert proc.returncode == 2
+  assert "holds a run with a different config (seed: 0 -> 3; train.epochs: 1 -> 2)" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert (wd / "results.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.model=resnet19", "config.model='resnet19' is not known. Allowed: lenet_300_100, "
+     "resnet18, vgg16, vgg19. Did you mean 'resnet18'?"),
+    ("--config.dataset=mnits", "config.dataset='mnits' is not known. Allowed: mnist, cifar10, "
+     "cifar100, tiny_imagenet, digits, synthetic. Did you mean 'mnist'?"),
+    ("--config.criterion=magnitud", "Did you mean 'magnitude'?"),
+    ("--config.sparsity=1.0", "config.sparsity=1.0 must lie in [0, 1)"),
+    ("--config.train.optimizer=adamw", "config.train.optimizer='adamw' is not known"),
+    ("--config.train.batch_size=5000", "config.train.batch_size=5000 is larger than the training set"),
+])
+def test_bad_input_gets_a_message_naming_the_field(tmp_path, override, message):
+  proc = cli(f"--config={CONFIGS}/train.py:lenet_digits", f"--workdir={tmp_path / 'wd'}", override)
+  assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "wd").exists()  # Nothing written for a rejected job.
+
+
+def test_every_config_loads_and_documents_its_command():
+  from autosparse_jax.recipes import RECIPES
+  for name in sorted(os.listdir(CONFIGS)):
+    if name.endswith(".py"):
+      text = open(os.path.join(CONFIGS, name)).read()
+      assert f"--config=configs/{name}" in text, f"{name}: docstring lacks its command"
+  for recipe in RECIPES:
+    config = load_config("train", recipe)
+    assert config.job == "train" and config.train.epochs >= 1
+  with pytest.raises(ConfigError, match="Did you mean 'lenet_mnist'"):
+    load_config("train", "lenet_mnst")
