@@ -138,3 +138,29 @@ def test_same_config_same_bits_and_training_learns():
     np.testing.assert_array_equal(x, y)
   metrics = train.jit_evaluate(task.trainer)(s1, *task.eval_arrays)
   assert float(metrics["accuracy"][0]) > 0.3  # 10 classes: chance is 0.1.
+
+
+def test_scan_and_per_step_loops_train_the_same_network():
+  config = small_config()
+  task = train_job.build_task(config)
+  spe = task.trainer.steps_per_epoch
+  scanned = _steps(task, _states(config, task), spe)
+  stepped, one_step = _states(config, task), train.jit_epoch(task.trainer, 1, unroll=True)
+  for _ in range(spe):
+    stepped = one_step(stepped, task.train_images, task.train_labels)[0]
+  assert int(stepped.step[0]) == spe
+  for a, b in zip(jax.tree.leaves(scanned.params), jax.tree.leaves(stepped.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_conv_net_job_runs_one_step_per_call_on_cpu(tmp_path, capsys):
+  config = small_config(model="resnet18", width=1 / 16, criterion="magnitude", sparsity=0.5, **{
+      "data.synthetic.image_shape": (8, 8, 3), "data.synthetic.num_train": 32,
+      "data.synthetic.num_test": 16, "train.batch_size": 8, "train.epochs": 1,
+      "train.log_every_steps": 2})
+  task = train_job.build_task(config)
+  assert train.resolve_loop("auto", task.trainer, "cpu") == "python"
+  assert train.resolve_loop("auto", task.trainer, "gpu") == "scan"
+  results = train_job.train_and_evaluate(config, str(tmp_path / "wd"))
+  assert np.isfinite(results["test_loss"]) and abs(results["density"] - 0.5) < 1e-3
+  assert "epoch 1 step 2/4" in capsys.readouterr().out  # Progress inside the epoch.
