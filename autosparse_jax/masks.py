@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 DEFAULT_PRUNABLE = r"(^|/)kernel$"  # Dense and Conv kernels; biases and BatchNorm stay dense.
-DISTRIBUTIONS = ("global", "layerwise")
+DISTRIBUTIONS = ("global", "layerwise", "erk")
 
 
 def path_name(path):
@@ -80,13 +80,87 @@ def topk_flat(scores, alive, k):
 
   Order: higher score first, then lower index (stable sort); NaN counts as lowest.
   `k` may be traced (so sparsities can be vmapped). If fewer than k are alive,
-  all alive entries are kept: pruned weights never come back.
+  all alive entries are kept: pruned weights never come back. Float64 scores
+  (SynFlow) are ranked in float64.
   """
-  s = jnp.asarray(scores, jnp.float32) + 0.0  # -0.0 + 0.0 == +0.0: one zero, not two.
+  s = jnp.asarray(scores)
+  if not jnp.issubdtype(s.dtype, jnp.floating):
+    s = s.astype(jnp.float32)
+  s = s + 0.0  # -0.0 + 0.0 == +0.0: one zero, not two.
   s = jnp.where(jnp.isnan(s) | ~alive, -jnp.inf, s)
   order = jnp.argsort(-s, stable=True)
   rank = jnp.zeros(s.shape, jnp.int32).at[order].set(jnp.arange(s.size, dtype=jnp.int32))
   return (rank < k) & alive
+
+
+def erk_densities(shapes, density):
+  """Erdos-Renyi-Kernel layer densities (Evci et al. 2020) whose weighted mean is `density`.
+
+  Layer l gets min(1, eps * sum(shape_l) / prod(shape_l)); layers that would exceed 1
+  are made dense and eps is solved again for the rest.
+  """
+  sizes = np.array([np.prod(s) for s in shapes], np.float64)
+  raw = np.array([np.sum(s) / np.prod(s) for s in shapes], np.float64)
+  target = density * sizes.sum()
+  dense = np.zeros(len(shapes), bool)
+  while True:
+    budget = target - sizes[dense].sum()
+    eps = budget / max(np.sum(raw[~dense] * sizes[~dense]), 1e-300)
+    over = (~dense) & (eps * raw > 1.0)
+    if not over.any():
+      break
+    dense |= over
+  return np.where(dense, 1.0, np.clip(eps * raw, 0.0, 1.0))
+
+
+def keep_counts(masks, density, distribution="global"):
+  """How many weights to keep: an int (global) or one int per prunable layer.
+
+  Per-layer counts add up to round(density * total) exactly (largest remainders).
+  """
+  if distribution not in DISTRIBUTIONS:
+    raise ValueError(f"config.prune.distribution={distribution!r} is not known. "
+                     f"Allowed: {', '.join(DISTRIBUTIONS)}.")
+  shapes = [m.shape for _, m in prunable_items(masks, masks)]
+  sizes = np.array([int(np.prod(s)) for s in shapes])
+  total = num_to_keep(density, sizes.sum())
+  if distribution == "global":
+    return total
+  layer_density = (np.full(len(shapes), float(density)) if distribution == "layerwise"
+                   else erk_densities(shapes, float(density)))
+  exact = layer_density * sizes
+  counts = np.minimum(np.floor(exact).astype(np.int64), sizes)
+  order = np.argsort(-(exact - counts), kind="stable")
+  for i in order[: max(0, total - counts.sum())]:
+    if counts[i] < sizes[i]:
+      counts[i] += 1
+  return counts
+
+
+def masks_from_counts(scores, masks, counts, min_per_layer=0):
+  """Top-k masks for `counts` from keep_counts (may be traced: a global int or [layers])."""
+  items = prunable_items(scores, masks)
+  current = [m for _, m in prunable_items(masks, masks)]
+  for (name, s), m in zip(items, current):
+    if s.shape != m.shape:
+      raise ValueError(f"score for {name} has shape {s.shape}, the parameter has {m.shape}.")
+  if jnp.ndim(counts) == 1:
+    kept = [topk_flat(s.reshape(-1), m.reshape(-1), counts[i]).reshape(m.shape)
+            for i, ((_, s), m) in enumerate(zip(items, current))]
+  else:
+    sizes = [m.size for m in current]
+    dtype = jnp.result_type(*[s.dtype for _, s in items])
+    flat_s = jnp.concatenate([s.reshape(-1).astype(dtype) for _, s in items])
+    flat_m = jnp.concatenate([m.reshape(-1) for m in current])
+    if min_per_layer:
+      # Lift each layer's best `min_per_layer` alive weights above every other score.
+      boost = [topk_flat(s.reshape(-1), m.reshape(-1), min_per_layer) for (_, s), m in zip(items, current)]
+      flat_s = jnp.where(jnp.concatenate(boost), jnp.inf, flat_s)
+    flat_keep = topk_flat(flat_s, flat_m, counts)
+    pieces = jnp.split(flat_keep, np.cumsum(sizes)[:-1])
+    kept = [piece.reshape(m.shape) for piece, m in zip(pieces, current)]
+  it = iter(kept)
+  return jax.tree.map(lambda m: next(it) if m.ndim > 0 else m, masks)
 
 
 def scores_to_masks(scores, masks, density, distribution="global", min_per_layer=0):
@@ -94,36 +168,10 @@ def scores_to_masks(scores, masks, density, distribution="global", min_per_layer
 
   scores: pytree with the params' structure (unprunable leaves are ignored).
   masks: the current masks; already-pruned weights stay pruned (nested masks).
-  distribution: "global" (one threshold over all layers) or "layerwise"
-    (the same density in each layer).
+  distribution: "global" (one threshold over all layers), "layerwise" (the same
+    density in each layer) or "erk" (Erdos-Renyi-Kernel layer densities).
   min_per_layer: keep at least this many weights per layer (guards against layer
     collapse; 0 = plain top-k, the default in the literature). Global only.
   """
-  if distribution not in DISTRIBUTIONS:
-    raise ValueError(f"config.prune.distribution={distribution!r} is not known. "
-                     f"Allowed: {', '.join(DISTRIBUTIONS)}.")
-  items = prunable_items(scores, masks)
-  current = [m for _, m in prunable_items(masks, masks)]
-  for (name, s), m in zip(items, current):
-    if s.shape != m.shape:
-      raise ValueError(f"score for {name} has shape {s.shape}, the parameter has {m.shape}.")
-  if distribution == "layerwise":
-    kept = [topk_flat(s.reshape(-1), m.reshape(-1), num_to_keep(density, m.size)).reshape(m.shape)
-            for (_, s), m in zip(items, current)]
-  else:
-    sizes = [m.size for m in current]
-    flat_s = jnp.concatenate([s.reshape(-1).astype(jnp.float32) for _, s in items])
-    flat_m = jnp.concatenate([m.reshape(-1) for m in current])
-    k = num_to_keep(density, flat_s.size)
-    if min_per_layer:
-      # Lift each layer's best `min_per_layer` alive weights above every other score.
-      boost = []
-      for (_, s), m in zip(items, current):
-        top = topk_flat(s.reshape(-1), m.reshape(-1), min_per_layer)
-        boost.append(top)
-      flat_s = jnp.where(jnp.concatenate(boost), jnp.inf, flat_s)
-    flat_keep = topk_flat(flat_s, flat_m, k)
-    pieces = jnp.split(flat_keep, np.cumsum(sizes)[:-1])
-    kept = [piece.reshape(m.shape) for piece, m in zip(pieces, current)]
-  it = iter(kept)
-  return jax.tree.map(lambda m: next(it) if m.ndim > 0 else m, masks)
+  counts = keep_counts(masks, density, distribution)
+  return masks_from_counts(scores, masks, counts, min_per_layer)

@@ -49,11 +49,35 @@ def test_layerwise_topk_keeps_k_per_layer(sizes, seed, density):
   values = [rng.integers(0, 3, s).astype(np.float32) for s in shapes]
   new = masks_lib.scores_to_masks(tree(shapes, values), masks_lib.init_masks(tree(shapes)),
                                   density, "layerwise")
+  total = 0
   for i, s in enumerate(shapes):
     n = int(np.prod(s))
-    k = int(np.floor(density * n + 0.5))
     got = np.asarray(new[f"layer{i}"]["kernel"]).ravel()
+    k = int(got.sum())
+    assert np.floor(density * n) <= k <= np.ceil(density * n)  # Same density in every layer.
     np.testing.assert_array_equal(got, reference_keep(values[i].ravel(), np.ones(n, bool), k))
+    total += k
+  assert total == int(np.floor(density * sum(np.prod(s) for s in shapes) + 0.5))
+
+
+def test_erk_densities_hit_the_target_and_favour_small_layers():
+  shapes = [(3, 3, 3, 16), (3, 3, 16, 32), (3, 3, 32, 64), (64, 10)]
+  params = {f"l{i}": {"kernel": jnp.ones(s)} for i, s in enumerate(shapes)}
+  masks = masks_lib.init_masks(params)
+  for density in (0.5, 0.1, 0.01):
+    counts = masks_lib.keep_counts(masks, density, "erk")
+    sizes = np.array([np.prod(s) for s in shapes])
+    assert counts.sum() == int(np.floor(density * sizes.sum() + 0.5))
+    layer_density = counts / sizes
+    assert layer_density[0] >= layer_density[1] >= layer_density[2]  # ERK: sparser big layers.
+    assert np.all(counts <= sizes)
+    # Independent check of the ERK rule where no layer saturates: density ~ (sum / prod).
+    raw = np.array([np.sum(s) / np.prod(s) for s in shapes])
+    free = layer_density < 1
+    ratio = layer_density[free] / raw[free]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=0.05)
+  new = masks_lib.scores_to_masks(params, masks, 0.1, "erk")
+  assert masks_lib.density_report(new)["kept"] == int(np.floor(0.1 * sizes.sum() + 0.5))
 
 
 def test_nested_masks_never_revive_and_nan_is_lowest():

@@ -1,0 +1,86 @@
+"""What a criterion sees: the network (a static model + its batch_stats) and the pruning data.
+
+A criterion is a pure function
+    score(params, masks, model_state, prune_data, key, cfg) -> scores
+with scores shaped like params (unprunable leaves ignored; the LOWEST are pruned).
+"""
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from autosparse_jax.data import pipeline
+from autosparse_jax.data.specs import DatasetSpec
+from autosparse_jax.masks import apply_masks
+
+
+@flax.struct.dataclass
+class ModelState:
+  batch_stats: Any
+  model: nn.Module = flax.struct.field(pytree_node=False)
+  spec: DatasetSpec = flax.struct.field(pytree_node=False)
+
+  def logits(self, params, x, dtype=None):
+    """Eval-mode forward (BN uses running statistics, as the original criteria do)."""
+    model = self.model if dtype is None else self.model.clone(dtype=dtype)
+    variables = {"params": params}
+    if self.batch_stats:
+      variables["batch_stats"] = self.batch_stats
+    return model.apply(variables, x, train=False)
+
+
+@flax.struct.dataclass
+class PruneData:
+  images: jax.Array  # uint8 [N, H, W, C], the training set on device.
+  labels: jax.Array  # int32 [N]
+
+
+def batch_indices(prune_data, key, cfg):
+  """[num_batches, batch_size] example indices drawn without replacement from `key`.
+
+  cfg.num_batches = 0 takes every whole batch of the training set (the original
+  sums over the whole training loader).
+  """
+  n = prune_data.labels.shape[0]
+  batch = min(int(cfg.batch_size), n)
+  num = int(cfg.num_batches) or n // batch
+  num = min(num, n // batch)
+  perm = jax.random.permutation(key, n)[: num * batch]
+  return perm.reshape(num, batch)
+
+
+def class_balanced_indices(prune_data, key, per_class, num_classes):
+  """per_class examples of each class (the first ones in a random order), [C * per_class]."""
+  labels = prune_data.labels
+  perm = jax.random.permutation(key, labels.shape[0])
+  onehot = jax.nn.one_hot(labels[perm], num_classes, dtype=jnp.int32)
+  rank = jnp.sum((jnp.cumsum(onehot, axis=0) - 1) * onehot, axis=1)  # Rank within its class.
+  chosen = jnp.nonzero(rank < per_class, size=per_class * num_classes, fill_value=0)[0]
+  return perm[chosen]
+
+
+def loss_on(model_state, params, prune_data, idx, temperature=1.0):
+  x = pipeline.normalize(prune_data.images[idx], model_state.spec)
+  logits = model_state.logits(params, x).astype(jnp.float32) / temperature
+  return optax.softmax_cross_entropy_with_integer_labels(logits, prune_data.labels[idx]).mean()
+
+
+def accumulated_gradient(model_state, params, masks, prune_data, batches, reduction="sum",
+                         temperature=1.0):
+  """Sum (or mean) over `batches` of the batch-mean loss gradient at the masked params."""
+  if reduction not in ("sum", "mean"):
+    from autosparse_jax.errors import ConfigError
+    raise ConfigError(f"config.prune.grad_reduction={reduction!r} is not known. Allowed: sum, mean.")
+  grad_fn = jax.grad(lambda p, idx: loss_on(model_state, apply_masks(p, masks), prune_data, idx,
+                                            temperature))
+
+  def body(total, idx):
+    return jax.tree.map(jnp.add, total, grad_fn(params, idx)), None
+
+  total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), batches)
+  if reduction == "mean":
+    total = jax.tree.map(lambda g: g / batches.shape[0], total)
+  return total
