@@ -10,8 +10,10 @@ Field meanings (the same in every job that has them):
                        log_every_steps, loop (how an epoch is driven: train.LOOPS).
   criterion, sparsity  pruning criterion ('none' = dense) and fraction of prunable
                        weights removed.
-  prune.*              prunable (regex over param paths), distribution (global|layerwise),
-                       min_per_layer (keep >= this many weights per layer).
+  prune.*              prunable (regex over param paths), distribution (global|layerwise|erk),
+                       min_per_layer (keep >= this many weights per layer), pruning data
+                       (batch_size, num_batches, grad_reduction), GraSP samples/temperature,
+                       rounds and round_schedule of iterative pruning at init.
 """
 import ml_collections
 
@@ -60,7 +62,13 @@ def base_config():
   c.criterion = "none"
   c.sparsity = 0.0
   c.prune = ml_collections.ConfigDict(dict(
-      prunable=r"(^|/)kernel$", distribution="global", min_per_layer=0))
+      prunable=r"(^|/)kernel$", distribution="global", min_per_layer=0,
+      # Pruning data of the data-dependent criteria (SNIP, GraSP's gradient).
+      batch_size=128, num_batches=0,  # 0 = every whole batch of the training set (original).
+      grad_reduction="sum",  # sum (original: sum of batch-mean gradients) | mean
+      grasp_samples_per_class=10, grasp_temperature=200.0,
+      rounds=0,  # 0 = the criterion's default (SynFlow 100, others 1); R > 1 with snip = SNIP-it
+      round_schedule="exponential"))
   return c
 
 

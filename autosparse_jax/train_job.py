@@ -79,19 +79,23 @@ def init_states(config, trainer):
 
 
 def prune_states(config, task, states, criterion, sparsity):
-  """Scores every seed's network with `criterion` and masks it to `sparsity`, vmapped."""
-  score_fn = criteria.get_criterion(criterion)
+  """Scores every seed's network with `criterion` and masks it to `sparsity`, vmapped.
+
+  Returns (states with the new masks, scores). Criteria see the network in eval
+  mode and the whole training set as pruning data (config.prune says how much).
+  """
   trainer = task.trainer
-  prune_data = (task.train_images, task.train_labels)
+  data = criteria.PruneData(task.train_images, task.train_labels)
 
   def prune_one(state):
+    model_state = criteria.ModelState(state.batch_stats, trainer.model, trainer.spec)
     key = jax.random.fold_in(state.key, train.KEY_PRUNE)
-    scores = score_fn(state.params, state.masks, state.batch_stats, prune_data, key, config.prune)
-    masks = masks_lib.scores_to_masks(scores, state.masks, 1.0 - sparsity,
-                                      config.prune.distribution, int(config.prune.min_per_layer))
-    return trainer.create_state(state.key, state.params, state.batch_stats, masks)
+    masks, scores = criteria.prune(criterion, state.params, state.masks, model_state, data, key,
+                                   config.prune, 1.0 - sparsity)
+    return trainer.create_state(state.key, state.params, state.batch_stats, masks), scores
 
-  return jax.jit(jax.vmap(prune_one))(states)
+  with criteria.precision_scope(criterion):
+    return jax.jit(jax.vmap(prune_one))(states)
 
 
 def density_reports(states):
@@ -172,8 +176,8 @@ def train_and_evaluate(config, workdir_path):
   scoring_seconds = 0.0
   if config.criterion != criteria.NO_PRUNING:
     t = time.time()
-    states = jax.block_until_ready(prune_states(config, task, states, config.criterion,
-                                                float(config.sparsity)))
+    states, _ = jax.block_until_ready(prune_states(config, task, states, config.criterion,
+                                                   float(config.sparsity)))
     scoring_seconds = time.time() - t
   reports = density_reports(states)
   for seed, report in zip(seeds, reports):

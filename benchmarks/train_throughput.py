@@ -83,8 +83,8 @@ def lenet_epoch(data_dir, epochs):
   task = train_job.build_task(config)
   if config.dataset == "synthetic":  # Same preprocessing as MNIST.
     task = with_spec(task, SPECS["mnist"])
-  states = train_job.prune_states(config, task, train_job.init_states(config, task.trainer),
-                                  "random", 0.98)
+  states, _ = train_job.prune_states(config, task, train_job.init_states(config, task.trainer),
+                                     "random", 0.98)
   args = (task.train_images, task.train_labels)
   # XLA's cost analysis counts a while-loop body once: take one straight-line step's FLOPs.
   _, step_flops, _ = compile_with_flops(train.jit_epoch(task.trainer, 1, unroll=True), states, *args)

@@ -14,7 +14,7 @@ from tests.conftest import small_config
 
 def _states(config, task, sparsity=0.8, criterion="random"):
   states = train_job.init_states(config, task.trainer)
-  return train_job.prune_states(config, task, states, criterion, sparsity) if sparsity else states
+  return train_job.prune_states(config, task, states, criterion, sparsity)[0] if sparsity else states
 
 
 def _steps(task, states, n):

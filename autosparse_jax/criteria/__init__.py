@@ -1,35 +1,48 @@
-"""Pruning criteria: name -> score function.
+"""Pruning criteria: a registry by name, and the one loop that turns scores into masks.
 
 Every criterion is a pure function
-    score(params, masks, batch_stats, prune_data, key, cfg) -> scores
-where scores has the params' tree structure (unprunable leaves are ignored) and
-the LOWEST scores are pruned. `prune_data` is (images, labels) on device (data-free
-criteria ignore it); `cfg` is the criterion's own config (config.prune).
+    score(params, masks, model_state, prune_data, key, cfg) -> scores
+(see criteria/base.py); scores have the params' tree structure and the LOWEST
+are pruned. `prune(...)` runs R rounds of score -> top-k at the round's density
+(R = 1: one-shot; SynFlow's 100 rounds and SNIP-it share this loop).
 """
+import contextlib
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from autosparse_jax import masks as masks_lib
+from autosparse_jax.criteria.base import ModelState, PruneData
+from autosparse_jax.criteria.saliency import grasp_scores, snip_scores
+from autosparse_jax.criteria.synflow import synflow_scores
 from autosparse_jax.errors import ConfigError, unknown_name_message
 
 
-def random_scores(params, masks, batch_stats, prune_data, key, cfg):
+def random_scores(params, masks, model_state, prune_data, key, cfg):
   """I.i.d. uniform scores: the Random baseline."""
-  del masks, batch_stats, prune_data, cfg
+  del masks, model_state, prune_data, cfg
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
   return jax.tree.unflatten(tree, [jax.random.uniform(k, p.shape) for k, p in zip(keys, leaves)])
 
 
-def magnitude_scores(params, masks, batch_stats, prune_data, key, cfg):
-  """|theta|: the Magnitude baseline (and LTH when iterated)."""
-  del masks, batch_stats, prune_data, key, cfg
+def magnitude_scores(params, masks, model_state, prune_data, key, cfg):
+  """|theta|: the Magnitude baseline (and LTH when iterated with training)."""
+  del masks, model_state, prune_data, key, cfg
   return jax.tree.map(jnp.abs, params)
 
 
 CRITERIA = {
     "random": random_scores,
     "magnitude": magnitude_scores,
+    "snip": snip_scores,
+    "grasp": grasp_scores,
+    "synflow": synflow_scores,
 }
+NEEDS_X64 = {"synflow"}
+DEFAULT_ROUNDS = {"synflow": 100}  # Others are one-shot unless config.prune.rounds says so.
+SCHEDULES = ("exponential", "linear")
 NO_PRUNING = "none"
 
 
@@ -37,3 +50,66 @@ def get_criterion(name):
   if name not in CRITERIA:
     raise ConfigError(unknown_name_message("config.criterion", name, (NO_PRUNING,) + tuple(CRITERIA)))
   return CRITERIA[name]
+
+
+def num_rounds(name, cfg):
+  return int(cfg.get("rounds", 0)) or DEFAULT_ROUNDS.get(name, 1)
+
+
+def round_densities(final_density, rounds, schedule):
+  """Density after each round: exponential d^(r/R) (SynFlow) or linear in the pruned count."""
+  r = np.arange(1, rounds + 1) / rounds
+  if schedule == "exponential":
+    return final_density ** r
+  if schedule == "linear":
+    return 1.0 - (1.0 - final_density) * r
+  raise ConfigError(unknown_name_message("config.prune.round_schedule", schedule, SCHEDULES))
+
+
+def precision_scope(name):
+  """Context to trace and run criterion `name` in (float64 for SynFlow)."""
+  return jax.enable_x64(True) if name in NEEDS_X64 else contextlib.nullcontext()
+
+
+def prune(name, params, masks, model_state, prune_data, key, cfg, density):
+  """(masks at `density`, scores) by criterion `name`; call inside precision_scope(name).
+
+  With R > 1 rounds, the returned scores rank weights by the round they were
+  pruned in, then by their last score, so top-k of them at `density` gives the
+  same masks (and other densities get a consistent ranking).
+  """
+  score_fn = get_criterion(name)
+  rounds = num_rounds(name, cfg)
+  dist = cfg.get("distribution", "global")
+  plan = np.stack([np.asarray(masks_lib.keep_counts(masks, d, dist)) for d in
+                   round_densities(float(density), rounds, cfg.get("round_schedule", "exponential"))])
+  min_per_layer = int(cfg.get("min_per_layer", 0))
+  score_at = lambda m, r: score_fn(params, m, model_state, prune_data, jax.random.fold_in(key, r), cfg)
+  if rounds == 1:
+    scores = score_at(masks, 0)
+    return masks_lib.masks_from_counts(scores, masks, plan[0], min_per_layer), scores
+
+  def body(carry, xs):
+    m, survived = carry
+    r, counts = xs
+    m = masks_lib.masks_from_counts(score_at(m, r), m, counts, min_per_layer)
+    return (m, jax.tree.map(lambda s, k: s + k.astype(jnp.int32), survived, m)), None
+
+  survived0 = jax.tree.map(lambda m: jnp.zeros(m.shape, jnp.int32), masks)
+  (m, survived), _ = jax.lax.scan(body, (masks, survived0),
+                                  (jnp.arange(rounds - 1), jnp.asarray(plan[:-1])))
+  last = score_at(m, rounds - 1)
+  final = masks_lib.masks_from_counts(last, m, plan[-1], min_per_layer)
+
+  def composite(s, alive, surv):
+    s = s.astype(jnp.float64 if s.dtype == jnp.float64 else jnp.float32)
+    lo = jnp.min(jnp.where(alive, s, jnp.inf))
+    hi = jnp.max(jnp.where(alive, s, -jnp.inf))
+    unit = jnp.where(alive, (s - lo) / jnp.maximum(hi - lo, jnp.finfo(s.dtype).tiny), 0.0)
+    return surv.astype(s.dtype) + alive.astype(s.dtype) * (1.0 + 0.5 * unit)
+
+  scores = jax.tree.map(composite, last, m, survived)
+  return final, scores
+
+
+__all__ = ["CRITERIA", "ModelState", "PruneData", "get_criterion", "prune", "precision_scope"]
