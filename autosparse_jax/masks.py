@@ -75,21 +75,29 @@ def num_to_keep(density, n):
   return int(np.floor(np.float64(density) * np.float64(n) + 0.5))
 
 
-def topk_flat(scores, alive, k):
-  """Bool vector keeping the k highest `scores` among `alive` entries.
+def keep_order(scores, alive):
+  """Flat indices in keep order: higher score first, ties by lower index, dead last.
 
-  Order: higher score first, then lower index (stable sort); NaN counts as lowest.
-  `k` may be traced (so sparsities can be vmapped). If fewer than k are alive,
-  all alive entries are kept: pruned weights never come back. Float64 scores
-  (SynFlow) are ranked in float64.
+  NaN counts as lowest. Float64 scores (SynFlow) are ranked in float64, integer
+  scores (survival ranks) exactly.
   """
   s = jnp.asarray(scores)
-  if not jnp.issubdtype(s.dtype, jnp.floating):
-    s = s.astype(jnp.float32)
-  s = s + 0.0  # -0.0 + 0.0 == +0.0: one zero, not two.
-  s = jnp.where(jnp.isnan(s) | ~alive, -jnp.inf, s)
-  order = jnp.argsort(-s, stable=True)
-  rank = jnp.zeros(s.shape, jnp.int32).at[order].set(jnp.arange(s.size, dtype=jnp.int32))
+  if jnp.issubdtype(s.dtype, jnp.floating):
+    s = s + 0.0  # -0.0 + 0.0 == +0.0: one zero, not two.
+    s = jnp.where(jnp.isnan(s) | ~alive, -jnp.inf, s)
+  else:
+    s = jnp.where(alive, s, jnp.iinfo(s.dtype).min)
+  return jnp.argsort(s, stable=True, descending=True)
+
+
+def topk_flat(scores, alive, k):
+  """Bool vector keeping the k highest `scores` among `alive` entries (see keep_order).
+
+  `k` may be traced (so sparsities can be vmapped). If fewer than k are alive,
+  all alive entries are kept: pruned weights never come back.
+  """
+  order = keep_order(scores, alive)
+  rank = jnp.zeros(order.shape, jnp.int32).at[order].set(jnp.arange(order.size, dtype=jnp.int32))
   return (rank < k) & alive
 
 

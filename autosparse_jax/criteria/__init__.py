@@ -18,7 +18,6 @@ from autosparse_jax.criteria.saliency import grasp_scores, snip_scores
 from autosparse_jax.criteria.synflow import synflow_scores
 from autosparse_jax.errors import ConfigError, unknown_name_message
 
-
 def random_scores(params, masks, model_state, prune_data, key, cfg):
   """I.i.d. uniform scores: the Random baseline."""
   del masks, model_state, prune_data, cfg
@@ -26,12 +25,10 @@ def random_scores(params, masks, model_state, prune_data, key, cfg):
   keys = jax.random.split(key, len(leaves))
   return jax.tree.unflatten(tree, [jax.random.uniform(k, p.shape) for k, p in zip(keys, leaves)])
 
-
 def magnitude_scores(params, masks, model_state, prune_data, key, cfg):
   """|theta|: the Magnitude baseline (and LTH when iterated with training)."""
   del masks, model_state, prune_data, key, cfg
   return jax.tree.map(jnp.abs, params)
-
 
 CRITERIA = {
     "random": random_scores,
@@ -45,16 +42,13 @@ DEFAULT_ROUNDS = {"synflow": 100}  # Others are one-shot unless config.prune.rou
 SCHEDULES = ("exponential", "linear")
 NO_PRUNING = "none"
 
-
 def get_criterion(name):
   if name not in CRITERIA:
     raise ConfigError(unknown_name_message("config.criterion", name, (NO_PRUNING,) + tuple(CRITERIA)))
   return CRITERIA[name]
 
-
 def num_rounds(name, cfg):
   return int(cfg.get("rounds", 0)) or DEFAULT_ROUNDS.get(name, 1)
-
 
 def round_densities(final_density, rounds, schedule):
   """Density after each round: exponential d^(r/R) (SynFlow) or linear in the pruned count."""
@@ -65,11 +59,9 @@ def round_densities(final_density, rounds, schedule):
     return 1.0 - (1.0 - final_density) * r
   raise ConfigError(unknown_name_message("config.prune.round_schedule", schedule, SCHEDULES))
 
-
 def precision_scope(name):
   """Context to trace and run criterion `name` in (float64 for SynFlow)."""
   return jax.enable_x64(True) if name in NEEDS_X64 else contextlib.nullcontext()
-
 
 def prune(name, params, masks, model_state, prune_data, key, cfg, density):
   """(masks at `density`, scores) by criterion `name`; call inside precision_scope(name).
@@ -101,15 +93,26 @@ def prune(name, params, masks, model_state, prune_data, key, cfg, density):
   last = score_at(m, rounds - 1)
   final = masks_lib.masks_from_counts(last, m, plan[-1], min_per_layer)
 
-  def composite(s, alive, surv):
-    s = s.astype(jnp.float64 if s.dtype == jnp.float64 else jnp.float32)
-    lo = jnp.min(jnp.where(alive, s, jnp.inf))
-    hi = jnp.max(jnp.where(alive, s, -jnp.inf))
-    unit = jnp.where(alive, (s - lo) / jnp.maximum(hi - lo, jnp.finfo(s.dtype).tiny), 0.0)
-    return surv.astype(s.dtype) + alive.astype(s.dtype) * (1.0 + 0.5 * unit)
+  return final, survival_ranks(last, m, survived)
 
-  scores = jax.tree.map(composite, last, m, survived)
-  return final, scores
+def survival_ranks(last, alive, survived):
+  """Integer scores: rounds survived first, then the last round's keep order.
 
+  score = (rounds survived) * n + position from the bottom of the last round's
+  keep order over all n prunable weights: exact, so top-k at the final density
+  reproduces the final masks, and other densities get a consistent ranking.
+  """
+  alive_items = [m for _, m in masks_lib.prunable_items(alive, alive)]
+  flat = jnp.concatenate([s.reshape(-1) for _, s in masks_lib.prunable_items(last, alive)])
+  flat_alive = jnp.concatenate([m.reshape(-1) for m in alive_items])
+  flat_surv = jnp.concatenate([v.reshape(-1) for _, v in masks_lib.prunable_items(survived, alive)])
+  n = flat.size
+  dtype = jnp.int64 if jax.config.x64_enabled else jnp.int32
+  order = masks_lib.keep_order(flat, flat_alive)
+  from_bottom = jnp.zeros(n, dtype).at[order].set(jnp.arange(n - 1, -1, -1, dtype=dtype))
+  composite = (flat_surv.astype(dtype) + flat_alive.astype(dtype)) * n + from_bottom
+  pieces = iter(jnp.split(composite, np.cumsum([m.size for m in alive_items])[:-1]))
+  return jax.tree.map(lambda m: next(pieces).reshape(m.shape) if m.ndim > 0 else jnp.zeros((), dtype),
+                      alive)
 
 __all__ = ["CRITERIA", "ModelState", "PruneData", "get_criterion", "prune", "precision_scope"]

@@ -53,12 +53,17 @@ def batch_indices(prune_data, key, cfg):
 
 
 def class_balanced_indices(prune_data, key, per_class, num_classes):
-  """per_class examples of each class (the first ones in a random order), [C * per_class]."""
+  """per_class examples of each class (the first ones in a random order), [C * per_class].
+
+  Sorted by class. A class with fewer than per_class examples is padded with
+  perm[0] (jit needs a fixed size); real datasets have far more per class.
+  """
   labels = prune_data.labels
   perm = jax.random.permutation(key, labels.shape[0])
   onehot = jax.nn.one_hot(labels[perm], num_classes, dtype=jnp.int32)
   rank = jnp.sum((jnp.cumsum(onehot, axis=0) - 1) * onehot, axis=1)  # Rank within its class.
   chosen = jnp.nonzero(rank < per_class, size=per_class * num_classes, fill_value=0)[0]
+  chosen = chosen[jnp.argsort(labels[perm][chosen], stable=True)]
   return perm[chosen]
 
 
