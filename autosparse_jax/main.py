@@ -21,7 +21,12 @@ def _train(config, workdir):
   return train_and_evaluate(config, workdir)
 
 
-JOBS = {"train": _train}
+def _prune(config, workdir):
+  from autosparse_jax.prune_job import prune_and_train
+  return prune_and_train(config, workdir)
+
+
+JOBS = {"train": _train, "prune": _prune}
 
 
 def run(config, workdir):

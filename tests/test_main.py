@@ -98,3 +98,17 @@ def test_every_config_loads_and_documents_its_command():
     assert config.job == "train" and config.train.epochs >= 1
   with pytest.raises(ConfigError, match="Did you mean 'lenet_mnist'"):
     load_config("train", "lenet_mnst")
+
+
+@pytest.mark.parametrize("criterion", ["random", "magnitude", "snip", "grasp", "synflow"])
+def test_every_criterion_prunes_real_mnist_lenet_to_98_percent(prepared_data_dir, tmp_path, criterion):
+  config = load_config("prune", "lenet_mnist")
+  config.criterion, config.sparsity = criterion, 0.98
+  config.train.epochs = 1
+  config.data.data_dir = prepared_data_dir("mnist")
+  results = main_lib.run(config, str(tmp_path / "wd"))
+  run = results["runs"][0]
+  assert abs(run["kept_per_seed"][0] - 0.02 * run["total"]) <= 1  # Within one weight.
+  assert run["test_accuracy"] > 0.2  # Chance is 0.1.
+  assert run["effective_paths"][0] > 0 and run["effective_params"][0] <= run["kept_per_seed"][0]
+  assert set(run["layer_density"]) == {"Dense_0/kernel", "Dense_1/kernel", "Dense_2/kernel"}
