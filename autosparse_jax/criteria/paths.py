@@ -23,13 +23,17 @@ def _neutral_params(params, masks):
   return jax.tree_util.tree_map_with_path(leaf, params, masks)
 
 
-def path_metrics(params, masks, model_state, epsilon=1e-5):
-  """{'effective_paths', 'log10_paths', 'effective_nodes', 'effective_params'} of `masks`."""
-  weights = _neutral_params(params, masks)
+def neutral_network(params, masks, model_state, epsilon=1e-5):
+  """(weights, model_state) of the all-ones network: mask as weights, BN an identity."""
   stats = jax.tree_util.tree_map_with_path(
       lambda path, s: (jnp.full(s.shape, 1.0 - epsilon, jnp.float64) if path_name(path).endswith("var")
                        else jnp.zeros(s.shape, jnp.float64)), model_state.batch_stats)
-  state = model_state.replace(batch_stats=stats)
+  return _neutral_params(params, masks), model_state.replace(batch_stats=stats)
+
+
+def path_metrics(params, masks, model_state):
+  """{'effective_paths', 'log10_paths', 'effective_nodes', 'effective_params'} of `masks`."""
+  weights, state = neutral_network(params, masks, model_state)
   ones = jnp.ones((1,) + tuple(model_state.spec.image_shape), jnp.float64)
   flow = lambda w: jnp.sum(state.logits(w, ones, dtype=jnp.float64))
   paths, grads = jax.value_and_grad(flow)(weights)
