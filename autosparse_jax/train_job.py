@@ -78,11 +78,12 @@ def init_states(config, trainer):
   return jax.jit(jax.vmap(create))(seed_keys(config))
 
 
-def prune_states(config, task, states, criterion, sparsity):
-  """Scores every seed's network with `criterion` and masks it to `sparsity`, vmapped.
+def pruner(config, task, criterion, sparsity):
+  """jit(vmap(prune one seed)) -> (states with new masks, scores).
 
-  Returns (states with the new masks, scores). Criteria see the network in eval
-  mode and the whole training set as pruning data (config.prune says how much).
+  Call it inside criteria.precision_scope(criterion). Criteria see the network
+  in eval mode and the whole training set as pruning data (config.prune says
+  how much of it they use).
   """
   trainer = task.trainer
   data = criteria.PruneData(task.train_images, task.train_labels)
@@ -94,8 +95,13 @@ def prune_states(config, task, states, criterion, sparsity):
                                    config.prune, 1.0 - sparsity)
     return trainer.create_state(state.key, state.params, state.batch_stats, masks), scores
 
+  return jax.jit(jax.vmap(prune_one))
+
+
+def prune_states(config, task, states, criterion, sparsity):
+  """Scores every seed's network with `criterion` and masks it to `sparsity`, vmapped."""
   with criteria.precision_scope(criterion):
-    return jax.jit(jax.vmap(prune_one))(states)
+    return pruner(config, task, criterion, sparsity)(states)
 
 
 def density_reports(states):

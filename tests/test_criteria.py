@@ -103,10 +103,8 @@ def test_grasp_samples_are_class_balanced():
   labels = np.random.default_rng(0).permutation(np.arange(70) % 10).astype(np.int32)
   data = PruneData(jnp.zeros((70, 2, 2, 1), jnp.uint8), jnp.asarray(labels))
   batches = np.asarray(saliency.grasp_batches(data, jax.random.PRNGKey(0), prune_cfg(), 10))
-  assert batches.shape == (10, 3) and len(set(batches.ravel().tolist())) == 30
-  for row in batches:
-    assert len(set(labels[row].tolist())) == 1  # One class per row...
-  assert sorted(labels[batches[:, 0]].tolist()) == list(range(10))  # ...and every class once.
+  assert batches.shape == (2, 15) and len(set(batches.ravel().tolist())) == 30  # batch_size 16.
+  assert np.bincount(labels[batches.ravel()], minlength=10).tolist() == [3] * 10
 
 
 class LinearChain(nn.Module):
@@ -188,3 +186,25 @@ def test_path_metrics_count_paths_of_a_known_mask():
   assert float(m["effective_paths"]) == 2.0
   assert int(m["effective_params"]) == 3  # (0,0), (1,0) in layer 0; (0,0) in layer 1.
   assert int(m["effective_nodes"]) == 2  # h0 and o0.
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,classes", [("resnet18", 10), ("vgg19", 100)])
+def test_synflow_full_size_at_999_keeps_exactly_k_with_no_underflow(name, classes):
+  """Synaptic-Flow issue #12 setting: 100 rounds to 99.9% on full-size nets (minutes on CPU)."""
+  model = get_model(name, classes)
+  spec = DatasetSpec("cifar", (32, 32, 3), classes, (0.5,) * 3, (0.25,) * 3)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  params, stats = variables["params"], variables["batch_stats"]
+  masks = masks_lib.init_masks(params)
+  state = ModelState(stats, model, spec)
+  with jax.enable_x64(True):
+    new, _ = jax.jit(lambda p, m, s: criteria.prune("synflow", p, m, s, None, jax.random.PRNGKey(0),
+                                                    prune_cfg(), 0.001))(params, masks, state)
+    last = synflow.synflow_scores(params, new, state, None, None, None)
+    metrics = paths.path_metrics(params, new, state)
+  report = masks_lib.density_report(new)
+  assert report["kept"] == int(np.floor(0.001 * report["total"] + 0.5))
+  for (_, s), (_, m) in zip(masks_lib.prunable_items(last, new), masks_lib.prunable_items(new, new)):
+    assert float(jnp.min(jnp.where(m, s, jnp.inf))) > 0.0  # No kept weight underflowed to 0.
+  assert float(metrics["effective_paths"]) > 0 and report["empty_layers"] == []

@@ -67,6 +67,13 @@ def class_balanced_indices(prune_data, key, per_class, num_classes):
   return perm[chosen]
 
 
+# Up to this many pruning batches are summed as straight-line code instead of a
+# lax.scan: XLA:CPU runs conv gradients inside loops ~60x slower (jax-ml/jax#12868).
+# More batches (e.g. SNIP over a whole CIFAR training set) use the scan: fine on GPU,
+# slow for conv nets on CPU.
+UNROLL_BATCHES = 8
+
+
 def loss_on(model_state, params, prune_data, idx, temperature=1.0):
   x = pipeline.normalize(prune_data.images[idx], model_state.spec)
   logits = model_state.logits(params, x).astype(jnp.float32) / temperature
@@ -85,7 +92,12 @@ def accumulated_gradient(model_state, params, masks, prune_data, batches, reduct
   def body(total, idx):
     return jax.tree.map(jnp.add, total, grad_fn(params, idx)), None
 
-  total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), batches)
+  total = jax.tree.map(jnp.zeros_like, params)
+  if batches.shape[0] <= UNROLL_BATCHES:  # Straight-line code: see UNROLL_BATCHES.
+    for b in range(batches.shape[0]):
+      total, _ = body(total, batches[b])
+  else:
+    total, _ = jax.lax.scan(body, total, batches)
   if reduction == "mean":
     total = jax.tree.map(lambda g: g / batches.shape[0], total)
   return total

@@ -14,9 +14,15 @@ def snip_scores(params, masks, model_state, prune_data, key, cfg):
 
 
 def grasp_batches(prune_data, key, cfg, num_classes):
-  """Class-balanced samples (cfg.grasp_samples_per_class of each class), one class per row."""
+  """Class-balanced samples (cfg.grasp_samples_per_class of each class) as equal batches.
+
+  As few batches as cfg.batch_size allows (the number divides the sample count,
+  so the mean of batch means is the mean over all samples).
+  """
   per_class = int(cfg.grasp_samples_per_class)
-  return class_balanced_indices(prune_data, key, per_class, num_classes).reshape(num_classes, per_class)
+  total = per_class * num_classes
+  num = next(d for d in range(-(-total // int(cfg.batch_size)), total + 1) if total % d == 0)
+  return class_balanced_indices(prune_data, key, per_class, num_classes).reshape(num, total // num)
 
 
 def hessian_gradient_product(model_state, params, masks, prune_data, batches, temperature):
