@@ -13,9 +13,8 @@ import numpy as np
 from autosparse_jax import criteria
 from autosparse_jax.criteria.paths import path_metrics
 from autosparse_jax.errors import ConfigError
-from autosparse_jax.train_job import (build_task, density_reports, init_states, log, prune_states,
-                                      run_training, summarize, validate)
-from autosparse_jax.workdir import Workdir
+from autosparse_jax.train_job import (density_reports, init_states, log, prune_states, run_training,
+                                      seed_list, start_job, summarize)
 
 
 def sparsity_list(config):
@@ -44,15 +43,11 @@ def prune_and_train(config, workdir_path):
     raise ConfigError("config.criterion='none' does not prune: use configs/train.py for dense runs, "
                       f"or one of {', '.join(criteria.CRITERIA)}.")
   sparsities = sparsity_list(config)
-  validate(config)
-  workdir = Workdir(workdir_path, config)
-  if workdir.finished:
-    log(f"{workdir.path} already holds results.json for this config; not running again.")
-    return workdir.results()
   start = time.time()
-  task = build_task(config)
-  workdir.start()
-  seeds = [int(config.seed) + i for i in range(int(config.num_seeds))]
+  workdir, task = start_job(config, workdir_path)
+  if task is None:
+    return workdir.results()
+  seeds = seed_list(config)
   runs = []
   for sparsity in sparsities:
     tag = f"{config.criterion}@{sparsity:g}"

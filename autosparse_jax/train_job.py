@@ -165,16 +165,31 @@ def summarize(values):
   return {"mean": float(values.mean()), "std": float(values.std()), "per_seed": values.tolist()}
 
 
-def train_and_evaluate(config, workdir_path):
+def seed_list(config):
+  return [int(config.seed) + i for i in range(int(config.num_seeds))]
+
+
+def start_job(config, workdir_path):
+  """Validates the config, checks the workdir, loads the data: (workdir, task).
+
+  task is None when the workdir already holds this config's results.
+  """
   validate(config)
   workdir = Workdir(workdir_path, config)
   if workdir.finished:
     log(f"{workdir.path} already holds results.json for this config; not running again.")
-    return workdir.results()
-  start = time.time()
+    return workdir, None
   task = build_task(config)
   workdir.start()
-  seeds = [int(config.seed) + i for i in range(int(config.num_seeds))]
+  return workdir, task
+
+
+def train_and_evaluate(config, workdir_path):
+  start = time.time()
+  workdir, task = start_job(config, workdir_path)
+  if task is None:
+    return workdir.results()
+  seeds = seed_list(config)
   log(f"train: {config.model} on {config.dataset} ({len(task.dataset.train_images)} train / "
       f"{len(task.dataset.test_images)} test), seeds {seeds}, {config.train.epochs} epochs of "
       f"{task.trainer.steps_per_epoch} steps")

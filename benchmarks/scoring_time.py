@@ -27,6 +27,7 @@ flags.DEFINE_string("data_dir", "", "TFDS data dir with MNIST prepared (optional
 flags.DEFINE_list("models", ["lenet", "resnet18"], "Which of lenet, resnet18.")
 flags.DEFINE_list("criteria", ["random", "magnitude", "snip", "grasp", "synflow"], "Criteria.")
 flags.DEFINE_integer("num_batches", 1, "SNIP pruning batches (0 = whole training set).")
+flags.DEFINE_integer("synflow_rounds", 100, "SynFlow rounds (fewer to estimate the per-round cost).")
 flags.DEFINE_string("json", "", "Also write the figures to this JSON file.")
 
 
@@ -46,6 +47,7 @@ def make_task(model):
     config.data.synthetic.update(dict(image_shape=(32, 32, 3), num_train=2560, num_test=128))
     spec = SPECS["cifar10"]
   config.prune.num_batches = FLAGS.num_batches
+  config.prune.rounds = 0  # Criterion defaults; SynFlow's is set below.
   task = train_job.build_task(config)
   task = dataclasses.replace(task, trainer=dataclasses.replace(task.trainer, spec=spec))
   return config, task
@@ -64,6 +66,7 @@ def main(argv):
     config, task = make_task(model)
     states = train_job.init_states(config, task.trainer)
     for name in FLAGS.criteria:
+      config.prune.rounds = FLAGS.synflow_rounds if name == "synflow" else 0
       fn = train_job.pruner(config, task, name, 0.98)
       with criteria.precision_scope(name):
         _, first = timed(lambda: fn(states))
