@@ -17,6 +17,8 @@ Field meanings (the same in every job that has them):
 """
 import ml_collections
 
+from autosparse_jax.masks import DEFAULT_PRUNABLE
+
 # Paper Appendix A/C (REFERENCE.md). SGD recipes use Nesterov momentum as the original code.
 RECIPES = {
     "lenet_mnist": dict(model="lenet_300_100", dataset="mnist", train=dict(
@@ -62,7 +64,7 @@ def base_config():
   c.criterion = "none"
   c.sparsity = 0.0
   c.prune = ml_collections.ConfigDict(dict(
-      prunable=r"(^|/)kernel$", distribution="global", min_per_layer=0,
+      prunable=DEFAULT_PRUNABLE, distribution="global", min_per_layer=0,
       # Pruning data of the data-dependent criteria (SNIP, GraSP's gradient).
       batch_size=128, num_batches=0,  # 0 = every whole batch of the training set (original).
       grad_reduction="sum",  # sum (original: sum of batch-mean gradients) | mean

@@ -15,7 +15,6 @@ from absl import app, flags
 
 import autosparse_jax  # noqa: F401  (sets XLA flags before jax starts)
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from autosparse_jax import recipes, train, train_job

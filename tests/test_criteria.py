@@ -9,7 +9,7 @@ import pytest
 
 from autosparse_jax import criteria, masks as masks_lib
 from autosparse_jax.criteria import paths, saliency, synflow
-from autosparse_jax.criteria.base import ModelState, PruneData, accumulated_gradient
+from autosparse_jax.criteria.base import ModelState, PruneData
 from autosparse_jax.data import embedded
 from autosparse_jax.data.specs import DatasetSpec
 from autosparse_jax.models import get_model

@@ -87,7 +87,7 @@ def test_prepare_cli_reports_bad_file_without_traceback(tmp_path):
 def test_unprepared_dataset_error_gives_the_prepare_command(tmp_path):
   with pytest.raises(DatasetNotPreparedError) as err:
     load_dataset("cifar10", str(tmp_path))
-  assert f"python -m autosparse_jax.data.prepare cifar10 --raw_dir=" in str(err.value)
+  assert "python -m autosparse_jax.data.prepare cifar10 --raw_dir=" in str(err.value)
   assert f"--data_dir={tmp_path}" in str(err.value)
 
 
@@ -142,7 +142,6 @@ def test_cifar100_extracted_files_prepare_and_load_exactly(tmp_path):
 def test_tiny_imagenet_official_layout_prepares(tmp_path):
   from PIL import Image
 
-  rng = np.random.default_rng(2)
   root = tmp_path / "tiny-imagenet-200"
   wnids = ["n01443537", "n01629819", "n01641577"]
   (root / "val" / "images").mkdir(parents=True)

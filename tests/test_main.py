@@ -19,7 +19,6 @@ def cli(*args, timeout=300):
 
 
 def load_config(name, arg):
-  from ml_collections import config_flags
   import importlib.util
   spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
   module = importlib.util.module_from_spec(spec)

@@ -1,5 +1,4 @@
 """Masks: exact top-k with deterministic ties, layer-wise, nesting, reports."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
