@@ -41,7 +41,7 @@ def mask_metrics(task, states):
 def prune_and_train(config, workdir_path):
   if config.criterion == criteria.NO_PRUNING:
     raise ConfigError("config.criterion='none' does not prune: use configs/train.py for dense runs, "
-                      f"or one of {', '.join(criteria.CRITERIA)}.")
+                      f"or one of {', '.join(criteria.ALL_CRITERIA)}.")
   sparsities = sparsity_list(config)
   start = time.time()
   workdir, task = start_job(config, workdir_path)

@@ -70,7 +70,12 @@ def base_config():
       grad_reduction="sum",  # sum (original: sum of batch-mean gradients) | mean
       grasp_samples_per_class=10, grasp_temperature=200.0,
       rounds=0,  # 0 = the criterion's default (SynFlow 100, others 1); R > 1 with snip = SNIP-it
-      round_schedule="exponential"))
+      round_schedule="exponential",
+      # NPB (criteria/npb.py): the authors' ResNet-20/CIFAR-10 defaults (they use
+      # beta 2, max_p 6 on Tiny-ImageNet). max_p 0 = whole kernel. NPB's layer
+      # densities are always ERK.
+      npb_alpha=0.01, npb_beta=1.0, npb_max_p=0, npb_dense_chunk=100, npb_conv_chunk=32,
+      npb_time_limit=60.0, npb_mip_gap=1e-6))
   return c
 
 

@@ -50,6 +50,9 @@ def validate(config):
     if float(config.sparsity) == 0.0:
       raise ConfigError(f"config.criterion={config.criterion!r} needs config.sparsity > 0 "
                         "(or set config.criterion='none' for a dense run).")
+    if config.criterion in criteria.HOST_CRITERIA and int(config.prune.rounds) > 1:
+      raise ConfigError(f"config.prune.rounds={config.prune.rounds} is not supported by "
+                        f"config.criterion={config.criterion!r} (one-shot only): set it to 0.")
 
 
 def build_task(config):
@@ -99,9 +102,32 @@ def pruner(config, task, criterion, sparsity):
 
 
 def prune_states(config, task, states, criterion, sparsity):
-  """Scores every seed's network with `criterion` and masks it to `sparsity`, vmapped."""
+  """Scores every seed's network with `criterion` and masks it to `sparsity`, vmapped.
+
+  Returns (states with the new masks, scores).
+  """
+  if criterion in criteria.HOST_CRITERIA:
+    return prune_on_host(config, task, states, criterion, sparsity)
   with criteria.precision_scope(criterion):
     return pruner(config, task, criterion, sparsity)(states)
+
+
+def prune_on_host(config, task, states, criterion, sparsity):
+  """Host criteria (NPB's integer programmes): one seed at a time, then the exact top-k."""
+  trainer = task.trainer
+  score_fn = criteria.HOST_CRITERIA[criterion]
+  density = 1.0 - sparsity
+  pruned, all_scores = [], []
+  for i in range(jax.tree.leaves(states.params)[0].shape[0]):
+    state = jax.tree.map(lambda x, i=i: x[i], states)
+    model_state = criteria.ModelState(state.batch_stats, trainer.model, trainer.spec)
+    scores = score_fn(state.params, state.masks, model_state, density, config.prune)
+    masks = masks_lib.scores_to_masks(scores, state.masks, density, "global",
+                                      int(config.prune.min_per_layer))
+    pruned.append(trainer.create_state(state.key, state.params, state.batch_stats, masks))
+    all_scores.append(scores)
+  stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+  return stack(pruned), stack(all_scores)
 
 
 def density_reports(states):

@@ -99,7 +99,7 @@ def test_every_config_loads_and_documents_its_command():
     load_config("train", "lenet_mnst")
 
 
-@pytest.mark.parametrize("criterion", ["random", "magnitude", "snip", "grasp", "synflow"])
+@pytest.mark.parametrize("criterion", ["random", "magnitude", "snip", "grasp", "synflow", "npb"])
 def test_every_criterion_prunes_real_mnist_lenet_to_98_percent(prepared_data_dir, tmp_path, criterion):
   config = load_config("prune", "lenet_mnist")
   config.criterion, config.sparsity = criterion, 0.98

@@ -14,6 +14,7 @@ import numpy as np
 
 from autosparse_jax import masks as masks_lib
 from autosparse_jax.criteria.base import ModelState, PruneData
+from autosparse_jax.criteria.npb import npb_scores
 from autosparse_jax.criteria.saliency import grasp_scores, snip_scores
 from autosparse_jax.criteria.synflow import synflow_scores
 from autosparse_jax.errors import ConfigError, unknown_name_message
@@ -38,14 +39,19 @@ CRITERIA = {
     "synflow": synflow_scores,
 }
 NEEDS_X64 = {"synflow"}
+# Criteria that run on the host, one seed at a time, outside jit (NPB's integer
+# programmes): score(params, masks, model_state, density, cfg) -> numpy scores.
+HOST_CRITERIA = {"npb": npb_scores}
 DEFAULT_ROUNDS = {"synflow": 100}  # Others are one-shot unless config.prune.rounds says so.
 SCHEDULES = ("exponential", "linear")
 NO_PRUNING = "none"
 
+ALL_CRITERIA = tuple(CRITERIA) + tuple(HOST_CRITERIA)
+
 def get_criterion(name):
-  if name not in CRITERIA:
-    raise ConfigError(unknown_name_message("config.criterion", name, (NO_PRUNING,) + tuple(CRITERIA)))
-  return CRITERIA[name]
+  if name not in CRITERIA and name not in HOST_CRITERIA:
+    raise ConfigError(unknown_name_message("config.criterion", name, (NO_PRUNING,) + ALL_CRITERIA))
+  return CRITERIA.get(name) or HOST_CRITERIA[name]
 
 def num_rounds(name, cfg):
   return int(cfg.get("rounds", 0)) or DEFAULT_ROUNDS.get(name, 1)
@@ -115,4 +121,4 @@ def survival_ranks(last, alive, survived):
   return jax.tree.map(lambda m: next(pieces).reshape(m.shape) if m.ndim > 0 else jnp.zeros((), dtype),
                       alive)
 
-__all__ = ["CRITERIA", "ModelState", "PruneData", "get_criterion", "prune", "precision_scope"]
+__all__ = ["ALL_CRITERIA", "CRITERIA", "HOST_CRITERIA", "ModelState", "PruneData", "get_criterion", "prune", "precision_scope"]
