@@ -26,7 +26,17 @@ def _prune(config, workdir):
   return prune_and_train(config, workdir)
 
 
-JOBS = {"train": _train, "prune": _prune}
+def _irp(config, workdir):
+  from autosparse_jax.irp import run_irp
+  return run_irp(config, workdir)
+
+
+def _ccc(config, workdir):
+  from autosparse_jax.ccc import ccc_job
+  return ccc_job(config, workdir)
+
+
+JOBS = {"train": _train, "prune": _prune, "irp": _irp, "ccc": _ccc}
 
 
 def run(config, workdir):

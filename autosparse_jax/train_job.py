@@ -5,6 +5,7 @@ The pieces (build_task, init_states, prune_states, run_training) are what the
 other jobs reuse.
 """
 import dataclasses
+import math
 import time
 
 import jax
@@ -47,7 +48,7 @@ def validate(config):
     raise ConfigError(unknown_name_message("config.model", config.model, MODELS))
   if config.criterion != criteria.NO_PRUNING:
     criteria.get_criterion(config.criterion)
-    if float(config.sparsity) == 0.0:
+    if float(config.sparsity) == 0.0 and config.job != "irp":  # IRP: irp.final_density.
       raise ConfigError(f"config.criterion={config.criterion!r} needs config.sparsity > 0 "
                         "(or set config.criterion='none' for a dense run).")
     if config.criterion in criteria.HOST_CRITERIA and int(config.prune.rounds) > 1:
@@ -143,46 +144,70 @@ def _fmt_time(seconds):
       f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def run_training(config, task, states, workdir, tag=None):
-  """Trains `states` for config.train.epochs; logs each epoch; returns (states, last metrics)."""
+def run_training(config, task, states, workdir, tag=None, start_step=0, after_chunk=None,
+                 chunk_divides=0):
+  """Trains `states` from `start_step` to config.train.epochs; logs each epoch.
+
+  Steps run in chunks whose boundaries sit at fixed positions inside each epoch
+  (multiples of the chunk length), so a run resumed at a chunk boundary runs
+  exactly the programs an uninterrupted run would (bit-identical resume).
+  after_chunk(states, step), if given, is called after every chunk (checkpoints)
+  and returns the states to go on with. chunk_divides > 0: the chunk length is
+  made to divide it (so that step is a chunk boundary). Returns (states, last
+  epoch's metrics).
+  """
   trainer = task.trainer
   spe = trainer.steps_per_epoch
   loop = train.resolve_loop(config.train.get("loop", "auto"), trainer, jax.default_backend())
   log_every = min(int(config.train.get("log_every_steps", 0)) or spe, spe)
   chunk = 1 if loop == "python" else log_every
-  step_fns = {n: train.jit_epoch(trainer, n, unroll=loop == "python") for n in {chunk, spe % chunk} if n}
+  if chunk_divides:
+    chunk = math.gcd(chunk, int(chunk_divides))
+  step_fns = {}
   evaluate = train.jit_evaluate(trainer)
   epochs = int(config.train.epochs)
+  total = epochs * spe
   start = time.time()
   record = {}
-  for epoch in range(1, epochs + 1):
-    epoch_start = time.time()
-    sums, done = [], 0
-    while done < spe:
-      n = min(chunk, spe - done)
+  step = int(start_step)
+  while step < total:
+    epoch = step // spe + 1
+    epoch_start, first = time.time(), step
+    sums = []
+    while step < epoch * spe:
+      pos = step % spe
+      n = min(chunk - pos % chunk, spe - pos)
+      if n not in step_fns:
+        step_fns[n] = train.jit_epoch(trainer, n, unroll=loop == "python")
       states, metrics = step_fns[n](states, task.train_images, task.train_labels)
-      sums.append(jax.tree.map(lambda m: m * n, metrics))  # Device arrays: no sync here.
-      before, done = done, done + n
-      if done < spe and done // log_every > before // log_every:
-        rate = (time.time() - epoch_start) / done
-        log(f"  epoch {epoch} step {done}/{spe}  loss {float(np.mean(metrics['loss'])):.4f}  "
-            f"epoch left {_fmt_time(rate * (spe - done))}")
-    totals = jax.tree.map(lambda *xs: np.sum([np.asarray(x) for x in xs], axis=0) / spe, *sums)
+      sums.append(jax.tree.map(lambda m, n=n: m * n, metrics))  # Device arrays: no sync here.
+      before, step = step, step + n
+      if after_chunk is not None:
+        states = after_chunk(states, step)
+      if step < epoch * spe and (step % spe) // log_every > (before % spe) // log_every:
+        rate = (time.time() - epoch_start) / (step - first)
+        log(f"  {tag + ' ' if tag else ''}epoch {epoch} step {step % spe}/{spe}  "
+            f"loss {float(np.mean(metrics['loss'])):.4f}  epoch left {_fmt_time(rate * (epoch * spe - step))}")
+    done = step - first
+    totals = jax.tree.map(lambda *xs: np.sum([np.asarray(x) for x in xs], axis=0) / done, *sums)
     train_loss, train_acc = totals["loss"], totals["accuracy"]
     ev = jax.tree.map(np.asarray, evaluate(states, *task.eval_arrays))
     if not np.all(np.isfinite(train_loss)):
       raise FloatingPointError(f"non-finite training loss {train_loss.tolist()} in epoch {epoch}"
                                + (f" ({tag})" if tag else ""))
     elapsed = time.time() - start
-    record = {"epoch": epoch, "step": epoch * spe, "train_loss": train_loss.tolist(),
+    record = {"epoch": epoch, "step": step, "train_loss": train_loss.tolist(),
               "train_accuracy": train_acc.tolist(), "test_loss": ev["loss"].tolist(),
               "test_accuracy": ev["accuracy"].tolist(), "epoch_seconds": time.time() - epoch_start}
+    if done < spe:
+      record["steps_in_this_run"] = done  # Resumed mid-epoch: train metrics cover these steps.
     if tag:
       record["tag"] = tag
     workdir.log_metrics(record)
+    left = elapsed / (step - start_step) * (total - step)
     log(f"{tag + ' ' if tag else ''}epoch {epoch}/{epochs}  loss {np.mean(train_loss):.4f}  "
         f"train {100 * np.mean(train_acc):.2f}%  test {100 * np.mean(ev['accuracy']):.2f}%  "
-        f"{record['epoch_seconds']:.1f} s/epoch  left {_fmt_time(elapsed / epoch * (epochs - epoch))}")
+        f"{record['epoch_seconds']:.1f} s/epoch  left {_fmt_time(left)}")
   return states, record
 
 

@@ -79,12 +79,17 @@ class Workdir:
             "Nothing was changed there: choose a new --workdir for the new config.")
     self.finished = os.path.exists(os.path.join(self.path, RESULTS))
 
-  def start(self):
-    """Claims the workdir for this config (after the job's inputs were checked)."""
+  def start(self, resuming=False):
+    """Claims the workdir for this config (after the job's inputs were checked).
+
+    resuming=True (a job continuing from its checkpoints) keeps appending to
+    metrics.jsonl; otherwise an earlier unfinished run's metrics are set aside.
+    """
     if self.is_writer and not self.finished:
       os.makedirs(self.path, exist_ok=True)
       write_json_atomic(os.path.join(self.path, CONFIG), self.config)
-      self.set_aside_metrics()
+      if not resuming:
+        self.set_aside_metrics()
 
   def set_aside_metrics(self):
     """An unfinished earlier run's metrics.jsonl -> metrics.<time>.jsonl (kept, not truncated)."""

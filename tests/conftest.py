@@ -32,6 +32,15 @@ def prepared_data_dir(tmp_path_factory):
   return get
 
 
+def load_config(name, arg=None):
+  """get_config(arg) of configs/NAME.py, as the CLI loads it."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config() if arg is None else module.get_config(arg)
+
+
 def small_config(**overrides):
   """A seconds-long LeNet config on synthetic data; overrides as dotted names."""
   from autosparse_jax import recipes

@@ -8,7 +8,7 @@ import pytest
 
 from autosparse_jax import main as main_lib
 from autosparse_jax.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, load_config
 
 CONFIGS = os.path.join(REPO, "configs")
 
@@ -16,14 +16,6 @@ CONFIGS = os.path.join(REPO, "configs")
 def cli(*args, timeout=300):
   return subprocess.run([sys.executable, "-m", "autosparse_jax.main", *args], capture_output=True,
                         text=True, cwd=REPO, timeout=timeout)
-
-
-def load_config(name, arg):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def test_real_mnist_lenet_one_epoch_reaches_95_percent(prepared_data_dir, tmp_path):

@@ -1,0 +1,207 @@
+"""IRP: kill-and-resume bit identity, nested masks on schedule, vmapped seeds, scan form, datasets, CCC."""
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from autosparse_jax import ccc, irp, main as main_lib, masks as masks_lib, score_dataset
+from autosparse_jax.errors import ConfigError
+from autosparse_jax.train_job import build_task, init_states
+from tests.conftest import load_config
+
+# LeNet-300-100 on the embedded digits: 22 steps per epoch; chunks of 5 steps
+# (log_every_steps) so checkpoints land inside epochs.
+IRP_ARGS = ["--config.irp.rounds=3", "--config.train.epochs=2", "--config.train.log_every_steps=5",
+            "--config.irp.checkpoint_every_steps=5", "--config.width=0.5"]
+
+
+def irp_config(**overrides):
+  config = load_config("irp", "lenet_digits")
+  config.irp.rounds, config.train.epochs, config.width = 3, 1, 0.5
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def cli(workdir, *extra):
+  return [sys.executable, "-m", "autosparse_jax.main", "--config=configs/irp.py:lenet_digits",
+          f"--workdir={workdir}", *IRP_ARGS, *extra]
+
+
+def final_checkpoint(workdir):
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = manager.latest_step()
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                           meta=ocp.args.JsonRestore()))
+  manager.close()
+  return restored.state, restored.meta
+
+
+def run_until(command, marker, timeout=300):
+  """Starts `command`, SIGKILLs it once a stdout line contains `marker`; returns the lines."""
+  proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+  lines = []
+  try:
+    for line in proc.stdout:
+      lines.append(line)
+      if marker in line:
+        proc.send_signal(signal.SIGKILL)
+        break
+    proc.wait(timeout=timeout)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  return "".join(lines), proc.returncode
+
+
+def test_sigkilled_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
+  root = os.path.dirname(os.path.dirname(__file__))
+  straight = str(tmp_path / "straight")
+  done = subprocess.run(cli(straight), capture_output=True, text=True, timeout=600, cwd=root)
+  assert done.returncode == 0, done.stdout + done.stderr
+  killed = str(tmp_path / "killed")
+  # Kill inside round 0 (mid-epoch, between checkpoints), then inside round 1.
+  for marker in ("round 0 epoch 1 step 15", "round 1 epoch 2 step 10"):
+    out, code = run_until(cli(killed), marker)
+    assert code == -signal.SIGKILL, out
+  resumed = subprocess.run(cli(killed), capture_output=True, text=True, timeout=600, cwd=root)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert "resuming from checkpoint" in resumed.stdout + resumed.stderr
+  (a, meta_a), (b, meta_b) = final_checkpoint(straight), final_checkpoint(killed)
+  assert meta_a["stage"] == meta_b["stage"] == 3
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  data_a, _ = score_dataset.load_score_dataset(f"{straight}/scores/seed_0/autosparse_scores/1.0.0")
+  data_b, _ = score_dataset.load_score_dataset(f"{killed}/scores/seed_0/autosparse_scores/1.0.0")
+  for field in score_dataset.FIELDS:
+    np.testing.assert_array_equal(data_a[field], data_b[field])
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "snip"])
+def test_masks_are_nested_and_each_round_keeps_exactly_its_schedule(criterion):
+  config = irp_config(criterion=criterion, **{"irp.rounds": 4, "irp.schedule": "geometric"})
+  task = build_task(config)
+  state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task.trainer))
+  prune = jax.jit(jax.vmap(lambda s, c, r: irp.prune_and_rewind(config, task, s, c, r), (0, None, None)))
+  step = jax.jit(jax.vmap(lambda st: task.trainer.train_steps(st, task.train_images, task.train_labels, 10)[0]))
+  plan = irp.round_plan(config, jax.tree.map(lambda m: m[0], state.train.masks))
+  seed0 = lambda tree: jax.tree.map(lambda x: np.asarray(x[0]), tree)
+  total = sum(m.size for _, m in masks_lib.prunable_items(seed0(state.train.masks), seed0(state.train.masks)))
+  previous = state.train.masks
+  for r, density, counts in plan:
+    state = prune(state, jnp.asarray(counts), r)
+    masks = seed0(state.train.masks)
+    kept = sum(int(m.sum()) for _, m in masks_lib.prunable_items(masks, masks))
+    assert kept == round(density * total)
+    for old, new in zip(jax.tree.leaves(previous), jax.tree.leaves(state.train.masks)):
+      assert not np.any(np.asarray(new) & ~np.asarray(old))  # Nested.
+    # Rewound: surviving weights are theta_0, pruned ones 0.
+    for p, p0, m in zip(jax.tree.leaves(state.train.params), jax.tree.leaves(state.init_params),
+                        jax.tree.leaves(state.train.masks)):
+      np.testing.assert_array_equal(np.asarray(p), np.asarray(p0) * np.asarray(m) if m.ndim > 1 else np.asarray(p))
+    previous = state.train.masks
+    state = state.replace(train=step(state.train))
+  survived = np.concatenate([v.reshape(-1) for _, v in
+                             masks_lib.prunable_items(seed0(state.survived), seed0(state.train.masks))])
+  assert np.bincount(survived, minlength=5)[4] == round(plan[-1][1] * total)
+
+
+def test_geometric_and_count_schedules_end_at_the_final_density():
+  np.testing.assert_allclose(irp.irp_densities(0.01, 20, "count")[[0, -1]], [1 - 0.99 / 20, 0.01])
+  np.testing.assert_allclose(irp.irp_densities(0.01, 20, "geometric")[[0, -1]], [0.01 ** 0.05, 0.01])
+  with pytest.raises(ConfigError, match="config.irp.schedule"):
+    irp.irp_densities(0.01, 20, "pct")
+
+
+def test_three_vmapped_seeds_equal_three_separate_runs(tmp_path):
+  together = main_lib.run(irp_config(num_seeds=3, **{"irp.rounds": 2}), str(tmp_path / "s3"))
+  for i in range(3):
+    alone = main_lib.run(irp_config(seed=i, **{"irp.rounds": 2}), str(tmp_path / f"s{i}"))
+    a, _ = score_dataset.load_score_dataset(together["score_dataset_dir"][i])
+    b, _ = score_dataset.load_score_dataset(alone["score_dataset_dir"])
+    for field in score_dataset.FIELDS:
+      np.testing.assert_array_equal(a[field], b[field])
+    # Final params bit for bit; accuracies to float32 rounding of the eval division.
+    params_3 = final_checkpoint(str(tmp_path / "s3"))[0]["train"]["params"]
+    params_1 = final_checkpoint(str(tmp_path / f"s{i}"))[0]["train"]["params"]
+    for x, y in zip(jax.tree.leaves(params_3), jax.tree.leaves(params_1)):
+      np.testing.assert_array_equal(np.asarray(x)[i], np.asarray(y)[0])
+    assert together["rounds"][-1]["test_accuracy"][i] == pytest.approx(
+        alone["rounds"][-1]["test_accuracy"][0], rel=1e-6)
+  first, _ = score_dataset.load_score_dataset(together["score_dataset_dir"][0])
+  second, _ = score_dataset.load_score_dataset(together["score_dataset_dir"][1])
+  assert not np.array_equal(first["survival"], second["survival"])  # Seeds differ.
+  assert not np.array_equal(first["g0"], second["g0"])
+
+
+def test_scanned_irp_equals_the_checkpointed_host_loop(tmp_path):
+  config = irp_config(**{"irp.rounds": 2})
+  hosted = main_lib.run(config, str(tmp_path / "host"))
+  task = build_task(config)
+  state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task.trainer))
+  plan = irp.round_plan(config, jax.tree.map(lambda m: m[0], state.train.masks))
+  final = irp.scanned_irp(config, task)(state, jnp.stack([jnp.asarray(c) for _, _, c in plan]),
+                                        jnp.arange(len(plan)))
+  data, _ = score_dataset.load_score_dataset(hosted["score_dataset_dir"])
+  masks0 = jax.tree.map(lambda m: np.asarray(m[0]), final.train.masks)
+  survived = [v for _, v in masks_lib.prunable_items(jax.tree.map(lambda v: np.asarray(v[0]), final.survived),
+                                                      masks0)]
+  for layer, s in zip(data["by_layer"], survived):
+    np.testing.assert_array_equal(layer["survival"], s)
+  ckpt, _ = final_checkpoint(str(tmp_path / "host"))
+  for x, y in zip(jax.tree.leaves(ckpt["train"]["params"]), jax.tree.leaves(final.train.params)):
+    # One program over all rounds fuses differently from per-chunk programs: last-bit
+    # differences (measured max 7e-7 relative); masks and survival counts are exact.
+    np.testing.assert_allclose(np.asarray(x)[0], np.asarray(y)[0], rtol=1e-5, atol=1e-7)
+
+
+def test_irp_refuses_a_different_config_on_its_workdir(tmp_path):
+  main_lib.run(irp_config(**{"irp.rounds": 1}), str(tmp_path / "wd"))
+  with pytest.raises(ConfigError, match="irp.rounds: 1 -> 2"):
+    main_lib.run(irp_config(**{"irp.rounds": 2}), str(tmp_path / "wd"))
+
+
+def test_score_dataset_round_trip_is_exact_without_tensorflow(tmp_path):
+  rng = np.random.default_rng(0)
+  shapes = [(3, 3, 4, 5), (40000,), (7, 3)]  # 40000 spans several slices.
+  theta = [rng.normal(size=s).astype(np.float32) for s in shapes]
+  g0 = [rng.normal(size=s).astype(np.float32) * 1e-3 for s in shapes]
+  survival = [rng.integers(0, 21, size=s).astype(np.int32) for s in shapes]
+  out = score_dataset.export_score_dataset(str(tmp_path), ["a", "b", "c"], theta, g0, survival,
+                                           {"model": "toy", "seed": 3})
+  arrays, meta = score_dataset.load_score_dataset(out)
+  assert meta["model"] == "toy" and meta["num_weights"] == sum(int(np.prod(s)) for s in shapes)
+  for layer, t, g, s in zip(arrays["by_layer"], theta, g0, survival):
+    np.testing.assert_array_equal(layer["theta0"], t)
+    np.testing.assert_array_equal(layer["g0"], g)
+    np.testing.assert_array_equal(layer["survival"], s)
+  flat = np.concatenate([s.reshape(-1) for s in survival]).astype(np.float64)
+  np.testing.assert_allclose(arrays["score"], (flat - flat.min()) / (flat.max() - flat.min()), rtol=1e-6)
+  assert "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow") is None
+  with pytest.raises(ConfigError, match="not overwriting"):
+    score_dataset.export_score_dataset(str(tmp_path), ["a"], theta[:1], g0[:1], survival[:1], {})
+  np.testing.assert_array_equal(arrays["by_layer"][0]["theta0"], theta[0])  # Untouched.
+
+
+def test_ccc_matches_its_definition_and_its_limits():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=100000)
+  y = 0.5 * x + rng.normal(size=x.size) + 0.3
+  r = np.corrcoef(x, y)[0, 1]
+  expected = 2 * r * x.std() * y.std() / (x.var() + y.var() + (x.mean() - y.mean()) ** 2)
+  assert ccc.concordance(x, y) == pytest.approx(expected, rel=1e-12)
+  assert ccc.concordance(x, x) == pytest.approx(1.0)
+  assert abs(ccc.concordance(x, rng.normal(size=x.size))) < 0.01
+  assert ccc.concordance(x, x + 1.0) < 1.0  # Shifts are penalised (Pearson would say 1).
