@@ -205,3 +205,22 @@ def test_ccc_matches_its_definition_and_its_limits():
   assert ccc.concordance(x, x) == pytest.approx(1.0)
   assert abs(ccc.concordance(x, rng.normal(size=x.size))) < 0.01
   assert ccc.concordance(x, x + 1.0) < 1.0  # Shifts are penalised (Pearson would say 1).
+
+
+def test_late_rewinding_restarts_later_rounds_from_the_weights_at_step_k(tmp_path):
+  config = irp_config(**{"irp.rounds": 2, "irp.rewind_step": 10, "train.log_every_steps": 5})
+  main_lib.run(config, str(tmp_path / "wd"))
+  saved, _ = final_checkpoint(str(tmp_path / "wd"))
+  # Independently: prune at init, train 10 steps in the same 5-step chunks, take those weights.
+  task = build_task(config)
+  state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task.trainer))
+  plan = irp.round_plan(config, jax.tree.map(lambda m: m[0], state.train.masks))
+  state = jax.jit(jax.vmap(lambda s, c: irp.prune_and_rewind(config, task, s, c, 0), (0, None)))(
+      state, jnp.asarray(plan[0][2]))
+  five = jax.jit(jax.vmap(lambda st: task.trainer.train_steps(st, task.train_images, task.train_labels, 5)[0]))
+  at_k = five(five(state.train))
+  assert int(at_k.step[0]) == 10
+  for x, y in zip(jax.tree.leaves(saved["rewind_params"]), jax.tree.leaves(at_k.params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  for x, y in zip(jax.tree.leaves(saved["rewind_params"]), jax.tree.leaves(saved["init_params"])):
+    assert not np.array_equal(np.asarray(x), np.asarray(y))
