@@ -26,9 +26,9 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from autosparse_jax import criteria, masks as masks_lib, train
+from autosparse_jax.checkpoints import Checkpoints
 from autosparse_jax.criteria.base import ModelState, PruneData, accumulated_gradient, batch_indices
 from autosparse_jax.errors import ConfigError, unknown_name_message
 from autosparse_jax.score_dataset import export_score_dataset, load_score_dataset
@@ -155,34 +155,6 @@ def validate_irp(config):
   if int(irp.checkpoint_every_steps) < 0 or int(irp.keep_checkpoints) < 1:
     raise ConfigError(f"config.irp.checkpoint_every_steps={irp.checkpoint_every_steps} must be >= 0 "
                       f"and config.irp.keep_checkpoints={irp.keep_checkpoints} >= 1.")
-
-
-class Checkpoints:
-  """Orbax CheckpointManager over workdir/checkpoints: IrpState + JSON progress."""
-
-  def __init__(self, directory, keep):
-    self.manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep,
-                                                        enable_async_checkpointing=False))
-
-  def save(self, step, state, meta):
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    meta=ocp.args.JsonSave(meta)))
-    self.manager.wait_until_finished()
-
-  def restore_latest(self, target):
-    """(state, meta) of the newest checkpoint that reads back, or None. Unreadable ones are reported."""
-    for step in sorted(self.manager.all_steps(), reverse=True):
-      try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-        return restored.state, restored.meta
-      except Exception as e:  # noqa: BLE001  (any read failure: fall back to an older one)
-        log(f"warning: checkpoint {step} cannot be read ({type(e).__name__}: {e}); trying an older one.")
-    return None
-
-  def close(self):
-    self.manager.close()
 
 
 def copy_tree(tree):

@@ -36,7 +36,12 @@ def _ccc(config, workdir):
   return ccc_job(config, workdir)
 
 
-JOBS = {"train": _train, "prune": _prune, "irp": _irp, "ccc": _ccc}
+def _autos_train(config, workdir):
+  from autosparse_jax.autos.training import train_scorer
+  return train_scorer(config, workdir)
+
+
+JOBS = {"train": _train, "prune": _prune, "irp": _irp, "ccc": _ccc, "autos_train": _autos_train}
 
 
 def run(config, workdir):

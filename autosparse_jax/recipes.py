@@ -76,6 +76,10 @@ def base_config():
       # densities are always ERK.
       npb_alpha=0.01, npb_beta=1.0, npb_max_p=0, npb_dense_chunk=100, npb_conv_chunk=32,
       npb_time_limit=60.0, npb_mip_gap=1e-6))
+  # The `autos` criterion: a trained scorer (results.json scorer_dir of an autos_train
+  # job), applied batch_size weights at a time per device, chunk_weights per host pass.
+  c.autos = ml_collections.ConfigDict(dict(scorer_dir="", batch_size=4096, chunk_weights=1 << 22,
+                                           sharding="shard_map"))
   return c
 
 

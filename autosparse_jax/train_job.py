@@ -51,6 +51,9 @@ def validate(config):
     if float(config.sparsity) == 0.0 and config.job != "irp":  # IRP: irp.final_density.
       raise ConfigError(f"config.criterion={config.criterion!r} needs config.sparsity > 0 "
                         "(or set config.criterion='none' for a dense run).")
+    if config.criterion == "autos":
+      from autosparse_jax.autos.apply import load_scorer
+      load_scorer(config.autos.scorer_dir)  # A clear error now, not after loading the data.
     if config.criterion in criteria.HOST_CRITERIA and int(config.prune.rounds) > 1:
       raise ConfigError(f"config.prune.rounds={config.prune.rounds} is not supported by "
                         f"config.criterion={config.criterion!r} (one-shot only): set it to 0.")
@@ -118,11 +121,13 @@ def prune_on_host(config, task, states, criterion, sparsity):
   trainer = task.trainer
   score_fn = criteria.HOST_CRITERIA[criterion]
   density = 1.0 - sparsity
+  data = criteria.PruneData(task.train_images, task.train_labels)
   pruned, all_scores = [], []
   for i in range(jax.tree.leaves(states.params)[0].shape[0]):
     state = jax.tree.map(lambda x, i=i: x[i], states)
     model_state = criteria.ModelState(state.batch_stats, trainer.model, trainer.spec)
-    scores = score_fn(state.params, state.masks, model_state, density, config.prune)
+    key = jax.random.fold_in(state.key, train.KEY_PRUNE)
+    scores = score_fn(config, state.params, state.masks, model_state, data, key, density)
     masks = masks_lib.scores_to_masks(scores, state.masks, density, "global",
                                       int(config.prune.min_per_layer))
     pruned.append(trainer.create_state(state.key, state.params, state.batch_stats, masks))

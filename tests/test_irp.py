@@ -224,3 +224,25 @@ def test_late_rewinding_restarts_later_rounds_from_the_weights_at_step_k(tmp_pat
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   for x, y in zip(jax.tree.leaves(saved["rewind_params"]), jax.tree.leaves(saved["init_params"])):
     assert not np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_prune_zero_scores_switch_also_prunes_zero_scores_like_the_original():
+  for compat in (False, True):
+    config = irp_config(criterion="magnitude", **{"irp.prune_zero_scores": compat})
+    task = build_task(config)
+    state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task.trainer))
+    # Zero the whole first layer: more zero scores (9600) than round 0 prunes (a third of 17600).
+    zeroed = jax.tree_util.tree_map_with_path(
+        lambda p, x: jnp.zeros_like(x) if masks_lib.path_name(p) == "Dense_0/kernel" else x,
+        state.train.params)
+    state = state.replace(train=state.train.replace(params=zeroed))
+    plan = irp.round_plan(config, jax.tree.map(lambda m: m[0], state.train.masks))
+    pruned = jax.jit(jax.vmap(lambda s, c: irp.prune_and_rewind(config, task, s, c, 0), (0, None)))(
+        state, jnp.asarray(plan[0][2]))
+    masks = jax.tree.map(lambda m: np.asarray(m[0]), pruned.train.masks)
+    kept = {name: int(m.sum()) for name, m in masks_lib.prunable_items(masks, masks)}
+    nonzero = 17600 - 9600
+    if compat:  # Exactly the non-zero weights survive: the original's over-pruning.
+      assert kept["Dense_0/kernel"] == 0 and sum(kept.values()) == nonzero
+    else:  # Exact top-k: the schedule's count, ties among the zeros broken by index.
+      assert sum(kept.values()) == plan[0][2] > nonzero

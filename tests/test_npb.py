@@ -112,9 +112,9 @@ def test_kept_entries_of_a_kernel_are_its_largest_magnitudes():
 
 def test_npb_scores_reproduce_its_masks_through_the_exact_top_k():
   params, masks, state = _network("lenet_300_100", "mnist", 0.5)
-  cfg = recipes.base_config().prune
-  scores = npb.npb_scores(params, masks, state, 0.05, cfg)
-  direct = npb.npb_masks(params, masks, state, 0.05, npb.NpbSettings.from_config(cfg))
+  config = recipes.base_config()
+  scores = npb.npb_scores(config, params, masks, state, None, None, 0.05)
+  direct = npb.npb_masks(params, masks, state, 0.05, npb.NpbSettings.from_config(config.prune))
   via_scores = masks_lib.scores_to_masks(scores, masks, 0.05, "global")
   for a, b in zip(jax.tree.leaves(direct), jax.tree.leaves(via_scores)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

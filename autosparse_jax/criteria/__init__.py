@@ -14,6 +14,7 @@ import numpy as np
 
 from autosparse_jax import masks as masks_lib
 from autosparse_jax.criteria.base import ModelState, PruneData
+from autosparse_jax.criteria.autos import autos_scores
 from autosparse_jax.criteria.npb import npb_scores
 from autosparse_jax.criteria.saliency import grasp_scores, snip_scores
 from autosparse_jax.criteria.synflow import synflow_scores
@@ -40,8 +41,9 @@ CRITERIA = {
 }
 NEEDS_X64 = {"synflow"}
 # Criteria that run on the host, one seed at a time, outside jit (NPB's integer
-# programmes): score(params, masks, model_state, density, cfg) -> numpy scores.
-HOST_CRITERIA = {"npb": npb_scores}
+# programmes, AutoS's sharded scorer): they see the whole job config and the
+# target density: score(config, params, masks, model_state, prune_data, key, density).
+HOST_CRITERIA = {"npb": npb_scores, "autos": autos_scores}
 DEFAULT_ROUNDS = {"synflow": 100}  # Others are one-shot unless config.prune.rounds says so.
 SCHEDULES = ("exponential", "linear")
 NO_PRUNING = "none"

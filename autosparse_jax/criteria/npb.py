@@ -240,9 +240,10 @@ def npb_masks(params, masks, model_state, density, settings):
   return current
 
 
-def npb_scores(params, masks, model_state, density, cfg):
+def npb_scores(config, params, masks, model_state, prune_data, key, density):
   """Host scores of NPB at `density`: top-k at that density gives exactly its masks."""
-  new = npb_masks(params, masks, model_state, density, NpbSettings.from_config(cfg))
+  del prune_data, key  # Data-free and deterministic.
+  new = npb_masks(params, masks, model_state, density, NpbSettings.from_config(config.prune))
   top = max(float(np.max(np.abs(np.asarray(p)))) for _, p in masks_lib.prunable_items(params, masks))
   scores = jax.tree.map(
       lambda m, p: (np.where(m, 1.0 + np.abs(np.asarray(p)) / top, 0.0).astype(np.float32)

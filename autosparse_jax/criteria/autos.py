@@ -1,0 +1,47 @@
+"""The `autos` criterion: a trained AutoS scorer (config.autos.scorer_dir) scores every weight.
+
+Features as in the score datasets the scorer learnt from: theta_0 and g_0, the
+gradient on the pruning data accumulated as config.prune says (batches,
+sum/mean); a scorer trained on g_0 of another reduction is refused. Runs on the
+host side per seed: g_0 by one jitted gradient pass, then the sharded scorer
+(autos/apply.py) over all devices.
+"""
+import jax
+import numpy as np
+
+from autosparse_jax import masks as masks_lib
+from autosparse_jax.criteria.base import accumulated_gradient, batch_indices
+from autosparse_jax.errors import ConfigError
+
+_SCORERS = {}  # scorer_dir -> TrainedScorer, loaded once per process.
+
+
+def initial_gradient(config, params, masks, model_state, prune_data, key):
+  batches = batch_indices(prune_data, key, config.prune)
+  fn = jax.jit(lambda p, m, s: accumulated_gradient(s, p, m, prune_data, batches,
+                                                    config.prune.grad_reduction))
+  return fn(params, masks, model_state)
+
+
+def autos_scores(config, params, masks, model_state, prune_data, key, density):
+  del density  # The scorer ranks weights; top-k picks the density.
+  from autosparse_jax.autos.apply import feature_columns, load_scorer, score_features
+  scorer_dir = config.autos.scorer_dir
+  if scorer_dir not in _SCORERS:
+    _SCORERS[scorer_dir] = load_scorer(scorer_dir)
+  scorer = _SCORERS[scorer_dir]
+  trained_reduction = scorer.info.get("g0_reduction")
+  if "g0" in scorer.features and trained_reduction and trained_reduction != config.prune.grad_reduction:
+    raise ConfigError(f"the scorer in {scorer_dir} learnt g_0 {trained_reduction}med over batches but "
+                      f"config.prune.grad_reduction={config.prune.grad_reduction!r}: set it to "
+                      f"{trained_reduction!r} so the features match.")
+  g0 = initial_gradient(config, params, masks, model_state, prune_data, key)
+  items = masks_lib.prunable_items(params, masks)
+  theta = [np.asarray(p) for _, p in items]
+  grads = [np.asarray(g) for _, g in masks_lib.prunable_items(g0, masks)]
+  x = feature_columns(scorer.features, theta, grads)
+  flat = score_features(scorer, x, int(config.autos.batch_size), int(config.autos.chunk_weights),
+                        config.autos.sharding)
+  pieces = iter(np.split(flat, np.cumsum([t.size for t in theta])[:-1]))
+  return jax.tree.map(lambda m: next(pieces).reshape(m.shape) if np.ndim(m) > 0 else np.zeros((), np.float32),
+                      masks)
