@@ -37,7 +37,7 @@ def make_task(model):
     config.data.data_dir = FLAGS.data_dir
     try:
       load_dataset("mnist", FLAGS.data_dir)
-    except DatasetNotPreparedError:
+    except (DatasetNotPreparedError, ImportError):  # ImportError: no tensorflow_datasets here.
       config.dataset = "synthetic"
       config.data.synthetic.update(dict(image_shape=(28, 28, 1), num_train=60000, num_test=100))
     spec = SPECS["mnist"]

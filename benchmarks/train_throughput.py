@@ -1,11 +1,17 @@
-r"""Training throughput: masked LeNet-300-100 epoch on MNIST and ResNet-18 CIFAR steps.
+r"""Training throughput: masked LeNet-300-100 epoch on MNIST and conv-net CIFAR steps.
 
-  python benchmarks/train_throughput.py [--data_dir=DIR] [--resnet_steps=3] [--json=out.json]
+  python benchmarks/train_throughput.py [--data_dir=DIR] [--conv_models=resnet18,vgg16]
+      [--dtypes=float32,bfloat16] [--resnet_steps=3] [--resnet_batch=128] [--json=out.json]
 
-Prints images/s and the achieved GFLOP/s (XLA's own cost analysis of the
-compiled program) against a matmul peak measured on the same machine. Uses real
-MNIST when it is prepared in --data_dir, else MNIST-shaped synthetic data (the
-timing only depends on shapes). Compile time is reported separately.
+Prints images/s and the achieved GFLOP/s (XLA's own cost analysis of one training
+step) against matmul peaks measured on the same machine (f32, and bf16 on GPUs).
+Uses real MNIST when it is prepared in --data_dir, else MNIST-shaped synthetic
+data (the timing only depends on shapes). Compile time is reported separately.
+
+Conv nets run as config.train.loop="auto" drives them: one jitted unrolled step
+per call on CPU, an epoch of --resnet_steps steps as one lax.scan elsewhere.
+--dtypes=bfloat16 builds the conv net with dtype=bfloat16 (bf16 compute, f32
+params, BN statistics and loss), which the jobs do not expose yet.
 """
 import dataclasses
 import json
@@ -15,24 +21,34 @@ from absl import app, flags
 
 import autosparse_jax  # noqa: F401  (sets XLA flags before jax starts)
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from autosparse_jax import recipes, train, train_job
 from autosparse_jax.data import DatasetNotPreparedError, load_dataset
 from autosparse_jax.data.specs import SPECS
+from autosparse_jax.models import get_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "TFDS data dir with MNIST prepared (optional).")
 flags.DEFINE_integer("lenet_epochs", 3, "Timed LeNet epochs (after one warm-up epoch).")
-flags.DEFINE_integer("resnet_steps", 3, "Timed ResNet-18 steps (after one warm-up step).")
-flags.DEFINE_integer("resnet_batch", 128, "ResNet-18 batch size.")
+flags.DEFINE_list("conv_models", ["resnet18"], "Conv nets to time: resnet18, vgg16, vgg19.")
+flags.DEFINE_list("dtypes", ["float32"], "Compute dtypes of the conv nets: float32, bfloat16.")
+flags.DEFINE_integer("resnet_steps", 3, "Timed conv-net steps: calls on CPU, steps of one scan elsewhere.")
+flags.DEFINE_integer("resnet_batch", 128, "Conv-net batch size.")
+flags.DEFINE_integer("scan_repeats", 3, "Timed calls of the scanned epoch (non-CPU backends).")
+flags.DEFINE_enum("loop", "auto", list(train.LOOPS), "How conv-net steps are driven (auto = as the jobs).")
+flags.DEFINE_integer("matmul_n", 0, "Matmul peak size (0 = 2048 on CPU, 8192 elsewhere).")
 flags.DEFINE_string("json", "", "Also write the figures to this JSON file.")
 
+RECIPE = {"resnet18": "resnet18_cifar10", "vgg16": "vgg16_cifar10", "vgg19": "vgg19_cifar100"}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
-def matmul_peak_gflops(n=2048, repeats=10):
-  """Best f32 GFLOP/s of an n x n matmul on the default device."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
-  f = jax.jit(lambda x: x @ x)
+
+def matmul_peak_gflops(n=2048, dtype=jnp.float32, repeats=10, precision=None):
+  """Best GFLOP/s of an n x n matmul on the default device (JAX's default precision unless given)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+  f = jax.jit(lambda x: jnp.matmul(x, x, precision=precision))
   f(a).block_until_ready()
   best = float("inf")
   for _ in range(repeats):
@@ -42,15 +58,30 @@ def matmul_peak_gflops(n=2048, repeats=10):
   return 2 * n**3 / best / 1e9
 
 
-def compile_with_flops(jitted, *args):
-  """(compiled program, its FLOPs per call by XLA's cost analysis, compile seconds)."""
-  t = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  seconds = time.perf_counter() - t
-  analysis = compiled.cost_analysis()
+def hlo_flops(jitted, *args):
+  """FLOPs of jitted(*args) by XLA's cost analysis of the program lowered for the CPU.
+
+  The HLO-level count is the same on every backend; GPU analyses of compiled programs
+  miss the FLOPs of library calls (cuBLAS / cuDNN) and jax 0.11 analyses no lowered
+  GPU program, so the program is lowered for the CPU from abstract arguments.
+  """
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), args)
+  analysis = jitted.lower(*abstract).cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
-  return compiled, float(analysis.get("flops", float("nan"))), seconds
+  return float(analysis.get("flops", float("nan")))
+
+
+def step_flops(trainer, states, args):
+  """FLOPs of one training step (analyses count a while loop's body once: no scanned epoch)."""
+  return hlo_flops(train.jit_epoch(trainer, 1, unroll=True), states, *args)
+
+
+def compile_timed(jitted, *args):
+  t = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - t
 
 
 def time_calls(fn, states, args, repeats):
@@ -75,7 +106,7 @@ def lenet_epoch(data_dir, epochs):
   try:
     load_dataset("mnist", data_dir)
     source = "real MNIST"
-  except DatasetNotPreparedError:
+  except (DatasetNotPreparedError, ImportError):  # ImportError: no tensorflow_datasets here.
     config.dataset = "synthetic"
     config.data.synthetic.update(dict(image_shape=(28, 28, 1), num_train=60000, num_test=10000))
     source = "synthetic MNIST-shaped"
@@ -85,54 +116,75 @@ def lenet_epoch(data_dir, epochs):
   states, _ = train_job.prune_states(config, task, train_job.init_states(config, task.trainer),
                                      "random", 0.98)
   args = (task.train_images, task.train_labels)
-  # XLA's cost analysis counts a while-loop body once: take one straight-line step's FLOPs.
-  _, step_flops, _ = compile_with_flops(train.jit_epoch(task.trainer, 1, unroll=True), states, *args)
-  flops = step_flops * task.trainer.steps_per_epoch
-  fn, _, compile_s = compile_with_flops(train.jit_epoch(task.trainer), states, *args)
+  flops = step_flops(task.trainer, states, args) * task.trainer.steps_per_epoch
+  fn, compile_s = compile_timed(train.jit_epoch(task.trainer), states, *args)
   _, seconds = time_calls(fn, states, args, epochs)
   images = task.trainer.steps_per_epoch * task.trainer.batch_size
   return {"benchmark": "lenet_300_100 masked epoch (batch 128, Adam, 98% sparse masks)",
-          "data": source, "seconds_per_epoch": seconds, "images_per_s": images / seconds,
-          "gflops": flops / seconds / 1e9, "compile_s": compile_s}
+          "data": source, "dtype": "float32", "loop": "scan", "seconds_per_epoch": seconds,
+          "images_per_s": images / seconds, "gflops": flops / seconds / 1e9, "compile_s": compile_s}
 
 
-def resnet_steps(steps, batch):
-  config = recipes.recipe_config("resnet18_cifar10")
+def conv_steps(model, dtype_name, steps, batch):
+  config = recipes.recipe_config(RECIPE[model])
+  dataset = config.dataset
   config.dataset = "synthetic"
   config.train.batch_size = batch
   config.data.synthetic.update(dict(image_shape=(32, 32, 3), num_train=batch * steps,
-                                    num_test=batch))
+                                    num_test=batch, num_classes=SPECS[dataset].num_classes))
   task = train_job.build_task(config)
-  task = with_spec(task, SPECS["cifar10"])  # CIFAR augmentation + normalisation.
-  states = train_job.init_states(config, task.trainer)
-  # One unrolled step per call: the "python" loop that config.train.loop="auto" picks for
-  # conv nets on CPU; a GPU runs the whole epoch as one lax.scan (the "scan" loop).
-  unroll = train.resolve_loop("auto", task.trainer, jax.default_backend()) == "python"
-  fn = train.jit_epoch(task.trainer, 1 if unroll else steps, unroll=unroll)
+  trainer = dataclasses.replace(
+      task.trainer, spec=SPECS[dataset],  # CIFAR augmentation + normalisation.
+      model=get_model(model, SPECS[dataset].num_classes, dtype=DTYPES[dtype_name]))
+  task = dataclasses.replace(task, trainer=trainer)
+  states = train_job.init_states(config, trainer)
+  loop = train.resolve_loop(FLAGS.loop, trainer, jax.default_backend())
+  unroll = loop == "python"
   args = (task.train_images, task.train_labels)
-  fn, flops, compile_s = compile_with_flops(fn, states, *args)
-  _, seconds = time_calls(fn, states, args, steps if unroll else 1)
+  flops = step_flops(trainer, states, args)
+  fn, compile_s = compile_timed(train.jit_epoch(trainer, 1 if unroll else steps, unroll=unroll),
+                                states, *args)
+  _, seconds = time_calls(fn, states, args, steps if unroll else FLAGS.scan_repeats)
   if not unroll:
     seconds /= steps
-    flops /= steps
-  return {"benchmark": f"resnet18 CIFAR train step (batch {batch}, SGD, augmentation on device)",
-          "data": "synthetic CIFAR-shaped", "seconds_per_step": seconds,
-          "images_per_s": batch / seconds, "gflops": flops / seconds / 1e9,
-          "compile_s": compile_s}
+  optimizer = "SGD+Nesterov" if config.train.optimizer == "sgd" else config.train.optimizer
+  return {"benchmark": f"{model} CIFAR train step (batch {batch}, {optimizer}, augmentation on device)",
+          "data": "synthetic CIFAR-shaped", "dtype": dtype_name, "loop": loop,
+          "seconds_per_step": seconds, "images_per_s": batch / seconds,
+          "gflops": flops / seconds / 1e9, "compile_s": compile_s}
 
 
 def main(argv):
   del argv
   device = jax.devices()[0]
+  cpu = device.platform == "cpu"
+  n = FLAGS.matmul_n or (2048 if cpu else 8192)
   out = {"device": f"{device.platform}: {device.device_kind}", "jax": jax.__version__,
-         "matmul_peak_gflops": matmul_peak_gflops()}
-  print(f"device {out['device']}, jax {out['jax']}, f32 matmul peak {out['matmul_peak_gflops']:.0f} GFLOP/s")
-  out["results"] = [lenet_epoch(FLAGS.data_dir, FLAGS.lenet_epochs),
-                    resnet_steps(FLAGS.resnet_steps, FLAGS.resnet_batch)]
-  for r in out["results"]:
+         "matmul_n": n, "matmul_peak_gflops": matmul_peak_gflops(n)}
+  peaks = {"float32": out["matmul_peak_gflops"]}
+  line = f"device {out['device']}, jax {out['jax']}, f32 matmul peak {peaks['float32']:.0f} GFLOP/s"
+  if not cpu:  # f32 at JAX's default precision may run on TF32 tensor cores; also give true f32.
+    out["matmul_peak_gflops_f32_highest"] = matmul_peak_gflops(n, precision="highest")
+    out["matmul_peak_gflops_bf16"] = peaks["bfloat16"] = matmul_peak_gflops(n, jnp.bfloat16)
+    line += (f" (precision=highest: {out['matmul_peak_gflops_f32_highest']:.0f}), "
+             f"bf16 {peaks['bfloat16']:.0f} GFLOP/s")
+  print(line + f" (n={n})", flush=True)
+  out["results"] = []
+
+  def report(r):
     per = r.get("seconds_per_epoch", r.get("seconds_per_step"))
-    print(f"{r['benchmark']} [{r['data']}]: {per:.3f} s, {r['images_per_s']:.0f} images/s, "
-          f"{r['gflops']:.1f} GFLOP/s ({100 * r['gflops'] / out['matmul_peak_gflops']:.0f}% of peak)")
+    r["peak_dtype"] = r["dtype"] if r["dtype"] in peaks else "float32"
+    r["pct_of_matmul_peak"] = 100 * r["gflops"] / peaks[r["peak_dtype"]]
+    print(f"{r['benchmark']} [{r['data']}, {r['dtype']}, {r['loop']} loop]: {per:.4f} s, "
+          f"{r['images_per_s']:.0f} images/s, {r['gflops']:.1f} GFLOP/s "
+          f"({r['pct_of_matmul_peak']:.0f}% of {r['peak_dtype']} matmul peak), compile {r['compile_s']:.1f} s",
+          flush=True)
+    out["results"].append(r)
+
+  report(lenet_epoch(FLAGS.data_dir, FLAGS.lenet_epochs))
+  for model in FLAGS.conv_models:
+    for dtype_name in FLAGS.dtypes:
+      report(conv_steps(model, dtype_name, FLAGS.resnet_steps, FLAGS.resnet_batch))
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       json.dump(out, f, indent=2)

@@ -1,0 +1,126 @@
+"""Applying a trained AutoS scorer to a network: features -> flat -> device shards -> score pytree.
+
+In eval mode the scorer is a fixed pointwise function of each weight's
+features, so the flattened weights of all prunable layers are padded, split
+into equal shards over the devices, scored batch by batch on each device
+(lax.map keeps memory at one batch), and cut back to the layers' shapes.
+Two equivalent paths: `jax.pmap` (as the project asked) and `jax.shard_map`
+under `jit` over a 1-D device mesh (pmap's successor). Networks larger than
+`chunk_weights` are scored in host-side chunks so device memory stays bounded.
+"""
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from autosparse_jax.autos.scorer import make_scorer
+from autosparse_jax.errors import ConfigError
+
+FEATURES = ("theta0", "g0")
+SCORER_JSON = "scorer.json"
+SHARDINGS = ("shard_map", "pmap")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainedScorer:
+  module: Any
+  variables: Any        # {"params", "batch_stats"}
+  features: tuple       # Names of the input columns, e.g. ("theta0", "g0").
+  mean: np.ndarray      # Feature standardisation (training-split statistics).
+  std: np.ndarray
+  info: dict            # scorer.json
+
+  def apply(self, variables, x):
+    """Scores [b, F] raw features -> [b] (eval mode)."""
+    x = (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
+    return self.module.apply(variables, x, train=False)
+
+
+def feature_columns(names, theta0, g0):
+  """[N, F] float32 from per-layer theta_0 / g_0 lists, columns in `names` order."""
+  sources = {"theta0": theta0, "g0": g0}
+  unknown = [n for n in names if n not in sources]
+  if unknown:
+    raise ConfigError(f"scorer features {unknown} are not known; available: {', '.join(FEATURES)}.")
+  return np.stack([np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in sources[n]])
+                   for n in names], axis=1)
+
+
+def _padded(x, devices, batch_size):
+  n = x.shape[0]
+  per_device = -(-n // (devices * batch_size)) * batch_size
+  out = np.zeros((devices * per_device, x.shape[1]), x.dtype)
+  out[:n] = x
+  return out.reshape(devices, per_device // batch_size, batch_size, x.shape[1])
+
+
+def score_unsharded(scorer, x, batch_size=4096):
+  """Reference path: one device, batch by batch."""
+  fn = jax.jit(lambda v, b: jax.lax.map(lambda xb: scorer.apply(v, xb), b))
+  xs = _padded(x, 1, batch_size)[0]
+  return np.asarray(fn(scorer.variables, xs)).reshape(-1)[:x.shape[0]]
+
+
+def score_pmap(scorer, x, batch_size=4096):
+  devices = jax.local_device_count()
+  fn = jax.pmap(lambda v, b: jax.lax.map(lambda xb: scorer.apply(v, xb), b), in_axes=(None, 0))
+  out = fn(scorer.variables, _padded(x, devices, batch_size))
+  return np.asarray(out).reshape(-1)[:x.shape[0]]
+
+
+def score_shard_map(scorer, x, batch_size=4096, devices=None):
+  devices = devices if devices is not None else jax.devices()
+  mesh = Mesh(np.asarray(devices), ("weights",))
+  xs = _padded(x, len(devices), batch_size)
+  xs = xs.reshape((-1,) + xs.shape[2:])  # [devices * steps, batch, F], split along axis 0.
+  body = lambda v, b: jax.lax.map(lambda xb: scorer.apply(v, xb), b)
+  fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P("weights")), out_specs=P("weights")))
+  xs = jax.device_put(xs, NamedSharding(mesh, P("weights")))
+  variables = jax.device_put(scorer.variables, NamedSharding(mesh, P()))
+  return np.asarray(fn(variables, xs)).reshape(-1)[:x.shape[0]]
+
+
+def score_features(scorer, x, batch_size=4096, chunk_weights=1 << 22, sharding="shard_map"):
+  """Scores [N, F] features in host chunks of `chunk_weights`, sharded over all devices."""
+  if sharding not in SHARDINGS:
+    raise ConfigError(f"config.autos.sharding={sharding!r} is not known; use one of {', '.join(SHARDINGS)}.")
+  fn = score_shard_map if sharding == "shard_map" else score_pmap
+  chunk = max(int(chunk_weights), batch_size)
+  return np.concatenate([fn(scorer, x[i:i + chunk], batch_size) for i in range(0, x.shape[0], chunk)])
+
+
+def save_scorer(directory, module_info, variables, mean, std):
+  """scorer_dir: scorer.json (architecture, features, standardisation) + Orbax variables."""
+  os.makedirs(directory, exist_ok=True)
+  info = dict(module_info, mean=np.asarray(mean).tolist(), std=np.asarray(std).tolist())
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(os.path.abspath(directory), "variables"), variables, force=True)
+  checkpointer.wait_until_finished()
+  with open(os.path.join(directory, SCORER_JSON + ".tmp"), "w") as f:
+    json.dump(info, f, indent=2, sort_keys=True)
+  os.replace(os.path.join(directory, SCORER_JSON + ".tmp"), os.path.join(directory, SCORER_JSON))
+
+
+def load_scorer(directory, dtype=None):
+  """The TrainedScorer saved in `directory` (config.autos.scorer_dir)."""
+  path = os.path.join(directory or "", SCORER_JSON)
+  if not directory or not os.path.exists(path):
+    raise ConfigError(f"config.autos.scorer_dir={directory!r} holds no trained scorer ({SCORER_JSON} "
+                      "missing): pass the scorer_dir from an autos_train job's results.json.")
+  with open(path) as f:
+    info = json.load(f)
+  module = make_scorer(info["backbone"], len(info["features"]), info["width"],
+                       dtype or jnp.dtype(info.get("dtype", "float32")))
+  target = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0),
+                                              jnp.zeros((2, len(info["features"]))), train=False))
+  variables = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(directory), "variables"),
+                                                 target)
+  return TrainedScorer(module=module, variables=variables, features=tuple(info["features"]),
+                       mean=np.asarray(info["mean"], np.float32), std=np.asarray(info["std"], np.float32),
+                       info=info)
