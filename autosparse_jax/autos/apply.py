@@ -9,6 +9,7 @@ under `jit` over a 1-D device mesh (pmap's successor). Networks larger than
 `chunk_weights` are scored in host-side chunks so device memory stays bounded.
 """
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -60,30 +61,35 @@ def _padded(x, devices, batch_size):
   return out.reshape(devices, per_device // batch_size, batch_size, x.shape[1])
 
 
+@functools.lru_cache(maxsize=32)
+def _program(scorer, kind, devices=None):
+  """The compiled scoring program of `scorer` (cached: host chunks reuse it)."""
+  body = lambda v, b: jax.lax.map(lambda xb: scorer.apply(v, xb), b)
+  if kind == "unsharded":
+    return jax.jit(body)
+  if kind == "pmap":
+    return jax.pmap(body, in_axes=(None, 0))
+  mesh = Mesh(np.asarray(devices), ("weights",))
+  return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P("weights")), out_specs=P("weights")),
+                 in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("weights"))))
+
+
 def score_unsharded(scorer, x, batch_size=4096):
   """Reference path: one device, batch by batch."""
-  fn = jax.jit(lambda v, b: jax.lax.map(lambda xb: scorer.apply(v, xb), b))
   xs = _padded(x, 1, batch_size)[0]
-  return np.asarray(fn(scorer.variables, xs)).reshape(-1)[:x.shape[0]]
+  return np.asarray(_program(scorer, "unsharded")(scorer.variables, xs)).reshape(-1)[:x.shape[0]]
 
 
 def score_pmap(scorer, x, batch_size=4096):
-  devices = jax.local_device_count()
-  fn = jax.pmap(lambda v, b: jax.lax.map(lambda xb: scorer.apply(v, xb), b), in_axes=(None, 0))
-  out = fn(scorer.variables, _padded(x, devices, batch_size))
+  out = _program(scorer, "pmap")(scorer.variables, _padded(x, jax.local_device_count(), batch_size))
   return np.asarray(out).reshape(-1)[:x.shape[0]]
 
 
 def score_shard_map(scorer, x, batch_size=4096, devices=None):
-  devices = devices if devices is not None else jax.devices()
-  mesh = Mesh(np.asarray(devices), ("weights",))
+  devices = tuple(devices if devices is not None else jax.devices())
   xs = _padded(x, len(devices), batch_size)
   xs = xs.reshape((-1,) + xs.shape[2:])  # [devices * steps, batch, F], split along axis 0.
-  body = lambda v, b: jax.lax.map(lambda xb: scorer.apply(v, xb), b)
-  fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P("weights")), out_specs=P("weights")))
-  xs = jax.device_put(xs, NamedSharding(mesh, P("weights")))
-  variables = jax.device_put(scorer.variables, NamedSharding(mesh, P()))
-  return np.asarray(fn(variables, xs)).reshape(-1)[:x.shape[0]]
+  return np.asarray(_program(scorer, "shard_map", devices)(scorer.variables, xs)).reshape(-1)[:x.shape[0]]
 
 
 def score_features(scorer, x, batch_size=4096, chunk_weights=1 << 22, sharding="shard_map"):
