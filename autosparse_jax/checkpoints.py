@@ -1,4 +1,7 @@
 """Orbax checkpoints of a job's state: one pytree plus JSON progress, newest readable first."""
+import os
+import time
+
 import orbax.checkpoint as ocp
 
 
@@ -10,6 +13,7 @@ class Checkpoints:
   """Orbax CheckpointManager over workdir/checkpoints: IrpState + JSON progress."""
 
   def __init__(self, directory, keep):
+    self.directory = directory
     self.manager = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                         enable_async_checkpointing=False))
@@ -20,14 +24,30 @@ class Checkpoints:
     self.manager.wait_until_finished()
 
   def restore_latest(self, target):
-    """(state, meta) of the newest checkpoint that reads back, or None. Unreadable ones are reported."""
+    """(state, meta) of the newest checkpoint that reads back, or None.
+
+    An unreadable (corrupted, truncated) checkpoint is reported and moved aside
+    to <directory>.unreadable/ (kept, never deleted), and the next older one is
+    tried. Interrupted saves never show up here: Orbax ignores unfinished
+    temporary directories.
+    """
+    moved = False
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        if moved:
+          self.manager.reload()
         return restored.state, restored.meta
       except Exception as e:  # noqa: BLE001  (any read failure: fall back to an older one)
-        log(f"warning: checkpoint {step} cannot be read ({type(e).__name__}: {e}); trying an older one.")
+        aside = os.path.join(self.directory + ".unreadable", f"{step}.{time.strftime('%Y%m%d-%H%M%S')}")
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        os.replace(os.path.join(self.directory, str(step)), aside)
+        moved = True
+        log(f"warning: checkpoint {step} in {self.directory} cannot be read ({type(e).__name__}: "
+            f"{str(e)[:300]}); moved it to {aside} and trying an older one.")
+    if moved:
+      self.manager.reload()
     return None
 
   def close(self):

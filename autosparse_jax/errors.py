@@ -6,6 +6,10 @@ class ConfigError(ValueError):
   """A config field has a bad value; the CLI prints the message without a traceback."""
 
 
+class NumericalError(RuntimeError):
+  """A non-finite loss: the job stops (exit 3) and keeps its last good checkpoint."""
+
+
 def unknown_name_message(field, value, allowed):
   guess = difflib.get_close_matches(str(value), list(allowed), n=1)
   hint = f" Did you mean {guess[0]!r}?" if guess else ""

@@ -14,7 +14,7 @@ import numpy as np
 
 from autosparse_jax import criteria, masks as masks_lib, train
 from autosparse_jax.data import load_dataset, pipeline
-from autosparse_jax.errors import ConfigError, unknown_name_message
+from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
 from autosparse_jax.models import MODELS, get_model
 from autosparse_jax.workdir import Workdir
 
@@ -46,6 +46,11 @@ def validate(config):
     raise ConfigError(f"config.train.batch_size={config.train.batch_size} must be >= 1.")
   if config.model not in MODELS:
     raise ConfigError(unknown_name_message("config.model", config.model, MODELS))
+  if config.train.get("loop", "auto") not in train.LOOPS:
+    raise ConfigError(unknown_name_message("config.train.loop", config.train.loop, train.LOOPS))
+  if config.prune.distribution not in masks_lib.DISTRIBUTIONS:
+    raise ConfigError(unknown_name_message("config.prune.distribution", config.prune.distribution,
+                                           masks_lib.DISTRIBUTIONS))
   if config.criterion != criteria.NO_PRUNING:
     criteria.get_criterion(config.criterion)
     if float(config.sparsity) == 0.0 and config.job != "irp":  # IRP: irp.final_density.
@@ -185,8 +190,16 @@ def run_training(config, task, states, workdir, tag=None, start_step=0, after_ch
       if n not in step_fns:
         step_fns[n] = train.jit_epoch(trainer, n, unroll=loop == "python")
       states, metrics = step_fns[n](states, task.train_images, task.train_labels)
-      sums.append(jax.tree.map(lambda m, n=n: m * n, metrics))  # Device arrays: no sync here.
+      sums.append(jax.tree.map(lambda m, n=n: m * n, metrics))
       before, step = step, step + n
+      loss = np.asarray(metrics["loss"])
+      if not np.all(np.isfinite(loss)):  # Before any checkpoint of this state.
+        where = f"{tag}, " if tag else ""
+        raise NumericalError(
+            f"non-finite training loss {loss.tolist()} (per seed) in {where}epoch {epoch}, steps "
+            f"{before + 1}-{step} of the round (step {step % spe or spe} of {spe} in the epoch). "
+            "The job stopped; nothing from this state was saved, and checkpoints already in the "
+            "workdir are kept. Lower config.train.lr or check the data.")
       if after_chunk is not None:
         states = after_chunk(states, step)
       if step < epoch * spe and (step % spe) // log_every > (before % spe) // log_every:
@@ -197,9 +210,6 @@ def run_training(config, task, states, workdir, tag=None, start_step=0, after_ch
     totals = jax.tree.map(lambda *xs: np.sum([np.asarray(x) for x in xs], axis=0) / done, *sums)
     train_loss, train_acc = totals["loss"], totals["accuracy"]
     ev = jax.tree.map(np.asarray, evaluate(states, *task.eval_arrays))
-    if not np.all(np.isfinite(train_loss)):
-      raise FloatingPointError(f"non-finite training loss {train_loss.tolist()} in epoch {epoch}"
-                               + (f" ({tag})" if tag else ""))
     elapsed = time.time() - start
     record = {"epoch": epoch, "step": step, "train_loss": train_loss.tolist(),
               "train_accuracy": train_acc.tolist(), "test_loss": ev["loss"].tolist(),

@@ -76,7 +76,8 @@ class Workdir:
         more = f" (and {len(diffs) - 10} more)" if len(diffs) > 10 else ""
         raise ConfigError(
             f"--workdir={self.path} holds a run with a different config ({shown}{more}). "
-            "Nothing was changed there: choose a new --workdir for the new config.")
+            "Nothing was changed there: choose a new --workdir for the new config, or add --restart "
+            "to move the earlier run aside (to WORKDIR.previous.<time>) and start anew.")
     self.finished = os.path.exists(os.path.join(self.path, RESULTS))
 
   def start(self, resuming=False):

@@ -22,7 +22,7 @@ from typing import Any
 from autosparse_jax.autos.apply import FEATURES, save_scorer
 from autosparse_jax.autos.scorer import BACKBONES, make_scorer
 from autosparse_jax.checkpoints import Checkpoints
-from autosparse_jax.errors import ConfigError, unknown_name_message
+from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
 from autosparse_jax.score_dataset import load_score_dataset
 from autosparse_jax.workdir import Workdir
 
@@ -149,7 +149,7 @@ def train_scorer(config, workdir_path):
     record = {"epoch": epoch + 1, "train_loss": float(train_loss), "held_out_loss": held_loss,
               "epoch_seconds": time.time() - t}
     if not np.isfinite(record["train_loss"]):
-      raise FloatingPointError(f"autos_train: non-finite training loss in epoch {epoch + 1}; "
+      raise NumericalError(f"autos_train: non-finite training loss in epoch {epoch + 1}; "
                                "lower config.train.lr.")
     workdir.log_metrics(record)
     log(f"epoch {epoch + 1}/{epochs}  train MSE {record['train_loss']:.5f}  held-out MSE {held_loss:.5f}  "

@@ -44,8 +44,20 @@ def load_tfds_arrays(name, data_dir):
         "(on a host with internet, leave out --raw_dir to download them).")
   out = {}
   for split in ("train", "test"):
+    missing = [str(p) for p in builder.info.splits[split].filepaths if not os.path.exists(str(p))]
+    if missing:
+      raise DatasetNotPreparedError(
+          f"config.dataset={name!r} in config.data.data_dir={data_dir!r} is incomplete: its "
+          f"{split} split lacks {len(missing)} shard file(s), e.g. {missing[0]}. Move "
+          f"{builder.data_dir} aside (nothing here deletes it) and prepare it again:\n  "
+          f"{prepare_command(name, data_dir)}")
     source = builder.as_data_source(split)
-    rows = source.__getitems__(list(range(len(source))))
+    try:
+      rows = source.__getitems__(list(range(len(source))))
+    except (RuntimeError, OSError, ValueError) as e:
+      raise DatasetNotPreparedError(
+          f"config.dataset={name!r} in config.data.data_dir={data_dir!r} cannot be read ({e}). "
+          f"Move {builder.data_dir} aside and prepare it again:\n  {prepare_command(name, data_dir)}") from e
     out[split] = (np.stack([r["image"] for r in rows]), np.asarray([r["label"] for r in rows]))
   return out
 
