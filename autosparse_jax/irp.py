@@ -221,6 +221,10 @@ def run_irp(config, workdir_path):
       reports = density_reports(irp.train)
       log(f"{tag}: density {np.mean([x['density'] for x in reports]):.5f}"
           + (f" (target {plan[r][1]:.5f})" if r != DENSE else ""))
+      for seed, report in zip(seed_list(config), reports):
+        if report["empty_layers"]:
+          log(f"warning: {tag}, seed {seed}: layers pruned to zero weights: "
+              f"{', '.join(report['empty_layers'])} (config.prune.min_per_layer keeps some)")
       holder = {"irp": irp, "meta": meta, "saved_at": int(np.asarray(irp.train.step)[0]),
                 "elapsed": float(meta.get("stage_seconds", 0.0)), "t0": time.time()}
 

@@ -56,9 +56,10 @@ def validate(config):
     if float(config.sparsity) == 0.0 and config.job != "irp":  # IRP: irp.final_density.
       raise ConfigError(f"config.criterion={config.criterion!r} needs config.sparsity > 0 "
                         "(or set config.criterion='none' for a dense run).")
-    if config.criterion == "autos":
+    if config.criterion == "autos":  # Clear errors now, not after loading the data.
       from autosparse_jax.autos.apply import load_scorer
-      load_scorer(config.autos.scorer_dir)  # A clear error now, not after loading the data.
+      from autosparse_jax.criteria.autos import check_features
+      check_features(load_scorer(config.autos.scorer_dir), config)
     if config.criterion in criteria.HOST_CRITERIA and int(config.prune.rounds) > 1:
       raise ConfigError(f"config.prune.rounds={config.prune.rounds} is not supported by "
                         f"config.criterion={config.criterion!r} (one-shot only): set it to 0.")

@@ -167,3 +167,19 @@ def test_restart_moves_the_earlier_run_aside_instead_of_overwriting_it(tmp_path)
   aside = [p for p in tmp_path.iterdir() if p.name.startswith("wd.previous.")]
   assert len(aside) == 1 and json.load(open(aside[0] / "results.json")) == first
   assert json.load(open(wd / "results.json"))["seeds"] == [1]
+
+
+def test_scorer_whose_features_do_not_match_the_job_is_refused(tmp_path):
+  import jax.numpy as jnp
+  from autosparse_jax.autos.apply import save_scorer
+  from autosparse_jax.autos.scorer import make_scorer
+  module = make_scorer("mlp", 2, 0.25)
+  variables = module.init(jax.random.PRNGKey(0), jnp.zeros((2, 2)), train=False)
+  save_scorer(str(tmp_path / "scorer"), {"backbone": "mlp", "width": 0.25, "features": ["theta0", "g0"],
+                                         "dtype": "float32", "g0_reduction": "mean"},
+              variables, np.zeros(2), np.ones(2))
+  proc = cli("--config=configs/prune.py:lenet_digits", f"--workdir={tmp_path / 'wd'}",
+             "--config.criterion=autos", f"--config.autos.scorer_dir={tmp_path / 'scorer'}")
+  assert proc.returncode == 2 and "learnt g_0 reduced by 'mean'" in proc.stderr, proc.stderr[-2000:]
+  assert "--config.prune.grad_reduction=mean" in proc.stderr and "Traceback" not in proc.stderr
+  assert not (tmp_path / "wd").exists()

@@ -23,6 +23,21 @@ def initial_gradient(config, params, masks, model_state, prune_data, key):
   return fn(params, masks, model_state)
 
 
+def check_features(scorer, config):
+  """The features this job would compute must be the ones the scorer learnt from."""
+  from autosparse_jax.autos.apply import FEATURES
+  unknown = [f for f in scorer.features if f not in FEATURES]
+  if unknown:
+    raise ConfigError(f"the scorer in config.autos.scorer_dir={config.autos.scorer_dir!r} wants features "
+                      f"{unknown} that this version cannot compute (known: {', '.join(FEATURES)}).")
+  trained = scorer.info.get("g0_reduction")
+  if "g0" in scorer.features and trained and trained != config.prune.grad_reduction:
+    raise ConfigError(f"the scorer in config.autos.scorer_dir={config.autos.scorer_dir!r} learnt g_0 "
+                      f"reduced by {trained!r} over batches, but config.prune.grad_reduction="
+                      f"{config.prune.grad_reduction!r}: set --config.prune.grad_reduction={trained} so "
+                      "the features match.")
+
+
 def autos_scores(config, params, masks, model_state, prune_data, key, density):
   del density  # The scorer ranks weights; top-k picks the density.
   from autosparse_jax.autos.apply import feature_columns, load_scorer, score_features
@@ -30,11 +45,7 @@ def autos_scores(config, params, masks, model_state, prune_data, key, density):
   if scorer_dir not in _SCORERS:
     _SCORERS[scorer_dir] = load_scorer(scorer_dir)
   scorer = _SCORERS[scorer_dir]
-  trained_reduction = scorer.info.get("g0_reduction")
-  if "g0" in scorer.features and trained_reduction and trained_reduction != config.prune.grad_reduction:
-    raise ConfigError(f"the scorer in {scorer_dir} learnt g_0 {trained_reduction}med over batches but "
-                      f"config.prune.grad_reduction={config.prune.grad_reduction!r}: set it to "
-                      f"{trained_reduction!r} so the features match.")
+  check_features(scorer, config)
   g0 = initial_gradient(config, params, masks, model_state, prune_data, key)
   items = masks_lib.prunable_items(params, masks)
   theta = [np.asarray(p) for _, p in items]
