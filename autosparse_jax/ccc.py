@@ -42,8 +42,8 @@ def ccc_job(config, workdir_path):
                       "directories (the score_dataset_dir of IRP runs), e.g. "
                       "--config.ccc.datasets='(\"/a/autosparse_scores/1.0.0\", \"/b/...\")'.")
   workdir = Workdir(workdir_path, config)
-  if workdir.finished:
-    return workdir.results()
+  if (done := workdir.finished_results()) is not None:
+    return done
   pairs = []
   for i in range(len(dirs)):
     for j in range(i + 1, len(dirs)):

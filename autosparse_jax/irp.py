@@ -29,7 +29,7 @@ import numpy as np
 
 from autosparse_jax import criteria, masks as masks_lib, train
 from autosparse_jax.checkpoints import Checkpoints
-from autosparse_jax.criteria.base import ModelState, PruneData, accumulated_gradient, batch_indices
+from autosparse_jax.criteria.base import ModelState, PruneData, initial_gradient
 from autosparse_jax.errors import ConfigError, unknown_name_message
 from autosparse_jax.score_dataset import export_score_dataset, load_score_dataset
 from autosparse_jax.train_job import (build_task, density_reports, init_states, log, run_training,
@@ -74,9 +74,8 @@ def initial_state(config, task, state):
   trainer = task.trainer
   data = PruneData(task.train_images, task.train_labels)
   model_state = ModelState(state.batch_stats, trainer.model, trainer.spec)
-  batches = batch_indices(data, prune_key(state.key, 0), config.prune)
-  g0 = accumulated_gradient(model_state, state.params, state.masks, data, batches,
-                            config.prune.grad_reduction)
+  g0 = initial_gradient(model_state, state.params, state.masks, data, prune_key(state.key, 0),
+                        config.prune)
   survived = jax.tree.map(lambda m: jnp.zeros(m.shape, jnp.int32), state.masks)
   return IrpState(train=state, rewind_params=state.params, rewind_batch_stats=state.batch_stats,
                   init_params=state.params, g0=g0, survived=survived, seed_key=state.key)
@@ -166,9 +165,8 @@ def run_irp(config, workdir_path):
   """The IRP job: rounds with Orbax resume, then the score datasets and results.json."""
   validate_irp(config)
   workdir = Workdir(workdir_path, config)
-  if workdir.finished:
-    log(f"{workdir.path} already holds results.json for this config; not running again.")
-    return workdir.results()
+  if (done := workdir.finished_results()) is not None:
+    return done
   start = time.time()
   task = build_task(config)
   trainer = task.trainer
@@ -208,7 +206,6 @@ def run_irp(config, workdir_path):
     for stage in range(int(meta["stage"]), len(stages)):
       r = stages[stage]
       tag = "dense" if r == DENSE else f"round {r}"
-      stage_start = time.time()
       if not meta["pruned"]:
         prune_seconds = 0.0
         if r != DENSE:
@@ -260,7 +257,6 @@ def run_irp(config, workdir_path):
       meta = dict(meta, stage=stage + 1, pruned=False, history=meta["history"] + [record],
                   stage_seconds=0.0, prune_seconds=0.0)
       checkpoints.save(ckpt_id(stage + 1), irp, meta)
-      del stage_start
 
   results = finish(config, workdir, irp, meta, plan, seeds, time.time() - start)
   checkpoints.close()

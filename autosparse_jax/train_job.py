@@ -243,8 +243,7 @@ def start_job(config, workdir_path):
   """
   validate(config)
   workdir = Workdir(workdir_path, config)
-  if workdir.finished:
-    log(f"{workdir.path} already holds results.json for this config; not running again.")
+  if workdir.finished_results() is not None:
     return workdir, None
   task = build_task(config)
   workdir.start()

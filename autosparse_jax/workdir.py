@@ -109,3 +109,10 @@ class Workdir:
 
   def results(self):
     return read_json(os.path.join(self.path, RESULTS))
+
+  def finished_results(self):
+    """results.json of this config's finished run (said on stdout), or None: jobs return it as is."""
+    if not self.finished:
+      return None
+    print(f"{self.path} already holds results.json for this config; not running again.", flush=True)
+    return self.results()

@@ -28,6 +28,7 @@ import optax
 from autosparse_jax import masks as masks_lib
 from autosparse_jax.autos import make_scorer
 from autosparse_jax.models import get_model
+from measure import hlo_flops, matmul_peak_gflops  # benchmarks/measure.py
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["resnet18:float32", "resnet18:bfloat16", "vgg19:float32", "mlp:float32"],
@@ -46,19 +47,6 @@ flags.DEFINE_string("json", "", "Also write the figures to this JSON file (rewri
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def matmul_peak_gflops(n, dtype=jnp.float32, repeats=10):
-  """Best GFLOP/s of an n x n matmul at JAX's default precision."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2 * n**3 / best / 1e9
-
-
 def resnet18_prunable_weights():
   """Number of Conv and Dense kernel entries of ResNet-18 (CIFAR-10): the weights AutoS scores."""
   model = get_model("resnet18", 10)
@@ -66,21 +54,6 @@ def resnet18_prunable_weights():
                                              train=False))["params"]
   masks = jax.eval_shape(lambda: masks_lib.init_masks(jax.tree.map(jnp.zeros_like, params)))
   return sum(p.size for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks)) if m.ndim > 0)
-
-
-def flops_of(jitted, *args):
-  """FLOPs of jitted(*args) by XLA's cost analysis of the program lowered for the CPU.
-
-  The HLO-level count is the same on every backend; GPU analyses of compiled programs
-  miss the FLOPs of library calls (cuBLAS / cuDNN) and jax 0.11 analyses no lowered
-  GPU program, so the program is lowered for the CPU from abstract arguments.
-  """
-  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), args)
-  analysis = jitted.lower(*abstract).cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return float(analysis.get("flops", float("nan")))
 
 
 def parse(config, default_batch):
@@ -109,7 +82,7 @@ def time_inference(backbone, dtype_name, batch, total_weights):
   num_params = sum(p.size for p in jax.tree.leaves(variables["params"]))
   score = jax.jit(lambda v, x: model.apply(v, x, train=False))
   xs = [features(jax.random.PRNGKey(i), batch) for i in range(FLAGS.iters)]
-  flops = flops_of(score, variables, xs[0])
+  flops = hlo_flops(score, variables, xs[0])
   t = time.perf_counter()
   jax.block_until_ready(score(variables, xs[0]))
   compile_s = time.perf_counter() - t
@@ -146,7 +119,7 @@ def time_training(backbone, dtype_name, batch):
   y = jax.nn.sigmoid(50.0 * jnp.abs(x[:, 0]))
   params, batch_stats = variables["params"], variables["batch_stats"]
   opt_state = tx.init(params)
-  flops = flops_of(jitted, params, batch_stats, opt_state, x, y)
+  flops = hlo_flops(jitted, params, batch_stats, opt_state, x, y)
   t = time.perf_counter()
   params, batch_stats, opt_state, loss = jax.block_until_ready(jitted(params, batch_stats, opt_state, x, y))
   compile_s = time.perf_counter() - t

@@ -50,6 +50,11 @@ def small_config(**overrides):
   config.width = 0.2
   config.train.update(dict(epochs=2, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9,
                            nesterov=True, weight_decay=5e-4))
+  return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides):
+  """Sets dotted names ('train.lr') of a ConfigDict, as --config.train.lr does."""
   for name, value in overrides.items():
     target = config
     *path, last = name.split(".")

@@ -14,7 +14,7 @@ import pytest
 from autosparse_jax import ccc, irp, main as main_lib, masks as masks_lib, score_dataset
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.train_job import build_task, init_states
-from tests.conftest import load_config
+from tests.conftest import apply_overrides, load_config
 
 # LeNet-300-100 on the embedded digits: 22 steps per epoch; chunks of 5 steps
 # (log_every_steps) so checkpoints land inside epochs.
@@ -25,13 +25,7 @@ IRP_ARGS = ["--config.irp.rounds=3", "--config.train.epochs=2", "--config.train.
 def irp_config(**overrides):
   config = load_config("irp", "lenet_digits")
   config.irp.rounds, config.train.epochs, config.width = 3, 1, 0.5
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return apply_overrides(config, overrides)
 
 
 def cli(workdir, *extra):

@@ -84,9 +84,8 @@ def split(n, fraction, seed):
 def train_scorer(config, workdir_path):
   validate(config)
   workdir = Workdir(workdir_path, config)
-  if workdir.finished:
-    log(f"{workdir.path} already holds results.json for this config; not running again.")
-    return workdir.results()
+  if (done := workdir.finished_results()) is not None:
+    return done
   start = time.time()
   a = config.autos
   features = tuple(a.features)

@@ -10,17 +10,10 @@ import jax
 import numpy as np
 
 from autosparse_jax import masks as masks_lib
-from autosparse_jax.criteria.base import accumulated_gradient, batch_indices
+from autosparse_jax.criteria.base import initial_gradient
 from autosparse_jax.errors import ConfigError
 
 _SCORERS = {}  # scorer_dir -> TrainedScorer, loaded once per process.
-
-
-def initial_gradient(config, params, masks, model_state, prune_data, key):
-  batches = batch_indices(prune_data, key, config.prune)
-  fn = jax.jit(lambda p, m, s: accumulated_gradient(s, p, m, prune_data, batches,
-                                                    config.prune.grad_reduction))
-  return fn(params, masks, model_state)
 
 
 def check_features(scorer, config):
@@ -46,7 +39,10 @@ def autos_scores(config, params, masks, model_state, prune_data, key, density):
     _SCORERS[scorer_dir] = load_scorer(scorer_dir)
   scorer = _SCORERS[scorer_dir]
   check_features(scorer, config)
-  g0 = initial_gradient(config, params, masks, model_state, prune_data, key)
+  # Round 0's key, as IRP's g_0 (irp.prune_key): the same batches for the same seed.
+  # Data and key are arguments, not closed over: no training set baked into the program.
+  g0 = jax.jit(lambda p, m, s, d, k: initial_gradient(s, p, m, d, k, config.prune))(
+      params, masks, model_state, prune_data, jax.random.fold_in(key, 0))
   items = masks_lib.prunable_items(params, masks)
   theta = [np.asarray(p) for _, p in items]
   grads = [np.asarray(g) for _, g in masks_lib.prunable_items(g0, masks)]

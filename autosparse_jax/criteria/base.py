@@ -101,3 +101,13 @@ def accumulated_gradient(model_state, params, masks, prune_data, batches, reduct
   if reduction == "mean":
     total = jax.tree.map(lambda g: g / batches.shape[0], total)
   return total
+
+
+def initial_gradient(model_state, params, masks, prune_data, key, cfg):
+  """g_0: the loss gradient on the pruning data as cfg says (batches, sum or mean).
+
+  The second feature of the score datasets (IRP) and of the `autos` criterion:
+  both call this with the key of pruning round 0, so they see the same batches.
+  """
+  batches = batch_indices(prune_data, key, cfg)
+  return accumulated_gradient(model_state, params, masks, prune_data, batches, cfg.grad_reduction)

@@ -46,7 +46,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from autosparse_jax import masks as masks_lib
