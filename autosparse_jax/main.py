@@ -7,11 +7,12 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from autosparse_jax.data.raw import RawDataError
-from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
+from autosparse_jax.errors import ConfigError, NumericalError
+from autosparse_jax.jobs import run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metrics.jsonl, results.json.")
@@ -32,42 +33,10 @@ def set_aside_workdir(workdir):
   return aside
 
 
-def _train(config, workdir):
-  from autosparse_jax.train_job import train_and_evaluate
-  return train_and_evaluate(config, workdir)
-
-
-def _prune(config, workdir):
-  from autosparse_jax.prune_job import prune_and_train
-  return prune_and_train(config, workdir)
-
-
-def _irp(config, workdir):
-  from autosparse_jax.irp import run_irp
-  return run_irp(config, workdir)
-
-
-def _ccc(config, workdir):
-  from autosparse_jax.ccc import ccc_job
-  return ccc_job(config, workdir)
-
-
-def _autos_train(config, workdir):
-  from autosparse_jax.autos.training import train_scorer
-  return train_scorer(config, workdir)
-
-
-JOBS = {"train": _train, "prune": _prune, "irp": _irp, "ccc": _ccc, "autos_train": _autos_train}
-
-
-def run(config, workdir):
-  if config.job not in JOBS:
-    raise ConfigError(unknown_name_message("config.job", config.job, tuple(JOBS)))
-  return JOBS[config.job](config, workdir)
-
-
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:  # Orbax/TFDS INFO logs drown the job's progress lines.
+    logging.set_verbosity(logging.WARNING)
   try:
     if _RESTART.value:
       set_aside_workdir(_WORKDIR.value)

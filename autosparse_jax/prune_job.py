@@ -34,7 +34,7 @@ def mask_metrics(task, states):
                         criteria.ModelState(state.batch_stats, trainer.model, trainer.spec))
 
   with jax.enable_x64(True):
-    out = jax.jit(jax.vmap(one))(states)
+    out = task.program("path_metrics", lambda: jax.jit(jax.vmap(one)))(states)
     return {k: np.asarray(v).tolist() for k, v in out.items()}
 
 

@@ -80,6 +80,9 @@ def base_config():
   # job), applied batch_size weights at a time per device, chunk_weights per host pass.
   c.autos = ml_collections.ConfigDict(dict(scorer_dir="", batch_size=4096, chunk_weights=1 << 22,
                                            sharding="shard_map"))
+  # The `survival` criterion (LTH / SNIP-iter masks): score_dataset_dir(s) of an IRP job
+  # on the same model and seeds (criteria/survival.py).
+  c.survival = ml_collections.ConfigDict(dict(score_datasets=()))
   return c
 
 

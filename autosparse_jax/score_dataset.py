@@ -114,14 +114,20 @@ def read_metadata(directory):
   return json.loads(builder.info.metadata["autosparse"])
 
 
+def check_score_dataset(directory, field=None):
+  """Clear error unless `directory` holds a score dataset (cheap: no data read)."""
+  if not os.path.exists(os.path.join(directory, "dataset_info.json")):
+    where = f"{field} contains {directory!r}, which" if field else f"{directory}"
+    raise ConfigError(f"{where} is not a score dataset (no dataset_info.json): pass the "
+                      "directory an IRP job reported as score_dataset_dir.")
+
+
 def load_score_dataset(directory):
   """({'names', 'theta0', 'g0', 'survival', 'score', 'layer'}: flat arrays in export order, metadata).
 
   The per-layer arrays are also returned under 'by_layer' in their original shapes.
   """
-  if not os.path.exists(os.path.join(directory, "dataset_info.json")):
-    raise ConfigError(f"{directory} is not a score dataset (no dataset_info.json): pass the "
-                      "directory an IRP job reported as score_dataset_dir.")
+  check_score_dataset(directory)
   builder = tfds.builder_from_directory(directory)
   meta = json.loads(builder.info.metadata["autosparse"])
   layers = meta["layers"]

@@ -5,6 +5,7 @@ The pieces (build_task, init_states, prune_states, run_training) are what the
 other jobs reuse.
 """
 import dataclasses
+import json
 import math
 import time
 
@@ -31,6 +32,14 @@ class Task:
   train_images: jax.Array
   train_labels: jax.Array
   eval_arrays: tuple
+  # Compiled programs reused by every training run and pruning call on this task
+  # (IRP rounds, sweep grids): key -> jitted function.
+  programs: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+  def program(self, key, make):
+    if key not in self.programs:
+      self.programs[key] = make()
+    return self.programs[key]
 
 
 def validate(config):
@@ -52,17 +61,29 @@ def validate(config):
     raise ConfigError(unknown_name_message("config.prune.distribution", config.prune.distribution,
                                            masks_lib.DISTRIBUTIONS))
   if config.criterion != criteria.NO_PRUNING:
-    criteria.get_criterion(config.criterion)
-    if float(config.sparsity) == 0.0 and config.job != "irp":  # IRP: irp.final_density.
+    if float(config.sparsity) == 0.0 and config.job not in ("irp", "sweep"):  # Their own fields.
       raise ConfigError(f"config.criterion={config.criterion!r} needs config.sparsity > 0 "
                         "(or set config.criterion='none' for a dense run).")
-    if config.criterion == "autos":  # Clear errors now, not after loading the data.
-      from autosparse_jax.autos.apply import load_scorer
-      from autosparse_jax.criteria.autos import check_features
-      check_features(load_scorer(config.autos.scorer_dir), config)
-    if config.criterion in criteria.HOST_CRITERIA and int(config.prune.rounds) > 1:
-      raise ConfigError(f"config.prune.rounds={config.prune.rounds} is not supported by "
-                        f"config.criterion={config.criterion!r} (one-shot only): set it to 0.")
+    validate_criterion(config, config.criterion)
+
+
+def validate_criterion(config, criterion, where="config.criterion"):
+  """Criterion-specific inputs (scorer, IRP datasets), before any compute."""
+  criteria.get_criterion(criterion)
+  if criterion == "autos":  # Clear errors now, not after loading the data.
+    from autosparse_jax.autos.apply import load_scorer
+    from autosparse_jax.criteria.autos import check_features
+    check_features(load_scorer(config.autos.scorer_dir), config)
+  if criterion == "survival":
+    from autosparse_jax.score_dataset import check_score_dataset
+    if not config.survival.score_datasets:
+      raise ConfigError(f"{where}='survival' needs config.survival.score_datasets: the "
+                        "score_dataset_dir(s) of an IRP job on the same model and seeds.")
+    for directory in config.survival.score_datasets:
+      check_score_dataset(directory, "config.survival.score_datasets")
+  if criterion in criteria.HOST_CRITERIA and int(config.prune.rounds) > 1:
+    raise ConfigError(f"config.prune.rounds={config.prune.rounds} is not supported by "
+                      f"{where}={criterion!r} (one-shot only): set it to 0.")
 
 
 def build_task(config):
@@ -91,24 +112,25 @@ def init_states(config, trainer):
   return jax.jit(jax.vmap(create))(seed_keys(config))
 
 
-def pruner(config, task, criterion, sparsity):
-  """jit(vmap(prune one seed)) -> (states with new masks, scores).
+def pruner(config, task, criterion):
+  """jit(vmap(prune one seed))(states, images, labels, plan) -> (states with new masks, scores).
 
   Call it inside criteria.precision_scope(criterion). Criteria see the network
   in eval mode and the whole training set as pruning data (config.prune says
-  how much of it they use).
+  how much of it they use). The data and the keep counts (criteria.prune_plan)
+  are arguments, so one compiled program serves every sparsity of a task.
   """
   trainer = task.trainer
-  data = criteria.PruneData(task.train_images, task.train_labels)
 
-  def prune_one(state):
+  def prune_one(state, images, labels, plan):
     model_state = criteria.ModelState(state.batch_stats, trainer.model, trainer.spec)
     key = jax.random.fold_in(state.key, train.KEY_PRUNE)
-    masks, scores = criteria.prune(criterion, state.params, state.masks, model_state, data, key,
-                                   config.prune, 1.0 - sparsity)
+    masks, scores = criteria.prune(criterion, state.params, state.masks, model_state,
+                                   criteria.PruneData(images, labels), key, config.prune, plan=plan)
     return trainer.create_state(state.key, state.params, state.batch_stats, masks), scores
 
-  return jax.jit(jax.vmap(prune_one))
+  key = ("prune", criterion, json.dumps(config.prune.to_dict(), sort_keys=True, default=str))
+  return task.program(key, lambda: jax.jit(jax.vmap(prune_one, in_axes=(0, None, None, None))))
 
 
 def prune_states(config, task, states, criterion, sparsity):
@@ -118,8 +140,10 @@ def prune_states(config, task, states, criterion, sparsity):
   """
   if criterion in criteria.HOST_CRITERIA:
     return prune_on_host(config, task, states, criterion, sparsity)
+  one_seed = jax.tree.map(lambda m: m[0], states.masks)
+  plan = criteria.prune_plan(criterion, one_seed, config.prune, 1.0 - sparsity)
   with criteria.precision_scope(criterion):
-    return pruner(config, task, criterion, sparsity)(states)
+    return pruner(config, task, criterion)(states, task.train_images, task.train_labels, plan)
 
 
 def prune_on_host(config, task, states, criterion, sparsity):
@@ -174,8 +198,7 @@ def run_training(config, task, states, workdir, tag=None, start_step=0, after_ch
   chunk = 1 if loop == "python" else log_every
   if chunk_divides:
     chunk = math.gcd(chunk, int(chunk_divides))
-  step_fns = {}
-  evaluate = train.jit_evaluate(trainer)
+  evaluate = task.program("evaluate", lambda: train.jit_evaluate(trainer))
   epochs = int(config.train.epochs)
   total = epochs * spe
   start = time.time()
@@ -188,9 +211,9 @@ def run_training(config, task, states, workdir, tag=None, start_step=0, after_ch
     while step < epoch * spe:
       pos = step % spe
       n = min(chunk - pos % chunk, spe - pos)
-      if n not in step_fns:
-        step_fns[n] = train.jit_epoch(trainer, n, unroll=loop == "python")
-      states, metrics = step_fns[n](states, task.train_images, task.train_labels)
+      step_fn = task.program(("train_steps", n, loop == "python"),
+                             lambda n=n: train.jit_epoch(trainer, n, unroll=loop == "python"))
+      states, metrics = step_fn(states, task.train_images, task.train_labels)
       sums.append(jax.tree.map(lambda m, n=n: m * n, metrics))
       before, step = step, step + n
       loss = np.asarray(metrics["loss"])
@@ -236,17 +259,18 @@ def seed_list(config):
   return [int(config.seed) + i for i in range(int(config.num_seeds))]
 
 
-def start_job(config, workdir_path):
+def start_job(config, workdir_path, resuming=False):
   """Validates the config, checks the workdir, loads the data: (workdir, task).
 
   task is None when the workdir already holds this config's results.
+  resuming=True: the job continues earlier partial output (see Workdir.start).
   """
   validate(config)
   workdir = Workdir(workdir_path, config)
   if workdir.finished_results() is not None:
     return workdir, None
   task = build_task(config)
-  workdir.start()
+  workdir.start(resuming=resuming)
   return workdir, task
 
 

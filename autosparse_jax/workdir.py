@@ -103,6 +103,15 @@ class Workdir:
       with open(os.path.join(self.path, METRICS), "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
+  def append_jsonl(self, name, records):
+    """Appends records as JSON lines to `name` (flushed and synced: finished work survives a kill)."""
+    if self.is_writer:
+      with open(os.path.join(self.path, name), "a") as f:
+        for record in records:
+          f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
   def write_results(self, results):
     if self.is_writer:
       write_json_atomic(os.path.join(self.path, RESULTS), results)

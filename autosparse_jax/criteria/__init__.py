@@ -17,6 +17,7 @@ from autosparse_jax.criteria.base import ModelState, PruneData
 from autosparse_jax.criteria.autos import autos_scores
 from autosparse_jax.criteria.npb import npb_scores
 from autosparse_jax.criteria.saliency import grasp_scores, snip_scores
+from autosparse_jax.criteria.survival import survival_scores
 from autosparse_jax.criteria.synflow import synflow_scores
 from autosparse_jax.errors import ConfigError, unknown_name_message
 
@@ -43,7 +44,8 @@ NEEDS_X64 = {"synflow"}
 # Criteria that run on the host, one seed at a time, outside jit (NPB's integer
 # programmes, AutoS's sharded scorer): they see the whole job config and the
 # target density: score(config, params, masks, model_state, prune_data, key, density).
-HOST_CRITERIA = {"npb": npb_scores, "autos": autos_scores}
+# `survival` replays an IRP run's masks (LTH, SNIP-iter) from its score dataset.
+HOST_CRITERIA = {"npb": npb_scores, "autos": autos_scores, "survival": survival_scores}
 DEFAULT_ROUNDS = {"synflow": 100}  # Others are one-shot unless config.prune.rounds says so.
 SCHEDULES = ("exponential", "linear")
 NO_PRUNING = "none"
@@ -71,18 +73,28 @@ def precision_scope(name):
   """Context to trace and run criterion `name` in (float64 for SynFlow)."""
   return jax.enable_x64(True) if name in NEEDS_X64 else contextlib.nullcontext()
 
-def prune(name, params, masks, model_state, prune_data, key, cfg, density):
+def prune_plan(name, masks, cfg, density):
+  """Keep counts of every round, [rounds] or [rounds, layers] (host numbers, from shapes only).
+
+  Passed to `prune` as an argument, one compiled pruner serves every density.
+  """
+  dist = cfg.get("distribution", "global")
+  return np.stack([np.asarray(masks_lib.keep_counts(masks, d, dist)) for d in round_densities(
+      float(density), num_rounds(name, cfg), cfg.get("round_schedule", "exponential"))])
+
+
+def prune(name, params, masks, model_state, prune_data, key, cfg, density=None, plan=None):
   """(masks at `density`, scores) by criterion `name`; call inside precision_scope(name).
 
-  With R > 1 rounds, the returned scores rank weights by the round they were
-  pruned in, then by their last score, so top-k of them at `density` gives the
-  same masks (and other densities get a consistent ranking).
+  `plan` (from prune_plan; may be traced) replaces `density`. With R > 1
+  rounds, the returned scores rank weights by the round they were pruned in,
+  then by their last score, so top-k of them at `density` gives the same masks
+  (and other densities get a consistent ranking).
   """
   score_fn = get_criterion(name)
   rounds = num_rounds(name, cfg)
-  dist = cfg.get("distribution", "global")
-  plan = np.stack([np.asarray(masks_lib.keep_counts(masks, d, dist)) for d in
-                   round_densities(float(density), rounds, cfg.get("round_schedule", "exponential"))])
+  if plan is None:
+    plan = prune_plan(name, masks, cfg, density)
   min_per_layer = int(cfg.get("min_per_layer", 0))
   score_at = lambda m, r: score_fn(params, m, model_state, prune_data, jax.random.fold_in(key, r), cfg)
   if rounds == 1:
@@ -97,7 +109,7 @@ def prune(name, params, masks, model_state, prune_data, key, cfg, density):
 
   survived0 = jax.tree.map(lambda m: jnp.zeros(m.shape, jnp.int32), masks)
   (m, survived), _ = jax.lax.scan(body, (masks, survived0),
-                                  (jnp.arange(rounds - 1), jnp.asarray(plan[:-1])))
+                                  (jnp.arange(rounds - 1), plan[:-1]))
   last = score_at(m, rounds - 1)
   final = masks_lib.masks_from_counts(last, m, plan[-1], min_per_layer)
 
@@ -123,4 +135,5 @@ def survival_ranks(last, alive, survived):
   return jax.tree.map(lambda m: next(pieces).reshape(m.shape) if m.ndim > 0 else jnp.zeros((), dtype),
                       alive)
 
-__all__ = ["ALL_CRITERIA", "CRITERIA", "HOST_CRITERIA", "ModelState", "PruneData", "get_criterion", "prune", "precision_scope"]
+__all__ = ["ALL_CRITERIA", "CRITERIA", "HOST_CRITERIA", "ModelState", "PruneData", "get_criterion", "prune",
+           "prune_plan", "precision_scope"]

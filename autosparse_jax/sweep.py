@@ -1,0 +1,193 @@
+"""The `sweep` job: criteria x sparsities x seeds; each criterion's grid trains as one program.
+
+Masked networks of one model all have the same shapes, so every (sparsity,
+seed) network of a criterion is stacked on the leading axis that the training
+code vmaps over and trained by one compiled program (in chunks of
+sweep.max_networks_per_program). Network (p, s) keeps seed s's key, so its
+data order and augmentation are those of the standalone run of seed s and it
+ends bit-identical to it (tests/test_sweep.py).
+
+Writes one row per network to results.jsonl as soon as its chunk is trained:
+re-running the command skips the rows already there (resume after preemption
+at chunk granularity). At the end: table.csv and table.md (mean +- std over
+seeds), accuracy_vs_sparsity.png, layer_density.png and results.json.
+
+sweep.criteria entries are criterion names or keys of sweep.variants: a
+variant is {"criterion": NAME, <config fields to set>}, e.g. the LTH masks of
+an IRP run: {"criterion": "survival", "survival": {"score_datasets": (...)}}.
+"""
+import copy
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from autosparse_jax import criteria, report
+from autosparse_jax.errors import ConfigError
+from autosparse_jax.prune_job import mask_metrics
+from autosparse_jax.train_job import (density_reports, init_states, log, prune_states, run_training,
+                                      seed_list, start_job, validate_criterion)
+
+ROWS = "results.jsonl"
+DENSE = "dense"
+
+
+def set_fields(config, fields, where):
+  """Sets nested `fields` (a dict) on `config`; unknown fields are an error naming `where`."""
+  for name, value in fields.items():
+    if name not in config:
+      raise ConfigError(f"{where}.{name} is not a config field: a variant may only set existing "
+                        "fields (e.g. autos.scorer_dir, survival.score_datasets, prune.*).")
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      set_fields(config[name], dict(value), f"{where}.{name}")
+    else:
+      config[name] = value
+
+
+def variants(config):
+  """[(label, criterion, config for it)] in sweep.criteria order."""
+  out = []
+  defined = dict(config.sweep.get("variants", {}) or {})
+  for label in config.sweep.criteria:
+    if label in defined:
+      fields = dict(copy.deepcopy(defined[label].to_dict()
+                                  if isinstance(defined[label], ml_collections.ConfigDict)
+                                  else defined[label]))
+      if "criterion" not in fields:
+        raise ConfigError(f"config.sweep.variants.{label} needs a 'criterion' field (the criterion "
+                          "it runs, e.g. 'survival' or 'autos').")
+      criterion = fields.pop("criterion")
+      vconfig = ml_collections.ConfigDict(config.to_dict())
+      set_fields(vconfig, fields, f"config.sweep.variants.{label}")
+    else:
+      criterion, vconfig = label, config
+    out.append((label, criterion, vconfig))
+  return out
+
+
+def validate_sweep(config):
+  labels = list(config.sweep.criteria)
+  if not labels:
+    raise ConfigError("config.sweep.criteria is empty: list criteria (e.g. \"('random','snip')\") "
+                      "or keys of config.sweep.variants.")
+  if len(set(labels)) != len(labels) or DENSE in labels:
+    raise ConfigError(f"config.sweep.criteria={tuple(labels)} repeats a name or uses {DENSE!r} "
+                      "(set config.sweep.dense=True for the dense baseline).")
+  sparsities = [float(s) for s in config.sweep.sparsities]
+  if not sparsities or any(not 0.0 < s < 1.0 for s in sparsities):
+    raise ConfigError(f"config.sweep.sparsities={tuple(config.sweep.sparsities)} must be a non-empty "
+                      "list of fractions in (0, 1) (0.9 keeps 10% of the prunable weights).")
+  if int(config.sweep.max_networks_per_program) < 0:
+    raise ConfigError(f"config.sweep.max_networks_per_program={config.sweep.max_networks_per_program} "
+                      "must be >= 0 (0 = a criterion's whole grid in one program).")
+  for label, criterion, vconfig in variants(config):
+    if criterion == criteria.NO_PRUNING:
+      raise ConfigError(f"config.sweep.criteria: {label!r} does not prune; use config.sweep.dense=True.")
+    where = f"config.sweep.variants.{label}.criterion" if label != criterion else "config.sweep.criteria"
+    validate_criterion(vconfig, criterion, where)
+
+
+def read_rows(path):
+  """Rows of results.jsonl; a torn last line (killed mid-write) is ignored."""
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError:
+          log(f"warning: ignoring an unreadable line in {path} (an interrupted write).")
+  return rows
+
+
+def take(states, index):
+  return jax.tree.map(lambda x: x[jnp.asarray(index)], states)
+
+
+def concat(trees):
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *trees)
+
+
+def grid_states(config, task, criterion, cells, seeds):
+  """States of the (sparsity, seed) `cells`, stacked on the leading axis, + per-cell info."""
+  dense = init_states(config, task.trainer)
+  parts, info = [], []
+  for sparsity in sorted({p for p, _ in cells}, key=[p for p, _ in cells].index):
+    wanted = [seeds.index(s) for p, s in cells if p == sparsity]
+    t = time.time()
+    if criterion == DENSE:
+      pruned = dense
+    else:
+      pruned, _ = jax.block_until_ready(prune_states(config, task, dense, criterion, sparsity))
+    seconds = time.time() - t
+    reports, paths = density_reports(pruned), mask_metrics(task, pruned)
+    parts.append(take(pruned, wanted))
+    for i in wanted:
+      info.append({"sparsity": sparsity, "seed": seeds[i], "scoring_seconds": seconds,
+                   "report": reports[i], **{k: v[i] for k, v in paths.items()}})
+  return concat(parts), info
+
+
+def run_cells(config, task, workdir, label, criterion, cells, seeds):
+  """Prunes and trains `cells` as one vmapped program; returns their rows."""
+  states, info = grid_states(config, task, criterion, cells, seeds)
+  for item in info:
+    if item["report"]["empty_layers"]:
+      log(f"warning: {label}@{item['sparsity']:g} seed {item['seed']}: layers pruned to zero weights: "
+          f"{', '.join(item['report']['empty_layers'])}")
+  t = time.time()
+  states, last = run_training(config, task, states, workdir, tag=f"{label} x{len(cells)}")
+  train_seconds = time.time() - t
+  rows = []
+  for i, item in enumerate(info):
+    r = item.pop("report")
+    rows.append({
+        "criterion": label, "method": criterion, "sparsity": item.pop("sparsity"), "seed": item.pop("seed"),
+        "test_accuracy": float(last["test_accuracy"][i]), "test_loss": float(last["test_loss"][i]),
+        "train_accuracy": float(last["train_accuracy"][i]), "train_loss": float(last["train_loss"][i]),
+        "density": r["density"], "kept": r["kept"], "total": r["total"], "empty_layers": r["empty_layers"],
+        "layer_density": {n: v["density"] for n, v in r["layers"].items()},
+        "epochs": int(config.train.epochs), "networks_in_program": len(cells),
+        "train_seconds_of_program": train_seconds, **item})
+  return rows
+
+
+def run_sweep(config, workdir_path):
+  validate_sweep(config)
+  start = time.time()
+  workdir, task = start_job(config, workdir_path, resuming=True)
+  if task is None:
+    return workdir.results()
+  rows_path = os.path.join(workdir.path, ROWS)
+  rows = read_rows(rows_path)
+  done = {(r["criterion"], r["sparsity"], r["seed"]) for r in rows}
+  if done:
+    log(f"sweep: resuming, {len(done)} networks already in {rows_path}")
+  seeds = seed_list(config)
+  sparsities = [float(s) for s in config.sweep.sparsities]
+  plan = [(DENSE, DENSE, config, [(0.0, s) for s in seeds])] if config.sweep.dense else []
+  plan += [(label, criterion, vconfig, [(p, s) for p in sparsities for s in seeds])
+           for label, criterion, vconfig in variants(config)]
+  limit = int(config.sweep.max_networks_per_program) or None
+  for label, criterion, vconfig, cells in plan:
+    todo = [c for c in cells if (label,) + c not in done]
+    for i in range(0, len(todo), limit or len(todo) or 1):
+      chunk = todo[i:i + limit] if limit else todo
+      log(f"sweep: {label}: {len(chunk)} networks (sparsity x seed) in one program")
+      new_rows = run_cells(vconfig, task, workdir, label, criterion, chunk, seeds)
+      workdir.append_jsonl(ROWS, new_rows)
+      rows += new_rows
+  outputs = report.write_sweep_report(rows, workdir.path if workdir.is_writer else None,
+                                      title=f"{config.model} / {config.dataset}, {config.train.epochs} epochs")
+  results = {"job": "sweep", "model": config.model, "dataset": config.dataset, "seeds": seeds,
+             "criteria": list(config.sweep.criteria), "sparsities": sparsities,
+             "epochs": int(config.train.epochs), "table": outputs["table"],
+             "files": outputs["files"], "wall_seconds_this_run": time.time() - start}
+  workdir.write_results(results)
+  log("\n" + outputs["markdown"])
+  log(f"sweep done: {len(rows)} networks; table and figures in {workdir.path}")
+  return results
