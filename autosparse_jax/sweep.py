@@ -91,8 +91,11 @@ def validate_sweep(config):
     validate_criterion(vconfig, criterion, where)
 
 
-def read_rows(path):
-  """Rows of results.jsonl; a torn last line (killed mid-write) is ignored."""
+def read_rows(path, quiet=False, whole=False):
+  """Rows of results.jsonl; a torn last line (killed mid-write) is ignored.
+
+  whole=True: None in place of each unreadable line (to detect them).
+  """
   rows = []
   if os.path.exists(path):
     with open(path) as f:
@@ -100,7 +103,10 @@ def read_rows(path):
         try:
           rows.append(json.loads(line))
         except json.JSONDecodeError:
-          log(f"warning: ignoring an unreadable line in {path} (an interrupted write).")
+          if whole:
+            rows.append(None)
+          elif not quiet:
+            log(f"warning: ignoring an unreadable line in {path} (an interrupted write).")
   return rows
 
 
@@ -164,6 +170,8 @@ def run_sweep(config, workdir_path):
     return workdir.results()
   rows_path = os.path.join(workdir.path, ROWS)
   rows = read_rows(rows_path)
+  if workdir.is_writer and os.path.exists(rows_path) and rows != read_rows(rows_path, quiet=True, whole=True):
+    workdir.write_jsonl(ROWS, rows)  # Drop a torn last line so that new rows start on a line of their own.
   done = {(r["criterion"], r["sparsity"], r["seed"]) for r in rows}
   if done:
     log(f"sweep: resuming, {len(done)} networks already in {rows_path}")

@@ -61,6 +61,7 @@ def validate(config):
     raise ConfigError(unknown_name_message("config.prune.distribution", config.prune.distribution,
                                            masks_lib.DISTRIBUTIONS))
   if config.criterion != criteria.NO_PRUNING:
+    criteria.get_criterion(config.criterion)  # An unknown name first, with "did you mean".
     if float(config.sparsity) == 0.0 and config.job not in ("irp", "sweep"):  # Their own fields.
       raise ConfigError(f"config.criterion={config.criterion!r} needs config.sparsity > 0 "
                         "(or set config.criterion='none' for a dense run).")
@@ -69,7 +70,7 @@ def validate(config):
 
 def validate_criterion(config, criterion, where="config.criterion"):
   """Criterion-specific inputs (scorer, IRP datasets), before any compute."""
-  criteria.get_criterion(criterion)
+  criteria.get_criterion(criterion, where)
   if criterion == "autos":  # Clear errors now, not after loading the data.
     from autosparse_jax.autos.apply import load_scorer
     from autosparse_jax.criteria.autos import check_features

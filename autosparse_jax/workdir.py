@@ -112,6 +112,14 @@ class Workdir:
         f.flush()
         os.fsync(f.fileno())
 
+  def write_jsonl(self, name, records):
+    """Replaces `name` with these JSON lines, atomically."""
+    if self.is_writer:
+      path = os.path.join(self.path, name)
+      with open(f"{path}.tmp.{os.getpid()}", "w") as f:
+        f.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
+      os.replace(f"{path}.tmp.{os.getpid()}", path)
+
   def write_results(self, results):
     if self.is_writer:
       write_json_atomic(os.path.join(self.path, RESULTS), results)

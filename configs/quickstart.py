@@ -42,10 +42,8 @@ def sibling(name, arg):
   return module.get_config(arg)
 
 
-def get_config(arg="digits"):
-  if arg not in SIZES:
-    raise ValueError(f"configs/quickstart.py:{arg}: use one of {', '.join(SIZES)}.")
-  recipe, sparsities, irp_epochs, epochs = SIZES[arg]
+def build(recipe, sparsities, irp_epochs, epochs, num_seeds=2, criteria=CRITERIA):
+  """The pipeline IRP-SNIP + IRP-magnitude -> AutoS (MLP) -> sweep, for one recipe."""
   config = ml_collections.ConfigDict()
   config.job = "pipeline"
   config.stages = ("irp_snip", "irp_lth", "autos", "sweep")
@@ -53,19 +51,25 @@ def get_config(arg="digits"):
   for name, criterion in (("irp_snip", "snip"), ("irp_lth", "magnitude")):
     irp = sibling("irp", recipe)
     irp.criterion = criterion
-    irp.num_seeds = 2
+    irp.num_seeds = num_seeds  # The same seeds as the sweep: their IRP masks are the lth/snip_iter rows.
     irp.train.epochs = irp_epochs
     config[name] = irp
   autos = sibling("autos_train", "mlp")
-  autos.autos.datasets = ("@irp_snip.score_dataset_dir[0]",)
+  autos.autos.datasets = ("@irp_snip.score_dataset_dir[0]",)  # One IRP run, as in the paper.
   config.autos = autos
   sweep = sibling("pai_sweep", recipe)
-  sweep.num_seeds = 2
+  sweep.num_seeds = num_seeds
   sweep.train.epochs = epochs
-  sweep.sweep.criteria = CRITERIA
+  sweep.sweep.criteria = criteria
   sweep.sweep.sparsities = sparsities
   sweep.autos.scorer_dir = "@autos.scorer_dir"
   sweep.sweep.variants.snip_iter.survival.score_datasets = ("@irp_snip.score_dataset_dir",)
   sweep.sweep.variants.lth.survival.score_datasets = ("@irp_lth.score_dataset_dir",)
   config.sweep = sweep
   return config
+
+
+def get_config(arg="digits"):
+  if arg not in SIZES:
+    raise ValueError(f"configs/quickstart.py:{arg}: use one of {', '.join(SIZES)}.")
+  return build(*SIZES[arg])

@@ -52,9 +52,9 @@ NO_PRUNING = "none"
 
 ALL_CRITERIA = tuple(CRITERIA) + tuple(HOST_CRITERIA)
 
-def get_criterion(name):
+def get_criterion(name, field="config.criterion"):
   if name not in CRITERIA and name not in HOST_CRITERIA:
-    raise ConfigError(unknown_name_message("config.criterion", name, (NO_PRUNING,) + ALL_CRITERIA))
+    raise ConfigError(unknown_name_message(field, name, (NO_PRUNING,) + ALL_CRITERIA))
   return CRITERIA.get(name) or HOST_CRITERIA[name]
 
 def num_rounds(name, cfg):

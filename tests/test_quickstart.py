@@ -1,0 +1,42 @@
+"""The main job end to end, through the CLI exactly as `make quickstart` runs it (fewer epochs/rounds)."""
+import json
+import os
+import subprocess
+import sys
+
+from autosparse_jax import report
+from tests.conftest import REPO
+
+# The README command with smaller sizes; every stage and criterion still runs.
+SMALLER = ["--config.irp_snip.irp.rounds=4", "--config.irp_snip.train.epochs=1",
+           "--config.irp_lth.irp.rounds=4", "--config.irp_lth.train.epochs=1",
+           "--config.autos.train.epochs=1", "--config.sweep.train.epochs=2"]
+
+
+def test_quickstart_runs_every_stage_and_writes_the_table_and_figures(tmp_path):
+  workdir = str(tmp_path / "quickstart")
+  command = [sys.executable, "-m", "autosparse_jax.main", "--config=configs/quickstart.py",
+             f"--workdir={workdir}", *SMALLER]
+  proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  assert results["stages"] == ["irp_snip", "irp_lth", "autos", "sweep"]
+  sweep_dir = results["stage_workdirs"]["sweep"]
+  for name in ("table.md", "table.csv", "accuracy_vs_sparsity.png", "layer_density.png", "results.jsonl"):
+    assert os.path.getsize(os.path.join(sweep_dir, name)) > 0, name
+  assert os.path.getsize(os.path.join(workdir, "survival_score.png")) > 0
+  with open(os.path.join(sweep_dir, "table.md")) as f:
+    table = report.parse_markdown(f.read())
+  criteria = ("random", "magnitude", "snip", "grasp", "synflow", "npb", "autos", "snip_iter", "lth")
+  assert {c for c, _ in table} == {"dense", *criteria}
+  assert {s for c, s in table if c != "dense"} == {0.8, 0.9, 0.95}
+  assert "| autos |" in proc.stdout  # The table is printed at the end.
+  # The stages were wired: the sweep used this run's scorer and IRP datasets.
+  sweep_config = json.load(open(os.path.join(sweep_dir, "config.json")))
+  assert sweep_config["autos"]["scorer_dir"] == os.path.join(workdir, "autos", "scorer")
+  assert all(d.startswith(os.path.join(workdir, "irp_lth"))
+             for d in sweep_config["sweep"]["variants"]["lth"]["survival"]["score_datasets"])
+  # Running the command again finds every stage finished and recomputes nothing.
+  again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert again.returncode == 0 and "already holds results.json" in again.stdout
+  assert "epoch 1/" not in again.stdout

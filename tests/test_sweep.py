@@ -1,0 +1,152 @@
+"""Sweeps: a vmapped grid equals separate runs; tables equal a direct computation; resume; IRP masks."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from autosparse_jax import jobs, report, sweep
+from autosparse_jax.errors import ConfigError
+from autosparse_jax.train_job import build_task, init_states, prune_states, run_training
+from autosparse_jax.workdir import Workdir
+from tests.conftest import apply_overrides, load_config, small_config
+
+SPARSITIES = (0.5, 0.8)
+
+
+def sweep_config(**overrides):
+  config = small_config(job="sweep", num_seeds=2)
+  config.sweep = load_config("pai_sweep").sweep
+  config.sweep.criteria = ("snip", "random")
+  config.sweep.sparsities = SPARSITIES
+  return apply_overrides(config, overrides)
+
+
+def started(path, config):
+  workdir = Workdir(path, config)
+  workdir.start()
+  return workdir
+
+
+def separate_run(task, criterion, sparsity, seed, path):
+  """One standalone network (num_seeds=1), trained by the same functions as the train job."""
+  one = sweep_config(seed=seed, num_seeds=1)
+  states, _ = prune_states(one, task, init_states(one, task.trainer), criterion, sparsity)
+  return run_training(one, task, states, started(path, one))
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("sweep"))
+  results = jobs.run(sweep_config(), workdir)
+  return workdir, results, sweep.read_rows(os.path.join(workdir, sweep.ROWS))
+
+
+def test_vmapped_grid_of_2_sparsities_x_2_seeds_equals_the_four_separate_runs(tmp_path):
+  config = sweep_config()
+  task = build_task(config)
+  cells = [(p, s) for p in SPARSITIES for s in (0, 1)]
+  grid, info = sweep.grid_states(config, task, "snip", cells, [0, 1])
+  grid, last = run_training(config, task, grid, started(str(tmp_path / "grid"), config))
+  single_task = build_task(config)  # Fresh compiled programs for the standalone runs.
+  for i, (p, s) in enumerate(cells):
+    assert (info[i]["sparsity"], info[i]["seed"]) == (p, s)
+    alone, alone_last = separate_run(single_task, "snip", p, s, str(tmp_path / f"{p}_{s}"))
+    for name in ("params", "masks", "opt_state", "batch_stats"):
+      for x, y in zip(jax.tree.leaves(getattr(grid, name)), jax.tree.leaves(getattr(alone, name))):
+        np.testing.assert_array_equal(np.asarray(x)[i], np.asarray(y)[0], err_msg=f"{name} of {(p, s)}")
+    assert last["test_accuracy"][i] == alone_last["test_accuracy"][0]
+    assert last["test_loss"][i] == alone_last["test_loss"][0]
+
+
+def test_sweep_rows_cover_the_grid_and_differ_between_cells(swept):
+  workdir, results, rows = swept
+  keys = sorted((r["criterion"], r["sparsity"], r["seed"]) for r in rows)
+  assert keys == sorted([("dense", 0.0, s) for s in (0, 1)] +
+                        [(c, p, s) for c in ("snip", "random") for p in SPARSITIES for s in (0, 1)])
+  for r in rows:
+    expected = 1.0 - r["sparsity"]
+    assert abs(r["density"] - expected) <= 1.0 / r["total"], r  # Exact top-k counts.
+  snip = {(r["sparsity"], r["seed"]): r["test_accuracy"] for r in rows if r["criterion"] == "snip"}
+  assert len(set(snip.values())) > 1  # Not one network's number copied into every cell.
+  for name in ("table.md", "table.csv", "accuracy_vs_sparsity.png", "layer_density.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  assert results["files"]["table.md"] == os.path.join(workdir, "table.md")
+
+
+def test_markdown_and_csv_tables_equal_a_direct_computation_from_results_jsonl(swept):
+  workdir, _, _ = swept
+  with open(os.path.join(workdir, sweep.ROWS)) as f:
+    rows = [json.loads(line) for line in f]
+  with open(os.path.join(workdir, "table.md")) as f:
+    table = report.parse_markdown(f.read())
+  groups = {}
+  for r in rows:
+    groups.setdefault((r["criterion"], r["sparsity"]), []).append(100 * r["test_accuracy"])
+  assert set(table) == set(groups)
+  for key, values in groups.items():
+    mean, std = table[key]
+    assert mean == pytest.approx(np.mean(values), abs=0.005 + 1e-9), key
+    assert std == pytest.approx(np.std(values), abs=0.005 + 1e-9), key
+  with open(os.path.join(workdir, "table.csv")) as f:
+    lines = f.read().splitlines()[1:]
+  for line in lines:
+    criterion, sparsity, n, mean, std, _ = line.split(",")
+    values = np.asarray(groups[(criterion, float(sparsity))]) / 100
+    assert int(n) == len(values)
+    assert float(mean) == pytest.approx(values.mean(), abs=1e-6)
+    assert float(std) == pytest.approx(values.std(), abs=1e-6)
+
+
+def test_a_rerun_trains_only_the_missing_networks_and_reproduces_them(swept, tmp_path, capsys):
+  workdir, _, rows = swept
+  copy = str(tmp_path / "resumed")
+  os.makedirs(copy)
+  kept = [r for r in rows if r["criterion"] != "random"]
+  with open(os.path.join(workdir, "config.json")) as src, open(os.path.join(copy, "config.json"), "w") as dst:
+    dst.write(src.read())
+  with open(os.path.join(copy, sweep.ROWS), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in kept)
+    f.write('{"criterion": "random", "spars')  # A write torn by a kill.
+  jobs.run(sweep_config(), copy)
+  out = capsys.readouterr().out
+  assert f"resuming, {len(kept)} networks already" in out
+  assert "sweep: snip:" not in out and "sweep: random: 4 networks" in out
+  again = {(r["criterion"], r["sparsity"], r["seed"]): r["test_accuracy"]
+           for r in sweep.read_rows(os.path.join(copy, sweep.ROWS))}
+  assert again == {(r["criterion"], r["sparsity"], r["seed"]): r["test_accuracy"] for r in rows}
+
+
+def test_sweep_config_errors_name_the_field():
+  for overrides, message in [
+      ({"sweep.criteria": ()}, "config.sweep.criteria is empty"),
+      ({"sweep.criteria": ("snip", "snip")}, "repeats a name"),
+      ({"sweep.sparsities": (0.5, 1.0)}, "config.sweep.sparsities="),
+      ({"sweep.criteria": ("snipp",)}, "config.sweep.criteria='snipp' is not known.*Did you mean 'snip'"),
+      ({"sweep.criteria": ("lth",)}, "needs config.survival.score_datasets"),
+      ({"sweep.max_networks_per_program": -1}, "max_networks_per_program=-1"),
+  ]:
+    with pytest.raises(ConfigError, match=message):
+      sweep.validate_sweep(sweep_config(**overrides))
+
+
+def test_survival_criterion_replays_the_final_irp_masks_and_refuses_other_inits(tmp_path):
+  from tests.test_irp import final_checkpoint, irp_config
+  irp = irp_config(**{"num_seeds": 2})
+  results = jobs.run(irp, str(tmp_path / "irp"))
+  ckpt, _ = final_checkpoint(str(tmp_path / "irp"))
+  config = apply_overrides(load_config("pai_sweep", "lenet_digits"), {
+      "width": irp.width, "num_seeds": 2, "survival.score_datasets": tuple(reversed(results["score_dataset_dir"]))})
+  task = build_task(config)
+  dense = init_states(config, task.trainer)
+  final_sparsity = 1.0 - float(irp.irp.final_density)
+  pruned, _ = prune_states(config, task, dense, "survival", final_sparsity)
+  for x, y in zip(jax.tree.leaves(pruned.masks), jax.tree.leaves(ckpt["train"]["masks"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # Both seeds, found by theta_0.
+  between, _ = prune_states(config, task, dense, "survival", final_sparsity - 0.2)
+  for fine, coarse in zip(jax.tree.leaves(pruned.masks), jax.tree.leaves(between.masks)):
+    assert np.all(np.asarray(coarse) >= np.asarray(fine))  # Nested: the sparser IRP mask inside.
+  other = apply_overrides(config, {"seed": 7, "num_seeds": 1})
+  with pytest.raises(ConfigError, match="was made from this network's theta_0"):
+    prune_states(other, task, init_states(other, task.trainer), "survival", 0.9)
