@@ -45,7 +45,13 @@ def resolve(value, results, where):
       raise ConfigError(f"{where}={value!r}: stage {stage!r} reported no field {field!r} "
                         f"(it has: {', '.join(sorted(results[stage]))}).")
     out = results[stage][field]
-    return out[int(index)] if index is not None else out
+    if index is None:
+      return out
+    items = [out] if isinstance(out, str) else out  # A one-seed IRP reports one directory.
+    if not isinstance(items, list) or not -len(items) <= int(index) < len(items):
+      raise ConfigError(f"{where}={value!r}: stage {stage!r} reported {field}={out!r}, which has no "
+                        f"element {index}.")
+    return items[int(index)]
   if isinstance(value, dict):
     return {k: resolve(v, results, f"{where}.{k}") for k, v in value.items()}
   if isinstance(value, (list, tuple)):
@@ -78,9 +84,31 @@ def validate_pipeline(config):
       if match.group(1) not in stages[:i]:
         raise ConfigError(f"config.{name} refers to {ref!r}, but stage {match.group(1)!r} does not run "
                           f"before it (config.stages={tuple(stages)}).")
+    check_stage_names(config[name], f"config.{name}")
   figure = config.get("survival_figure_stage", "")
   if figure and (figure not in stages or config[figure].job != "irp"):
     raise ConfigError(f"config.survival_figure_stage={figure!r} must name an irp stage of config.stages.")
+
+
+def check_stage_names(stage, where):
+  """Names a stage would only reject after the stages before it ran (hours, on real sizes)."""
+  from autosparse_jax import criteria
+  from autosparse_jax.data.specs import DATASETS
+  from autosparse_jax.errors import unknown_name_message
+  from autosparse_jax.models import MODELS
+  if stage.get("model") is not None and stage.model not in MODELS:
+    raise ConfigError(unknown_name_message(f"{where}.model", stage.model, MODELS))
+  if stage.get("dataset") is not None and stage.job != "autos_train" and stage.dataset not in DATASETS:
+    raise ConfigError(unknown_name_message(f"{where}.dataset", stage.dataset, DATASETS))
+  if stage.job in ("train", "prune", "irp") and stage.criterion != criteria.NO_PRUNING:
+    criteria.get_criterion(stage.criterion, f"{where}.criterion")
+  if stage.job == "sweep":
+    defined = dict(stage.sweep.get("variants", {}) or {})
+    for label in stage.sweep.criteria:
+      if label in defined:
+        criteria.get_criterion(defined[label].get("criterion"), f"{where}.sweep.variants.{label}.criterion")
+      else:
+        criteria.get_criterion(label, f"{where}.sweep.criteria")
 
 
 def stage_config(config, name, results):

@@ -5,6 +5,7 @@ Field meanings (the same in every job that has them):
   dataset, data.*      dataset name; data.data_dir = TFDS data dir ('' = $TFDS_DATA_DIR
                        or ~/tensorflow_datasets).
   seed, num_seeds      seeds seed..seed+num_seeds-1, trained vmapped in one program.
+  train_seed           -1, or T: theta_0 from the seed, data order / pruning keys from T.
   train.*              epochs, batch_size, optimizer (sgd|adam), lr, momentum, nesterov,
                        weight_decay (coupled, PyTorch-style), lr_drop_epochs/factor,
                        log_every_steps, loop (how an epoch is driven: train.LOOPS).
@@ -56,6 +57,7 @@ def base_config():
       synthetic=dict(image_shape=(8, 8, 1), num_classes=10, num_train=512, num_test=256, seed=0)))
   c.seed = 0
   c.num_seeds = 1
+  c.train_seed = -1  # >= 0: theta_0 from `seed`, everything else from train_seed (train_job.run_keys).
   c.train = ml_collections.ConfigDict(dict(
       epochs=1, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
       weight_decay=0.0, lr_drop_epochs=(), lr_drop_factor=0.1,

@@ -121,14 +121,15 @@ def concat(trees):
 def grid_states(config, task, criterion, cells, seeds):
   """States of the (sparsity, seed) `cells`, stacked on the leading axis, + per-cell info."""
   dense = init_states(config, task.trainer)
-  parts, info = [], []
+  parts, info, score_cache = [], [], {}
   for sparsity in sorted({p for p, _ in cells}, key=[p for p, _ in cells].index):
     wanted = [seeds.index(s) for p, s in cells if p == sparsity]
     t = time.time()
     if criterion == DENSE:
       pruned = dense
     else:
-      pruned, _ = jax.block_until_ready(prune_states(config, task, dense, criterion, sparsity))
+      pruned, _ = jax.block_until_ready(prune_states(config, task, dense, criterion, sparsity,
+                                                     score_cache))
     seconds = time.time() - t
     reports, paths = density_reports(pruned), mask_metrics(task, pruned)
     parts.append(take(pruned, wanted))

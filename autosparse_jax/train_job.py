@@ -47,6 +47,8 @@ def validate(config):
   if not 0.0 <= float(config.sparsity) < 1.0:
     raise ConfigError(f"config.sparsity={config.sparsity} must lie in [0, 1) "
                       "(the fraction of prunable weights removed; 0.9 keeps 10%).")
+  if int(config.get("train_seed", -1)) < -1:
+    raise ConfigError(f"config.train_seed={config.train_seed} must be -1 (the seed itself) or >= 0.")
   if int(config.num_seeds) < 1:
     raise ConfigError(f"config.num_seeds={config.num_seeds} must be >= 1.")
   if int(config.train.epochs) < 1:
@@ -104,13 +106,26 @@ def seed_keys(config):
   return jnp.stack([train.seed_key(int(config.seed) + i) for i in range(int(config.num_seeds))])
 
 
+def run_keys(config):
+  """The keys of everything after theta_0 (data order, augmentation, pruning, IRP rounds).
+
+  config.train_seed = -1 (default): the seed's own key. T >= 0: seed k's network
+  is initialised from seed k but trained with the key of T + k (the same theta_0,
+  another run: paper Table 9's same-init pairs).
+  """
+  train_seed = int(config.get("train_seed", -1))
+  if train_seed < 0:
+    return seed_keys(config)
+  return jnp.stack([train.seed_key(train_seed + i) for i in range(int(config.num_seeds))])
+
+
 def init_states(config, trainer):
   """Dense TrainStates with a leading seed axis (theta_0 drawn per seed)."""
-  def create(key):
-    params, batch_stats = trainer.init_variables(key)
-    return trainer.create_state(key, params, batch_stats,
+  def create(init_key, run_key):
+    params, batch_stats = trainer.init_variables(init_key)
+    return trainer.create_state(run_key, params, batch_stats,
                                 masks_lib.init_masks(params, config.prune.prunable))
-  return jax.jit(jax.vmap(create))(seed_keys(config))
+  return jax.jit(jax.vmap(create))(seed_keys(config), run_keys(config))
 
 
 def pruner(config, task, criterion):
@@ -134,21 +149,25 @@ def pruner(config, task, criterion):
   return task.program(key, lambda: jax.jit(jax.vmap(prune_one, in_axes=(0, None, None, None))))
 
 
-def prune_states(config, task, states, criterion, sparsity):
+def prune_states(config, task, states, criterion, sparsity, score_cache=None):
   """Scores every seed's network with `criterion` and masks it to `sparsity`, vmapped.
 
-  Returns (states with the new masks, scores).
+  Returns (states with the new masks, scores). score_cache: see prune_on_host.
   """
   if criterion in criteria.HOST_CRITERIA:
-    return prune_on_host(config, task, states, criterion, sparsity)
+    return prune_on_host(config, task, states, criterion, sparsity, score_cache)
   one_seed = jax.tree.map(lambda m: m[0], states.masks)
   plan = criteria.prune_plan(criterion, one_seed, config.prune, 1.0 - sparsity)
   with criteria.precision_scope(criterion):
     return pruner(config, task, criterion)(states, task.train_images, task.train_labels, plan)
 
 
-def prune_on_host(config, task, states, criterion, sparsity):
-  """Host criteria (NPB's integer programmes): one seed at a time, then the exact top-k."""
+def prune_on_host(config, task, states, criterion, sparsity, score_cache=None):
+  """Host criteria (NPB's integer programmes): one seed at a time, then the exact top-k.
+
+  score_cache (a dict) keeps the scores of criteria whose scores do not depend on
+  the density (criteria.DENSITY_FREE) for the next sparsity of the same states.
+  """
   trainer = task.trainer
   score_fn = criteria.HOST_CRITERIA[criterion]
   density = 1.0 - sparsity
@@ -158,7 +177,12 @@ def prune_on_host(config, task, states, criterion, sparsity):
     state = jax.tree.map(lambda x, i=i: x[i], states)
     model_state = criteria.ModelState(state.batch_stats, trainer.model, trainer.spec)
     key = jax.random.fold_in(state.key, train.KEY_PRUNE)
-    scores = score_fn(config, state.params, state.masks, model_state, data, key, density)
+    if score_cache is not None and criterion in criteria.DENSITY_FREE and i in score_cache:
+      scores = score_cache[i]
+    else:
+      scores = score_fn(config, state.params, state.masks, model_state, data, key, density)
+      if score_cache is not None and criterion in criteria.DENSITY_FREE:
+        score_cache[i] = scores
     masks = masks_lib.scores_to_masks(scores, state.masks, density, "global",
                                       int(config.prune.min_per_layer))
     pruned.append(trainer.create_state(state.key, state.params, state.batch_stats, masks))

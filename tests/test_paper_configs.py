@@ -276,10 +276,7 @@ def test_table9_cells_compare_the_right_runs():
 
 
 def test_table9_same_init_reruns_are_supported_by_the_jobs():
-  if "train_seed" not in recipes.base_config():
-    pytest.skip("the jobs have no `train_seed` field yet (theta_0 from config.seed, data order / "
-                "augmentation / pruning keys from train_seed): table9's irp_<c>_rerun stages are "
-                "identical to seed 0 of irp_<c>, so the 4 Same-Init. diagonal cells read 1.0")
+  assert "train_seed" in recipes.base_config()
   config = load_config("paper/table9_ccc")
   for name in config.stages:
     if name.endswith("_rerun"):

@@ -164,3 +164,20 @@ def test_conv_net_job_runs_one_step_per_call_on_cpu(tmp_path, capsys):
   results = train_job.train_and_evaluate(config, str(tmp_path / "wd"))
   assert np.isfinite(results["test_loss"]) and abs(results["density"] - 0.5) < 1e-3
   assert "epoch 1 step 2/4" in capsys.readouterr().out  # Progress inside the epoch.
+
+
+def test_train_seed_keeps_theta_0_and_changes_the_run():
+  from autosparse_jax.train_job import build_task, init_states, run_keys
+  from tests.conftest import small_config
+  config = small_config(num_seeds=2)
+  other = small_config(num_seeds=2, train_seed=7)
+  task = build_task(config)
+  a, b = init_states(config, task.trainer), init_states(other, task.trainer)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # Same theta_0 per seed.
+  np.testing.assert_array_equal(np.asarray(b.key),
+                                np.stack([jax.random.PRNGKey(7), jax.random.PRNGKey(8)]))
+  np.testing.assert_array_equal(np.asarray(run_keys(config)), np.asarray(a.key))
+  step = jax.jit(jax.vmap(lambda s: task.trainer.train_steps(s, task.train_images, task.train_labels, 1)[0]))
+  ta, tb = step(a), step(b)  # Another data order: the first step already differs.
+  assert not np.array_equal(np.asarray(jax.tree.leaves(ta.params)[0]), np.asarray(jax.tree.leaves(tb.params)[0]))

@@ -46,6 +46,8 @@ NEEDS_X64 = {"synflow"}
 # target density: score(config, params, masks, model_state, prune_data, key, density).
 # `survival` replays an IRP run's masks (LTH, SNIP-iter) from its score dataset.
 HOST_CRITERIA = {"npb": npb_scores, "autos": autos_scores, "survival": survival_scores}
+# Host criteria whose scores do not depend on the target density (scored once per sweep).
+DENSITY_FREE = {"autos", "survival"}
 DEFAULT_ROUNDS = {"synflow": 100}  # Others are one-shot unless config.prune.rounds says so.
 SCHEDULES = ("exponential", "linear")
 NO_PRUNING = "none"

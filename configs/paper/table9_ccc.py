@@ -23,11 +23,9 @@ different theta_0. Stages:
 Also WORKDIR/survival_score.png: the paper's Figure 1 (survival score of the SNIP-iter run
 against theta_0, SNIP and GraSP scores).
 
-!! Needs a field the jobs lack: `train_seed` (theta_0 from `seed`, the rest from `train_seed`).
-The irp job draws theta_0, data order, augmentation and pruning keys all from config.seed, so
-today a rerun from the same theta_0 is bit-identical to the first run and the four Same-Init.
-diagonal cells (Random & Random, SNIP & SNIP, Mag & Mag, GraSP & GraSP) read exactly 1.0.
-Every other cell is right as it is.
+The reruns use `train_seed` (theta_0 from `seed`, data order, augmentation and pruning keys
+from `train_seed`: train_job.run_keys), so the four Same-Init. diagonal cells compare two
+different runs from one theta_0.
 
 Paper numbers (Table 9, CCC of the surviving scores):
   | methods          | same init | different init |
@@ -49,9 +47,8 @@ MNIST epoch: one IRP seed = 20 rounds x (100 epochs x 26 ms + evaluation, scorin
 (~20 s per stage) and 20 CCCs of 266k weights (seconds each): ~0.3 GPU-hours. It also runs on
 the 2-core CPU: 0.6 s per epoch x 100 x 20 = 20 min per seed-run, ~4 h in all.
 
-Not reproduced exactly: the Same-Init. diagonal needs `train_seed` (above); the paper does not
-say how its two same-init runs differed (GPU nondeterminism or data order), nor whether its
-IRP here used 100 epochs per round (Appendix A's LeNet recipe, used here) or fewer; exact
+Not reproduced exactly: the paper does not say how its two same-init runs differed (GPU
+nondeterminism or data order), nor whether its IRP here used 100 epochs per round (Appendix A's LeNet recipe, used here) or fewer; exact
 top-k masks (the original's zero-score pruning: --config.irp_snip.irp.prune_zero_scores=True).
 """
 import importlib.util
@@ -81,8 +78,7 @@ def get_config():
   for short, criterion in CRITERIA.items():
     irps[f"irp_{short}"] = common.irp_stage(RECIPE, criterion=criterion, rounds=20, num_seeds=2)
     rerun = common.irp_stage(RECIPE, criterion=criterion, rounds=20, num_seeds=1, seed=0)
-    # Missing in the jobs today (see the docstring): theta_0 from `seed`, everything else from
-    # `train_seed`. Until the irp job reads it, this run equals seed 0 of irp_<c> exactly.
+    # theta_0 from `seed`, everything else (data order, pruning keys) from `train_seed`.
     rerun.train_seed = RERUN_TRAIN_SEED
     reruns[f"irp_{short}_rerun"] = rerun
   everything = {**irps, **reruns}
