@@ -2,6 +2,7 @@
 
 Fields are overridden with --config.field=value. The job is chosen by config.job.
 Bad input ends with a one-line message naming the field and the fix (exit 2).
+Several processes (launch/): each runs this same command; see distributed.py.
 """
 import os
 import sys
@@ -63,6 +64,9 @@ JOBS = {"train": _train, "prune": _prune, "irp": _irp, "ccc": _ccc, "autos_train
 def run(config, workdir):
   if config.job not in JOBS:
     raise ConfigError(unknown_name_message("config.job", config.job, tuple(JOBS)))
+  from autosparse_jax import distributed
+  if distributed.initialize(config):  # Several processes: before any other JAX call.
+    distributed.check_config_agreement(config)
   return JOBS[config.job](config, workdir)
 
 

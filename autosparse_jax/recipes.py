@@ -14,6 +14,10 @@ Field meanings (the same in every job that has them):
                        min_per_layer (keep >= this many weights per layer), pruning data
                        (batch_size, num_batches, grad_reduction), GraSP samples/temperature,
                        rounds and round_schedule of iterative pruning at init.
+  mesh.*               seeds, data: the device mesh (seed groups x data parallelism);
+                       data=-1 = all devices. batch_size must divide by mesh.data.
+  distributed.*        initialize (auto|yes|no: jax.distributed for several processes),
+                       timeout_s (how long processes wait for each other at start).
 """
 import ml_collections
 
@@ -80,6 +84,10 @@ def base_config():
   # job), applied batch_size weights at a time per device, chunk_weights per host pass.
   c.autos = ml_collections.ConfigDict(dict(scorer_dir="", batch_size=4096, chunk_weights=1 << 22,
                                            sharding="shard_map"))
+  # Devices and processes (sharding.py, distributed.py): seeds x data devices; data=-1 takes
+  # all devices (/ seeds). One device in the mesh = the plain single-device programs.
+  c.mesh = ml_collections.ConfigDict(dict(seeds=1, data=-1))
+  c.distributed = ml_collections.ConfigDict(dict(initialize="auto", timeout_s=300))
   return c
 
 
