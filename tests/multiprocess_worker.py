@@ -27,11 +27,11 @@ def main(workdir, overrides):
   from autosparse_jax.autos import apply
   from autosparse_jax.autos.scorer import make_scorer
   module = make_scorer("mlp", 2, 0.25)
-  variables = module.init(jax.random.PRNGKey(0), jnp.zeros((2, 2)), train=False)
+  variables = jax.jit(lambda k: module.init(k, jnp.zeros((2, 2)), train=False))(jax.random.PRNGKey(0))
   scorer = apply.TrainedScorer(module, variables, ("theta0", "g0"), np.array([0.1, 0.0], np.float32),
                                np.array([2.0, 0.5], np.float32), {})
   x = np.random.default_rng(0).normal(size=(1001, 2)).astype(np.float32)
-  scores = apply.score_features(scorer, x, batch_size=64, chunk_weights=600)
+  scores = apply.score_features(scorer, x, batch_size=64)
   if jax.process_index() == 0:
     np.savez(os.path.join(workdir, "scores.npz"), scores=scores, devices=jax.device_count(),
              processes=jax.process_count(), x=x)
