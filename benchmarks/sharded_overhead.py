@@ -44,45 +44,53 @@ def config_for(model, image_shape, batch, width, num_train):
   return c
 
 
-def timed(fn, states, args, repeats):
-  states, _ = fn(states, *args)  # Compile + warm-up.
-  jax.block_until_ready(states)
-  times = []
+def interleaved(fns, repeats):
+  """{name: seconds per call} for thunks called in turn (plain, sharded, plain, ...).
+
+  Alternating keeps slow drifts of a shared machine's load out of the ratio.
+  """
+  for fn in fns.values():
+    fn()  # Compile + warm-up.
+  times = {name: [] for name in fns}
   for _ in range(repeats):
-    t = time.perf_counter()
-    states, metrics = fn(states, *args)
-    jax.block_until_ready((states, metrics))
-    times.append(time.perf_counter() - t)
-  return float(np.min(times)), float(np.median(times))
+    for name, fn in fns.items():
+      t = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t)
+  return {name: np.asarray(t) for name, t in times.items()}
+
+
+def report(name, unit, work, times):
+  """Median rates and the median of the per-round sharded/plain rate ratios."""
+  out = {kind: {f"{unit}_per_s_median": work / float(np.median(t)), f"{unit}_per_s_best": work / float(t.min())}
+         for kind, t in times.items()}
+  out["sharded_over_plain_median"] = float(np.median(times["plain"] / times["sharded"]))
+  print(f"{name}: plain {out['plain'][f'{unit}_per_s_median']:.4g} {unit}/s, sharded (1 device) "
+        f"{out['sharded'][f'{unit}_per_s_median']:.4g} {unit}/s (medians of {len(times['plain'])}; "
+        f"sharded/plain rate {out['sharded_over_plain_median']:.3f})", flush=True)
+  return out
 
 
 def train_case(name, config, steps_per_call, calls, unroll):
   task = train_job.build_task(config)
   states, _ = train_job.prune_states(config, task, train_job.init_states(config, task.trainer),
                                      config.criterion, float(config.sparsity))
-  plain_args = (task.train_images, task.train_labels)
   layout = sharding.single_device_layout()
   sharded = dataclasses.replace(task.trainer, layout=layout)
-  sharded_args = layout.put_replicated(plain_args)
-  out = {}
-  for kind, trainer, args in (("plain", task.trainer, plain_args), ("sharded", sharded, sharded_args)):
+  plain_args = (task.train_images, task.train_labels)
+  cases = {"plain": (task.trainer, plain_args, states),
+           "sharded": (sharded, layout.put_replicated(plain_args), layout.put_states(states))}
+  fns = {}
+  for kind, (trainer, args, st) in cases.items():
     fn = train.jit_epoch(trainer, steps_per_call, unroll=unroll)
-    st = jax.tree.map(lambda x: jnp.array(x, copy=True), states)
-    if trainer.layout is not None:
-      st = layout.put_states(st)
+    holder = {"states": jax.tree.map(lambda x: jnp.array(x, copy=True), st)}  # Donated each call.
 
-    def run(s, *a, fn=fn):
+    def run(fn=fn, args=args, holder=holder):
       for _ in range(calls):
-        s, m = fn(s, *a)
-      return s, m
-    best, median = timed(run, st, args, FLAGS.repeats)
-    out[kind] = {"steps_per_s_best": steps_per_call * calls / best,
-                 "steps_per_s_median": steps_per_call * calls / median}
-  out["sharded_over_plain_median"] = out["sharded"]["steps_per_s_median"] / out["plain"]["steps_per_s_median"]
-  print(f"{name}: plain {out['plain']['steps_per_s_median']:.1f} steps/s, sharded (1 device) "
-        f"{out['sharded']['steps_per_s_median']:.1f} steps/s (median; ratio "
-        f"{out['sharded_over_plain_median']:.3f})", flush=True)
-  return out
+        holder["states"], metrics = fn(holder["states"], *args)
+      jax.block_until_ready((holder["states"], metrics))
+    fns[kind] = run
+  return report(name, "steps", steps_per_call * calls, interleaved(fns, FLAGS.repeats))
 
 
 def score_case():
@@ -91,21 +99,10 @@ def score_case():
   scorer = apply.TrainedScorer(module, variables, ("theta0", "g0"), np.zeros(2, np.float32),
                                np.ones(2, np.float32), {})
   x = np.random.default_rng(0).normal(size=(FLAGS.score_weights, 2)).astype(np.float32)
-  out = {}
-  for kind, fn in (("plain", lambda: apply.score_unsharded(scorer, x, 4096)),
-                   ("sharded", lambda: apply.score_shard_map(scorer, x, 4096, jax.devices()[:1]))):
-    fn()
-    times = []
-    for _ in range(FLAGS.repeats):
-      t = time.perf_counter()
-      fn()
-      times.append(time.perf_counter() - t)
-    out[kind] = {"weights_per_s_median": x.shape[0] / float(np.median(times))}
-  out["sharded_over_plain_median"] = out["sharded"]["weights_per_s_median"] / out["plain"]["weights_per_s_median"]
-  print(f"AutoS mlp scorer, {x.shape[0]} weights: plain {out['plain']['weights_per_s_median'] / 1e6:.2f} M/s, "
-        f"shard_map (1 device) {out['sharded']['weights_per_s_median'] / 1e6:.2f} M/s "
-        f"(ratio {out['sharded_over_plain_median']:.3f})", flush=True)
-  return out
+  fns = {"plain": lambda: apply.score_unsharded(scorer, x, 4096),
+         "sharded": lambda: apply.score_shard_map(scorer, x, 4096, jax.devices()[:1])}
+  return report(f"AutoS mlp scorer (width 1/4), {x.shape[0]} weights", "weights", x.shape[0],
+                interleaved(fns, FLAGS.repeats))
 
 
 def main(argv):

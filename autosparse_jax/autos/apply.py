@@ -124,6 +124,8 @@ def save_scorer(directory, module_info, variables, mean, std):
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(os.path.abspath(directory), "variables"), variables, force=True)
   checkpointer.wait_until_finished()
+  if jax.process_index() != 0:  # Several processes: Orbax saved the variables; process 0 writes the rest.
+    return
   with open(os.path.join(directory, SCORER_JSON + ".tmp"), "w") as f:
     json.dump(info, f, indent=2, sort_keys=True)
   os.replace(os.path.join(directory, SCORER_JSON + ".tmp"), os.path.join(directory, SCORER_JSON))
