@@ -228,3 +228,41 @@ def test_launch_scripts_parse_and_the_array_script_runs_its_grid_cell(tmp_path):
   assert out.stdout.split() == ["-m", "autosparse_jax.main", "--config=configs/train.py:lenet_digits",
                                 f"--workdir={tmp_path / 'runs' / 'cell_1'}", "--config.criterion=magnitude",
                                 "--config.sparsity=0.98"]
+
+
+@pytest.mark.slow  # ~2 min: three IRP runs.
+def test_two_process_irp_with_seeds_across_processes_checkpoints_and_resumes(tmp_path):
+  """Seeds sharded over the processes (mesh 2x2); Orbax saves and restores the global arrays."""
+  args = ["--config=configs/irp.py:lenet_digits", "--config.irp.rounds=2", "--config.train.epochs=1",
+          "--config.irp.checkpoint_every_steps=10", "--config.num_seeds=2"]
+  multi, single = tmp_path / "multi", tmp_path / "single"
+
+  def run_multi():
+    command = [sys.executable, os.path.join(REPO, "launch", "local_multiprocess.py"), "--num_processes=2",
+               "--cpu_devices=2", f"--timeout={2 * TIMEOUT}", f"--log_dir={tmp_path / 'logs'}", "--",
+               sys.executable, "-m", "autosparse_jax.main", f"--workdir={multi}", "--config.mesh.seeds=2",
+               *args]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env_with_repo(),
+                         timeout=2 * TIMEOUT + 30)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+
+  run_multi()
+  with open(multi / "results.json") as f:
+    first = json.load(f)
+  # Resume from the last checkpoint: the results and score datasets are made again from it.
+  os.remove(multi / "results.json")
+  subprocess.run(["rm", "-r", str(multi / "scores")], check=True)
+  run_multi()
+  with open(multi / "results.json") as f:
+    resumed = json.load(f)
+  assert any(r.get("event") == "resumed" for r in metrics(multi))
+  out = subprocess.run([sys.executable, "-m", "autosparse_jax.main", f"--workdir={single}", *args],
+                       capture_output=True, text=True, cwd=REPO, env=env_with_repo(), timeout=2 * TIMEOUT)
+  assert out.returncode == 0, out.stderr[-5000:]
+  with open(single / "results.json") as f:
+    ref = json.load(f)
+  assert resumed["survival_histogram"] == first["survival_histogram"]
+  assert resumed["test_accuracy_seeds"] == first["test_accuracy_seeds"]
+  assert [r["kept"] for r in first["rounds"]] == [r["kept"] for r in ref["rounds"]]
+  np.testing.assert_allclose(first["test_accuracy_seeds"]["per_seed"], ref["test_accuracy_seeds"]["per_seed"],
+                             atol=2 / 360)  # At most two of the 360 test digits flip.
