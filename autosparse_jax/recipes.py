@@ -16,6 +16,7 @@ Field meanings (the same in every job that has them):
                        rounds and round_schedule of iterative pruning at init.
   mesh.*               seeds, data: the device mesh (seed groups x data parallelism);
                        data=-1 = all devices. batch_size must divide by mesh.data.
+                       shard_train_set: training images split over the devices.
   distributed.*        initialize (auto|yes|no: jax.distributed for several processes),
                        timeout_s (how long processes wait for each other at start).
 """
@@ -86,7 +87,8 @@ def base_config():
                                            sharding="shard_map"))
   # Devices and processes (sharding.py, distributed.py): seeds x data devices; data=-1 takes
   # all devices (/ seeds). One device in the mesh = the plain single-device programs.
-  c.mesh = ml_collections.ConfigDict(dict(seeds=1, data=-1))
+  # shard_train_set: each device stores only its block of the training images (not a copy).
+  c.mesh = ml_collections.ConfigDict(dict(seeds=1, data=-1, shard_train_set=False))
   c.distributed = ml_collections.ConfigDict(dict(initialize="auto", timeout_s=300))
   return c
 

@@ -51,6 +51,24 @@ class Layout:
   def put_states(self, tree):
     return jax.device_put(tree, self.states)
 
+  def put_rows_sharded(self, x):
+    """Host array (the same on every process) -> its rows split over all devices of the mesh.
+
+    Each device (and process) stores only its block of rows; rows are padded with
+    zeros to a multiple of the device count (never drawn: batches index the
+    labelled rows only). Gathering a batch from it is a local masked gather and
+    an all-reduce of the batch (XLA's SPMD gather), not a copy of the set.
+    """
+    n, d = x.shape[0], self.mesh.size
+    shape = (-(-n // d) * d,) + x.shape[1:]
+
+    def rows(index):
+      start, stop, _ = index[0].indices(shape[0])
+      out = np.zeros((stop - start,) + x.shape[1:], x.dtype)
+      out[:max(0, min(stop, n) - start)] = x[start:min(stop, n)]
+      return out
+    return jax.make_array_from_callback(shape, NamedSharding(self.mesh, P(AXES)), rows)
+
 
 def mesh_shape(config, device_count):
   """(seeds, data) of config.mesh for `device_count` devices, validated."""

@@ -124,12 +124,13 @@ class Trainer:
     """`num_steps` steps as one lax.scan; must not cross an epoch boundary.
 
     The epoch's order is drawn once from (seed, epoch); `images`/`labels` are the
-    whole training set on device (uint8 / int32). unroll=True emits the steps as
+    whole training set on device (uint8 / int32; `images` may carry padding rows
+    after the labelled ones: see sharding.Layout.put_rows_sharded). unroll=True emits the steps as
     straight-line code instead of a while loop (see LOOPS).
     """
     epoch = state.step // self.steps_per_epoch
     data_key = jax.random.fold_in(state.key, KEY_DATA_ORDER)
-    perm = pipeline.epoch_permutation(data_key, epoch, images.shape[0])
+    perm = pipeline.epoch_permutation(data_key, epoch, labels.shape[0])  # images may be padded.
     if unroll:  # Straight-line code: lax.scan(unroll=True) still emits a while loop.
       steps = []
       for _ in range(num_steps):
@@ -201,9 +202,10 @@ def jit_epoch(trainer, num_steps=None, unroll=False):
   layout = trainer.layout
   if layout is None:
     return jax.jit(over_seeds(fn, (0, None, None)), donate_argnums=0)
-  # Metrics replicated: every process can read them.
+  # Data as placed (replicated, or rows split: config.mesh.shard_train_set); metrics
+  # replicated: every process can read them.
   return jax.jit(over_seeds(fn, (0, None, None), layout), donate_argnums=0,
-                 in_shardings=(layout.states, layout.replicated, layout.replicated),
+                 in_shardings=(layout.states, None, None),
                  out_shardings=(layout.states, layout.replicated))
 
 

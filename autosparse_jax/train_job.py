@@ -70,9 +70,11 @@ def validate(config):
 def build_task(config):
   """Loads the data onto the devices of config.mesh (every process reads the whole set).
 
-  With a mesh, the training and test sets are replicated on every device: a step's
-  batch is drawn from the whole set by the (seed, epoch) permutation, so every
-  process and device count sees the same batches as a one-device run.
+  With a mesh, the test set and the labels are replicated on every device, and the
+  training images too unless config.mesh.shard_train_set splits their rows over
+  the devices. Either way a step's batch is drawn from the whole set by the
+  (seed, epoch) permutation, so every process and device count sees the same
+  batches as a one-device run.
   """
   layout = sharding.layout_from_config(config)
   dataset = load_dataset(config.dataset, config.data.data_dir, config.data.get("synthetic"))
@@ -83,7 +85,12 @@ def build_task(config):
     raise ConfigError(str(e)) from None
   arrays = (dataset.train_images, dataset.train_labels) + pipeline.eval_batches(
       dataset.test_images, dataset.test_labels, int(config.data.eval_batch_size))
-  arrays = tuple(jnp.asarray(a) for a in arrays) if layout is None else layout.put_replicated(arrays)
+  if layout is None:
+    arrays = tuple(jnp.asarray(a) for a in arrays)
+  elif config.mesh.get("shard_train_set", False):
+    arrays = (layout.put_rows_sharded(arrays[0]),) + layout.put_replicated(arrays[1:])
+  else:
+    arrays = layout.put_replicated(arrays)
   return Task(trainer, dataset, arrays[0], arrays[1], arrays[2:])
 
 

@@ -16,8 +16,8 @@ from autosparse_jax.errors import ConfigError
 CONFIG, METRICS, RESULTS = "config.json", "metrics.jsonl", "results.json"
 # Fields that change how a job runs or logs, not what it computes (the mesh changes
 # only the order of float sums; a run may resume on other hardware).
-RUNTIME_ONLY_FIELDS = ("data.data_dir", "mesh.seeds", "mesh.data", "distributed.initialize",
-                       "distributed.timeout_s")
+RUNTIME_ONLY_FIELDS = ("data.data_dir", "mesh.seeds", "mesh.data", "mesh.shard_train_set",
+                       "distributed.initialize", "distributed.timeout_s")
 
 
 def flatten(d, prefix=""):

@@ -45,8 +45,16 @@ DATA_PARALLEL = textwrap.dedent("""
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
     _, ref, ref_last = run(model, 1, 1, **kw)  # One device: the plain, unsharded programs.
     assert isinstance(jax.tree.leaves(ref.params)[0].sharding, jax.sharding.SingleDeviceSharding)
-    for seeds, data in [(1, 4), (2, 2)]:
-      task, got, last = run(model, seeds, data, **kw)
+    replicated = None
+    for seeds, data, split in [(1, 4, False), (2, 2, False), (1, 4, True)]:
+      task, got, last = run(model, seeds, data, **{"mesh.shard_train_set": split, **kw})
+      if split:  # Each device stores a quarter of the training images, and nothing changes.
+        n = task.train_labels.shape[0]
+        assert {s.data.shape[0] for s in task.train_images.addressable_shards} == {-(-n // 4)}
+        for a, b in zip(jax.tree.leaves(replicated), jax.tree.leaves(got)):
+          np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+      elif seeds == 1:
+        replicated = got
       # The state really lives on the mesh, and the step really splits the batch.
       leaf = jax.tree.leaves(got.params)[0]
       assert isinstance(leaf.sharding, NamedSharding) and leaf.sharding.mesh.devices.shape == (seeds, data)
@@ -82,7 +90,8 @@ def data_parallel(model, atol, rtol, overrides):
 
 
 def test_data_parallel_training_on_4_devices_equals_one_device():
-  """LeNet pruned to 20%, 2 seeds, 32 steps: mesh 1x4 (data parallel) and 2x2 (seeds too)."""
+  """LeNet pruned to 20%, 2 seeds, 32 steps: mesh 1x4 (data parallel), 2x2 (seeds too), and 1x4
+  with the training images split over the devices (bit-identical to 1x4 replicated)."""
   data_parallel("lenet_300_100", ATOL, RTOL, {"criterion": "magnitude", "sparsity": 0.8})
 
 
@@ -99,7 +108,9 @@ def test_data_parallel_batchnorm_uses_the_whole_batch():
                                          "data.synthetic.num_train": 64, "train.epochs": 1})
 
 
-OVERRIDES = {"criterion": "magnitude", "sparsity": 0.9, "train.epochs": 2, "num_seeds": 2}
+# shard_train_set: each process puts only its devices' rows of the training images.
+OVERRIDES = {"criterion": "magnitude", "sparsity": 0.9, "train.epochs": 2, "num_seeds": 2,
+             "mesh.shard_train_set": True}
 
 
 def launch(workdir, num_processes, cpu_devices, overrides, tmp_path):
