@@ -51,7 +51,9 @@ def wanted(mode, environ=os.environ):
 
 def initialize(config):
   """Starts jax.distributed when config/environment ask for it (before any other JAX call)."""
-  if not wanted(config.distributed.initialize):
+  settings = config.get("distributed") or {}  # Configs without the group (ccc): "auto".
+  timeout = int(settings.get("timeout_s", 300))
+  if not wanted(settings.get("initialize", "auto")):
     return False
   if jax.distributed.is_initialized():
     return True
@@ -62,9 +64,9 @@ def initialize(config):
                         "(launch/local_multiprocess.py does).")
     jax.distributed.initialize(coordinator_address=os.environ[ENV_COORDINATOR],
                                num_processes=_env_int(ENV_NUM), process_id=_env_int(ENV_ID),
-                               initialization_timeout=int(config.distributed.timeout_s))
+                               initialization_timeout=timeout)
   else:
-    jax.distributed.initialize(initialization_timeout=int(config.distributed.timeout_s))
+    jax.distributed.initialize(initialization_timeout=timeout)
   return True
 
 
