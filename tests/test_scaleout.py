@@ -251,8 +251,8 @@ def test_two_process_irp_with_seeds_across_processes_checkpoints_and_resumes(tmp
   def run_multi():
     command = [sys.executable, os.path.join(REPO, "launch", "local_multiprocess.py"), "--num_processes=2",
                "--cpu_devices=2", f"--timeout={2 * TIMEOUT}", f"--log_dir={tmp_path / 'logs'}", "--",
-               sys.executable, "-m", "autosparse_jax.main", f"--workdir={multi}", "--config.mesh.seeds=2",
-               *args]
+               sys.executable, "-m", "autosparse_jax.main", f"--workdir={multi}", *args,
+               "--config.mesh.seeds=2"]
     out = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env_with_repo(),
                          timeout=2 * TIMEOUT + 30)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
