@@ -1,8 +1,14 @@
-"""Orbax checkpoints of a job's state: one pytree plus JSON progress, newest readable first."""
+"""Orbax checkpoints of a job's state: one pytree plus JSON progress, newest readable first.
+
+With several processes every process calls save/restore (Orbax writes each
+array's shards from the process that holds them and the JSON from process 0).
+"""
 import os
 import time
 
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 
 def log(message):
@@ -41,8 +47,11 @@ class Checkpoints:
         return restored.state, restored.meta
       except Exception as e:  # noqa: BLE001  (any read failure: fall back to an older one)
         aside = os.path.join(self.directory + ".unreadable", f"{step}.{time.strftime('%Y%m%d-%H%M%S')}")
-        os.makedirs(os.path.dirname(aside), exist_ok=True)
-        os.replace(os.path.join(self.directory, str(step)), aside)
+        if jax.process_index() == 0:  # Several processes share the directory: one moves it.
+          os.makedirs(os.path.dirname(aside), exist_ok=True)
+          os.replace(os.path.join(self.directory, str(step)), aside)
+        if jax.process_count() > 1:
+          multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
         moved = True
         log(f"warning: checkpoint {step} in {self.directory} cannot be read ({type(e).__name__}: "
             f"{str(e)[:300]}); moved it to {aside} and trying an older one.")

@@ -30,6 +30,7 @@ import numpy as np
 from autosparse_jax import criteria, masks as masks_lib, train
 from autosparse_jax.checkpoints import Checkpoints
 from autosparse_jax.criteria.base import ModelState, PruneData, initial_gradient
+from autosparse_jax.distributed import is_writer, to_host
 from autosparse_jax.errors import ConfigError, unknown_name_message
 from autosparse_jax.score_dataset import export_score_dataset, load_score_dataset
 from autosparse_jax.train_job import (build_task, density_reports, init_states, log, run_training,
@@ -156,6 +157,11 @@ def validate_irp(config):
                       f"and config.irp.keep_checkpoints={irp.keep_checkpoints} >= 1.")
 
 
+def first_step(irp):
+  """The training step of seed 0 (all seeds are at the same step)."""
+  return int(to_host(irp.train.step)[0])
+
+
 def copy_tree(tree):
   """Fresh buffers: the training steps donate their input, which must alias nothing we keep."""
   return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
@@ -188,9 +194,9 @@ def run_irp(config, workdir_path):
                           "rewind_captured": rewind_step == 0}
     else:
       irp, meta = restored
-      log(f"resuming from checkpoint: stage {meta['stage']}, step {int(np.asarray(irp.train.step)[0])}")
+      log(f"resuming from checkpoint: stage {meta['stage']}, step {first_step(irp)}")
       workdir.log_metrics({"event": "resumed", "stage": meta["stage"],
-                           "step": int(np.asarray(irp.train.step)[0])})
+                           "step": first_step(irp)})
     del fresh
     plan = round_plan(config, jax.tree.map(lambda m: m[0], irp.train.masks))
     stages = ([DENSE] if config.irp.train_first else []) + [r for r, _, _ in plan]
@@ -214,7 +220,7 @@ def run_irp(config, workdir_path):
           irp = jax.block_until_ready(prune_fn(irp, jnp.asarray(plan[r][2]), r, restart))
           prune_seconds = time.time() - t
         meta = dict(meta, stage=stage, pruned=True, prune_seconds=prune_seconds, stage_seconds=0.0)
-        checkpoints.save(ckpt_id(stage, int(np.asarray(irp.train.step)[0])), irp, meta)
+        checkpoints.save(ckpt_id(stage, first_step(irp)), irp, meta)
       reports = density_reports(irp.train)
       log(f"{tag}: density {np.mean([x['density'] for x in reports]):.5f}"
           + (f" (target {plan[r][1]:.5f})" if r != DENSE else ""))
@@ -222,7 +228,7 @@ def run_irp(config, workdir_path):
         if report["empty_layers"]:
           log(f"warning: {tag}, seed {seed}: layers pruned to zero weights: "
               f"{', '.join(report['empty_layers'])} (config.prune.min_per_layer keeps some)")
-      holder = {"irp": irp, "meta": meta, "saved_at": int(np.asarray(irp.train.step)[0]),
+      holder = {"irp": irp, "meta": meta, "saved_at": first_step(irp),
                 "elapsed": float(meta.get("stage_seconds", 0.0)), "t0": time.time()}
 
       def after_chunk(states, step, holder=holder, stage=stage):
@@ -241,7 +247,7 @@ def run_irp(config, workdir_path):
 
       divides = rewind_step % spe if not meta["rewind_captured"] else 0
       states, last = run_training(config, task, copy_tree(irp.train), workdir, tag=tag,
-                                  start_step=int(np.asarray(irp.train.step)[0]),
+                                  start_step=first_step(irp),
                                   after_chunk=after_chunk, chunk_divides=divides)
       irp, meta = holder["irp"].replace(train=states), holder["meta"]
       seconds = holder["elapsed"] + time.time() - holder["t0"] + float(meta.get("prune_seconds", 0.0))
@@ -264,7 +270,8 @@ def run_irp(config, workdir_path):
 
 
 def finish(config, workdir, irp, meta, plan, seeds, seconds):
-  """Exports one score dataset per seed and writes results.json."""
+  """Exports one score dataset per seed and writes results.json (process 0 writes)."""
+  irp = to_host(irp)  # Several processes: every process gets every seed's arrays.
   masks0 = jax.tree.map(lambda m: np.asarray(m[0]), irp.train.masks)  # Without the seed axis.
   names = [name for name, _ in masks_lib.prunable_items(masks0, masks0)]
   metadata = {"model": config.model, "dataset": config.dataset, "width": float(config.width),
@@ -281,7 +288,9 @@ def finish(config, workdir, irp, meta, plan, seeds, seconds):
     survived = pick(irp.survived)
     data_dir = os.path.join(workdir.path, "scores", f"seed_{seed}")
     target = os.path.join(data_dir, "autosparse_scores", "1.0.0")
-    if os.path.exists(target):  # Exported by an earlier, interrupted attempt of this run?
+    if not is_writer():
+      dirs.append(target)
+    elif os.path.exists(target):  # Exported by an earlier, interrupted attempt of this run?
       arrays, _ = load_score_dataset(target)
       if not all(np.array_equal(a["survival"], s) for a, s in zip(arrays["by_layer"], survived)):
         raise ConfigError(f"{target} holds a different score dataset; not overwriting it.")

@@ -47,4 +47,7 @@ JOBS = {"train": _train, "prune": _prune, "irp": _irp, "ccc": _ccc, "autos_train
 def run(config, workdir):
   if config.job not in JOBS:
     raise ConfigError(unknown_name_message("config.job", config.job, tuple(JOBS)))
+  from autosparse_jax import distributed
+  if distributed.initialize(config):  # Several processes: before any other JAX call.
+    distributed.check_config_agreement(config)
   return JOBS[config.job](config, workdir)

@@ -2,6 +2,7 @@
 
 Fields are overridden with --config.field=value. The job is chosen by config.job.
 Bad input ends with a one-line message naming the field and the fix (exit 2).
+Several processes (launch/): each runs this same command; see distributed.py.
 """
 import os
 import sys

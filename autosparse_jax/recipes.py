@@ -15,6 +15,11 @@ Field meanings (the same in every job that has them):
                        min_per_layer (keep >= this many weights per layer), pruning data
                        (batch_size, num_batches, grad_reduction), GraSP samples/temperature,
                        rounds and round_schedule of iterative pruning at init.
+  mesh.*               seeds, data: the device mesh (seed groups x data parallelism);
+                       data=-1 = all devices. batch_size must divide by mesh.data.
+                       shard_train_set: training images split over the devices.
+  distributed.*        initialize (auto|yes|no: jax.distributed for several processes),
+                       timeout_s (how long processes wait for each other at start).
 """
 import ml_collections
 
@@ -85,6 +90,11 @@ def base_config():
   # The `survival` criterion (LTH / SNIP-iter masks): score_dataset_dir(s) of an IRP job
   # on the same model and seeds (criteria/survival.py).
   c.survival = ml_collections.ConfigDict(dict(score_datasets=()))
+  # Devices and processes (sharding.py, distributed.py): seeds x data devices; data=-1 takes
+  # all devices (/ seeds). One device in the mesh = the plain single-device programs.
+  # shard_train_set: each device stores only its block of the training images (not a copy).
+  c.mesh = ml_collections.ConfigDict(dict(seeds=1, data=-1, shard_train_set=False))
+  c.distributed = ml_collections.ConfigDict(dict(initialize="auto", timeout_s=300))
   return c
 
 

@@ -70,6 +70,12 @@ class Trainer:
   spec: DatasetSpec
   batch_size: int
   steps_per_epoch: int
+  layout: Any = None  # sharding.Layout: batches split over the mesh's "data" axis; None = one device.
+
+  def constrain_batch(self, *arrays):
+    if self.layout is None:
+      return arrays
+    return tuple(self.layout.constrain_batch(a) for a in arrays)
 
   def init_variables(self, key):
     dummy = jnp.zeros((1,) + tuple(self.spec.image_shape), jnp.float32)
@@ -100,6 +106,7 @@ class Trainer:
     batch_index = state.step % self.steps_per_epoch
     aug_key = jax.random.fold_in(jax.random.fold_in(state.key, KEY_AUGMENT), state.step)
     x, y = pipeline.train_batch(self.spec, images, labels, perm, batch_index, self.batch_size, aug_key)
+    x, y = self.constrain_batch(x, y)  # Data parallel: each device takes its slice of the batch.
 
     def loss_fn(params):
       logits, batch_stats = self.apply(params, state.masks, state.batch_stats, x, train=True)
@@ -117,12 +124,13 @@ class Trainer:
     """`num_steps` steps as one lax.scan; must not cross an epoch boundary.
 
     The epoch's order is drawn once from (seed, epoch); `images`/`labels` are the
-    whole training set on device (uint8 / int32). unroll=True emits the steps as
+    whole training set on device (uint8 / int32; `images` may carry padding rows
+    after the labelled ones: see sharding.Layout.put_rows_sharded). unroll=True emits the steps as
     straight-line code instead of a while loop (see LOOPS).
     """
     epoch = state.step // self.steps_per_epoch
     data_key = jax.random.fold_in(state.key, KEY_DATA_ORDER)
-    perm = pipeline.epoch_permutation(data_key, epoch, images.shape[0])
+    perm = pipeline.epoch_permutation(data_key, epoch, labels.shape[0])  # images may be padded.
     if unroll:  # Straight-line code: lax.scan(unroll=True) still emits a while loop.
       steps = []
       for _ in range(num_steps):
@@ -139,7 +147,7 @@ class Trainer:
   def evaluate(self, state, images, labels, valid):
     """Mean loss and accuracy over padded eval batches [B, b, ...] (see pipeline.eval_batches)."""
     def body(totals, batch):
-      x, y, v = batch
+      x, y, v = self.constrain_batch(*batch)
       logits, _ = self.apply(state.params, state.masks, state.batch_stats,
                              pipeline.normalize(x, self.spec), train=False)
       loss = jnp.sum(cross_entropy(logits, y) * v)
@@ -153,21 +161,24 @@ class Trainer:
     return {"loss": loss / n, "accuracy": correct.astype(jnp.float32) / n.astype(jnp.float32)}
 
 
-def over_seeds(fn, in_axes):
+def over_seeds(fn, in_axes, layout=None):
   """vmap over the leading seed axis, also for a single seed.
+
+  With a layout, the seed axis is the mesh's "seeds" axis (spmd_axis_name), so
+  sharding constraints inside keep seeds on their own devices.
 
   XLA lowers some ops differently with and without a batch axis (results differ
   in the last bit), but per-seed results do not depend on the size of the axis:
   so every job runs vmapped, and seed k of a num_seeds=S run equals the
   num_seeds=1 run of seed k bit for bit (tests/test_train.py).
   """
-  return jax.vmap(fn, in_axes=in_axes)
+  return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=None if layout is None else "seeds")
 
 
-def make_trainer(config, spec, num_train, model):
+def make_trainer(config, spec, num_train, model, layout=None):
   spe = pipeline.steps_per_epoch(num_train, config.train.batch_size)
   return Trainer(model=model, tx=make_optimizer(config.train, spe), spec=spec,
-                 batch_size=int(config.train.batch_size), steps_per_epoch=spe)
+                 batch_size=int(config.train.batch_size), steps_per_epoch=spe, layout=layout)
 
 
 # How an epoch is driven. "scan": one jitted lax.scan over the whole epoch (a chunk
@@ -189,8 +200,20 @@ def jit_epoch(trainer, num_steps=None, unroll=False):
   """jit(vmap(train_steps)) over the seed axis; the state argument is donated."""
   fn = functools.partial(trainer.train_steps, num_steps=num_steps or trainer.steps_per_epoch,
                          unroll=unroll)
-  return jax.jit(over_seeds(fn, (0, None, None)), donate_argnums=0)
+  layout = trainer.layout
+  if layout is None:
+    return jax.jit(over_seeds(fn, (0, None, None)), donate_argnums=0)
+  # Data as placed (replicated, or rows split: config.mesh.shard_train_set); metrics
+  # replicated: every process can read them.
+  return jax.jit(over_seeds(fn, (0, None, None), layout), donate_argnums=0,
+                 in_shardings=(layout.states, None, None),
+                 out_shardings=(layout.states, layout.replicated))
 
 
 def jit_evaluate(trainer):
-  return jax.jit(over_seeds(trainer.evaluate, (0, None, None, None)))
+  layout = trainer.layout
+  if layout is None:
+    return jax.jit(over_seeds(trainer.evaluate, (0, None, None, None)))
+  return jax.jit(over_seeds(trainer.evaluate, (0, None, None, None), layout),
+                 in_shardings=(layout.states,) + (layout.replicated,) * 3,
+                 out_shardings=layout.replicated)

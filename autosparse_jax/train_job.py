@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import criteria, masks as masks_lib, train
+from autosparse_jax import criteria, masks as masks_lib, sharding, train
+from autosparse_jax.distributed import is_writer, to_host
 from autosparse_jax.data import load_dataset, pipeline
 from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
 from autosparse_jax.models import MODELS, get_model
@@ -21,7 +22,8 @@ from autosparse_jax.workdir import Workdir
 
 
 def log(msg):
-  print(msg, flush=True)
+  if is_writer():  # One log for several processes (they compute the same).
+    print(msg, flush=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,16 +92,30 @@ def validate_criterion(config, criterion, where="config.criterion"):
 
 
 def build_task(config):
+  """Loads the data onto the devices of config.mesh (every process reads the whole set).
+
+  With a mesh, the test set and the labels are replicated on every device, and the
+  training images too unless config.mesh.shard_train_set splits their rows over
+  the devices. Either way a step's batch is drawn from the whole set by the
+  (seed, epoch) permutation, so every process and device count sees the same
+  batches as a one-device run.
+  """
+  layout = sharding.layout_from_config(config)
   dataset = load_dataset(config.dataset, config.data.data_dir, config.data.get("synthetic"))
   model = get_model(config.model, dataset.spec.num_classes, width=float(config.width))
   try:
-    trainer = train.make_trainer(config, dataset.spec, len(dataset.train_images), model)
+    trainer = train.make_trainer(config, dataset.spec, len(dataset.train_images), model, layout)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  eval_arrays = tuple(jnp.asarray(a) for a in pipeline.eval_batches(
-      dataset.test_images, dataset.test_labels, int(config.data.eval_batch_size)))
-  return Task(trainer, dataset, jnp.asarray(dataset.train_images),
-              jnp.asarray(dataset.train_labels), eval_arrays)
+  arrays = (dataset.train_images, dataset.train_labels) + pipeline.eval_batches(
+      dataset.test_images, dataset.test_labels, int(config.data.eval_batch_size))
+  if layout is None:
+    arrays = tuple(jnp.asarray(a) for a in arrays)
+  elif config.mesh.get("shard_train_set", False):
+    arrays = (layout.put_rows_sharded(arrays[0]),) + layout.put_replicated(arrays[1:])
+  else:
+    arrays = layout.put_replicated(arrays)
+  return Task(trainer, dataset, arrays[0], arrays[1], arrays[2:])
 
 
 def seed_keys(config):
@@ -125,7 +141,9 @@ def init_states(config, trainer):
     params, batch_stats = trainer.init_variables(init_key)
     return trainer.create_state(run_key, params, batch_stats,
                                 masks_lib.init_masks(params, config.prune.prunable))
-  return jax.jit(jax.vmap(create))(seed_keys(config), run_keys(config))
+  layout = trainer.layout
+  out = {} if layout is None else {"out_shardings": layout.states}
+  return jax.jit(jax.vmap(create), **out)(seed_keys(config), run_keys(config))
 
 
 def pruner(config, task, criterion):
@@ -172,6 +190,8 @@ def prune_on_host(config, task, states, criterion, sparsity, score_cache=None):
   score_fn = criteria.HOST_CRITERIA[criterion]
   density = 1.0 - sparsity
   data = criteria.PruneData(task.train_images, task.train_labels)
+  if trainer.layout is not None:  # Per-seed host work: every process needs every seed.
+    states = jax.device_put(states, trainer.layout.replicated)
   pruned, all_scores = [], []
   for i in range(jax.tree.leaves(states.params)[0].shape[0]):
     state = jax.tree.map(lambda x, i=i: x[i], states)
@@ -193,9 +213,9 @@ def prune_on_host(config, task, states, criterion, sparsity, score_cache=None):
 
 def density_reports(states):
   """One density report per seed (host numbers)."""
-  num_seeds = jax.tree.leaves(states.masks)[0].shape[0]
-  return [masks_lib.density_report(jax.tree.map(lambda m: np.asarray(m[i]), states.masks))
-          for i in range(num_seeds)]
+  masks = to_host(states.masks)
+  num_seeds = jax.tree.leaves(masks)[0].shape[0]
+  return [masks_lib.density_report(jax.tree.map(lambda m: m[i], masks)) for i in range(num_seeds)]
 
 
 def _fmt_time(seconds):
@@ -224,6 +244,8 @@ def run_training(config, task, states, workdir, tag=None, start_step=0, after_ch
   if chunk_divides:
     chunk = math.gcd(chunk, int(chunk_divides))
   evaluate = task.program("evaluate", lambda: train.jit_evaluate(trainer))
+  if trainer.layout is not None:
+    states = trainer.layout.put_states(states)
   epochs = int(config.train.epochs)
   total = epochs * spe
   start = time.time()

@@ -14,8 +14,10 @@ import ml_collections
 from autosparse_jax.errors import ConfigError
 
 CONFIG, METRICS, RESULTS = "config.json", "metrics.jsonl", "results.json"
-# Fields that change how a job runs or logs, not what it computes.
-RUNTIME_ONLY_FIELDS = ("data.data_dir",)
+# Fields that change how a job runs or logs, not what it computes (the mesh changes
+# only the order of float sums; a run may resume on other hardware).
+RUNTIME_ONLY_FIELDS = ("data.data_dir", "mesh.seeds", "mesh.data", "mesh.shard_train_set",
+                       "distributed.initialize", "distributed.timeout_s")
 
 
 def flatten(d, prefix=""):
@@ -62,10 +64,16 @@ def read_json(path):
 
 
 class Workdir:
-  """Checks `path` against `config` (read-only); `.finished`: results.json already holds the answer."""
+  """Checks `path` against `config` (read-only); `.finished`: results.json already holds the answer.
 
-  def __init__(self, path, config, is_writer=True):
+  is_writer=None: this process writes iff it is process 0 (several processes, one workdir).
+  """
+
+  def __init__(self, path, config, is_writer=None):
     self.path = os.path.abspath(os.path.expanduser(path))
+    if is_writer is None:
+      from autosparse_jax.distributed import is_writer as process_is_writer
+      is_writer = process_is_writer()
     self.is_writer = is_writer
     self.config = config_to_dict(config)
     config_path = os.path.join(self.path, CONFIG)

@@ -7,6 +7,8 @@ into equal shards over the devices, scored batch by batch on each device
 Two equivalent paths: `jax.pmap` (as the project asked) and `jax.shard_map`
 under `jit` over a 1-D device mesh (pmap's successor). Networks larger than
 `chunk_weights` are scored in host-side chunks so device memory stays bounded.
+With several processes (jax.distributed), shard_map spreads the weights over
+the devices of all processes and every process gets all scores back.
 """
 import dataclasses
 import functools
@@ -70,8 +72,13 @@ def _program(scorer, kind, devices=None):
   if kind == "pmap":
     return jax.pmap(body, in_axes=(None, 0))
   mesh = Mesh(np.asarray(devices), ("weights",))
+  # Devices of other processes: gather the scores onto every device (replicated) so each
+  # process can read them all; on one process, leave the shards where they are.
+  local = all(d.process_index == jax.process_index() for d in devices)
+  out = NamedSharding(mesh, P("weights") if local else P())
   return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P("weights")), out_specs=P("weights")),
-                 in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("weights"))))
+                 in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("weights"))),
+                 out_shardings=out)
 
 
 def score_unsharded(scorer, x, batch_size=4096):
@@ -89,13 +96,22 @@ def score_shard_map(scorer, x, batch_size=4096, devices=None):
   devices = tuple(devices if devices is not None else jax.devices())
   xs = _padded(x, len(devices), batch_size)
   xs = xs.reshape((-1,) + xs.shape[2:])  # [devices * steps, batch, F], split along axis 0.
-  return np.asarray(_program(scorer, "shard_map", devices)(scorer.variables, xs)).reshape(-1)[:x.shape[0]]
+  program = _program(scorer, "shard_map", devices)
+  variables = scorer.variables
+  if jax.process_count() > 1:  # Global arrays: each process puts its devices' slices.
+    mesh = Mesh(np.asarray(devices), ("weights",))
+    xs = jax.make_array_from_callback(xs.shape, NamedSharding(mesh, P("weights")), lambda i: xs[i])
+    variables = jax.device_put(variables, NamedSharding(mesh, P()))
+  return np.asarray(program(variables, xs)).reshape(-1)[:x.shape[0]]
 
 
 def score_features(scorer, x, batch_size=4096, chunk_weights=1 << 22, sharding="shard_map"):
   """Scores [N, F] features in host chunks of `chunk_weights`, sharded over all devices."""
   if sharding not in SHARDINGS:
     raise ConfigError(f"config.autos.sharding={sharding!r} is not known; use one of {', '.join(SHARDINGS)}.")
+  if sharding == "pmap" and jax.process_count() > 1:
+    raise ConfigError("config.autos.sharding='pmap' scores on this process's devices only; with "
+                      f"{jax.process_count()} processes use 'shard_map' (all devices of all processes).")
   fn = score_shard_map if sharding == "shard_map" else score_pmap
   chunk = max(int(chunk_weights), batch_size)
   return np.concatenate([fn(scorer, x[i:i + chunk], batch_size) for i in range(0, x.shape[0], chunk)])
@@ -108,6 +124,8 @@ def save_scorer(directory, module_info, variables, mean, std):
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(os.path.abspath(directory), "variables"), variables, force=True)
   checkpointer.wait_until_finished()
+  if jax.process_index() != 0:  # Several processes: Orbax saved the variables; process 0 writes the rest.
+    return
   with open(os.path.join(directory, SCORER_JSON + ".tmp"), "w") as f:
     json.dump(info, f, indent=2, sort_keys=True)
   os.replace(os.path.join(directory, SCORER_JSON + ".tmp"), os.path.join(directory, SCORER_JSON))

@@ -164,7 +164,8 @@ def train_scorer(config, workdir_path):
                          for m in metas]}
   save_scorer(scorer_dir, info, {"params": state.params, "batch_stats": state.batch_stats}, mean, std)
   figure = os.path.join(workdir.path, "scorer_predictions.png")
-  plot_predictions(figure, x[held_idx], y_held, predictions, features)
+  if workdir.is_writer:
+    plot_predictions(figure, x[held_idx], y_held, predictions, features)
   results = {"job": "autos_train", "scorer_dir": scorer_dir, "figure": figure,
              "held_out_mse": float(np.mean((predictions - y_held) ** 2)),
              "held_out_variance": float(np.var(y_held)), "train_weights": int(len(train_idx)),
