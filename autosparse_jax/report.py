@@ -107,26 +107,36 @@ def _pyplot():
 
 
 def plot_accuracy(table, path, title=""):
-  """Accuracy vs sparsity with error bars (std over seeds) per criterion: paper Figures 3 and 6."""
+  """Accuracy vs sparsity with error bars (std over seeds) per criterion: paper Figures 3 and 6.
+
+  Left: every criterion; right: the same zoomed on the leading ones (collapsed
+  criteria otherwise squash the differences that matter into one line).
+  """
   plt = _pyplot()
   sparsities = sparsity_order(table)
   x = np.arange(len(sparsities))
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for name in criteria_order(table):
-    pts = [t for t in table if t["criterion"] == name]
-    if name == DENSE:
-      ax.axhline(100 * pts[0]["mean"], color="black", ls="--", lw=1, label="dense")
-      continue
-    pts = sorted(pts, key=lambda t: t["sparsity"])
-    xs = [sparsities.index(t["sparsity"]) for t in pts]
-    ax.errorbar(xs, [100 * t["mean"] for t in pts], yerr=[100 * t["std"] for t in pts],
-                marker="o", ms=4, capsize=3, label=name)
-  ax.set_xticks(x, [f"{100 * s:g}%" for s in sparsities])
-  ax.set_xlabel("sparsity")
-  ax.set_ylabel("test accuracy (%)")
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, ncol=2)
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  for ax in axes:
+    for name in criteria_order(table):
+      pts = [t for t in table if t["criterion"] == name]
+      if name == DENSE:
+        ax.axhline(100 * pts[0]["mean"], color="black", ls="--", lw=1, label="dense")
+        continue
+      pts = sorted(pts, key=lambda t: t["sparsity"])
+      xs = [sparsities.index(t["sparsity"]) for t in pts]
+      ax.errorbar(xs, [100 * t["mean"] for t in pts], yerr=[100 * t["std"] for t in pts],
+                  marker="o", ms=4, capsize=3, label=name)
+    ax.set_xticks(x, [f"{100 * s:g}%" for s in sparsities])
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+  pruned = [t for t in table if t["criterion"] != DENSE]
+  top = max(100 * t["mean"] for t in table)
+  best_hardest = max(100 * t["mean"] for t in pruned if t["sparsity"] == sparsities[-1])
+  axes[1].set_ylim(best_hardest - 4.0, top + 0.5)
+  axes[0].set_title(title)
+  axes[1].set_title("zoomed on the leading criteria")
+  axes[0].legend(fontsize=8, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -187,7 +197,8 @@ def main(argv):
   if not rows:
     print(f"error: {argv[1]}/{ROWS} holds no rows", file=sys.stderr)
     return 2
-  print(write_sweep_report(rows, argv[1])["markdown"])
+  title = f"{os.path.basename(os.path.abspath(argv[1]))}, {rows[-1].get('epochs', '?')} epochs"
+  print(write_sweep_report(rows, argv[1], title)["markdown"])
   return 0
 
 

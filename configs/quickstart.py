@@ -15,10 +15,12 @@ accuracy_vs_sparsity.png, layer_density.png; WORKDIR/survival_score.png (paper F
 WORKDIR/autos/scorer_predictions.png (Figure 4).
 
 digits (default): scikit-learn's embedded 8x8 digits, no download. Measured on the 2-core
-CPU: about 2.5 minutes in all (incl. compilation). Expected table (30 epochs, 2 seeds):
-AutoS, SNIP-iter, LTH and SynFlow lead at 95%; see README.md for the numbers.
+CPU: 100 s in all, compilation included (IRP 24 s, scorer 27 s, sweep 45 s). Expected table
+(30 epochs, 2 seeds): SNIP-iter, SynFlow, SNIP and LTH lead at 95%, magnitude collapses
+there (layer collapse); README.md has the numbers.
 mnist: real MNIST prepared offline (python -m autosparse_jax.data.prepare mnist ...),
-2 epochs per IRP round and 10 epochs per pruned network; about 12 minutes on the CPU.
+2 epochs per IRP round and 10 epochs per pruned network; an estimated 10-15 minutes on
+the CPU, scaled from configs/mnist_reproduction.py's measured run (this size not timed).
 """
 import importlib.util
 import os
