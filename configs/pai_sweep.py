@@ -18,9 +18,11 @@ AutoS and IRP masks join the sweep as variants, e.g.
   --config.sweep.variants.snip_iter.survival.score_datasets="('IRP_DIR/scores/seed_0/...',)"
 (configs/quickstart.py builds the whole chain: IRP -> score dataset -> AutoS -> sweep.)
 
-Cost on the 2-core CPU, lenet_digits, 6 criteria x 3 sparsities x 2 seeds, 30 epochs:
-see configs/quickstart.py. LeNet-300-100 / MNIST: one vmapped grid of 12 networks
-trains at ~5 s per epoch; ResNet-18 / CIFAR-10 is a GPU job (BENCHMARKS.md).
+Cost on the 2-core CPU: the quickstart's sweep stage (digits, 9 criteria x 3 sparsities x 2
+seeds, 30 epochs) takes 45 s. LeNet-300-100 / MNIST: one vmapped grid of 12 networks
+trains at 7.5 s per epoch (measured with other jobs on the machine); ResNet-18 / CIFAR-10 is a GPU job (BENCHMARKS.md). Conv nets on
+CPU: add --config.sweep.max_networks_per_program=1 (a vmapped conv grid is 2.5x slower
+there than one network at a time; BENCHMARKS.md).
 """
 import ml_collections
 
