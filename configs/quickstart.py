@@ -19,8 +19,9 @@ CPU: 100 s in all, compilation included (IRP 24 s, scorer 27 s, sweep 45 s). Exp
 (30 epochs, 2 seeds): SNIP-iter, SynFlow, SNIP and LTH lead at 95%, magnitude collapses
 there (layer collapse); README.md has the numbers.
 mnist: real MNIST prepared offline (python -m autosparse_jax.data.prepare mnist ...),
-2 epochs per IRP round and 10 epochs per pruned network; an estimated 10-15 minutes on
-the CPU, scaled from configs/mnist_reproduction.py's measured run (this size not timed).
+2 epochs per IRP round and 10 epochs per pruned network, sparsities 90/95/98%: 684 s on the
+2-core CPU (IRP 148 s, scorer 121 s, sweep 407 s; 1.4 GB RSS). At 98%: LTH 97.31, SNIP-iter
+96.35, SynFlow 95.23, SNIP 95.11, AutoS 95.01, dense 97.71 (mean of 2 seeds).
 """
 import importlib.util
 import os
