@@ -21,6 +21,10 @@ Field meanings (the same in every job that has them):
   distributed.*        initialize (auto|yes|no: jax.distributed for several processes),
                        timeout_s (how long processes wait for each other at start).
 """
+import importlib.util
+import os
+import re
+
 import ml_collections
 
 from autosparse_jax.masks import DEFAULT_PRUNABLE
@@ -108,3 +112,17 @@ def recipe_config(name):
   c.model, c.dataset = recipe["model"], recipe["dataset"]
   c.train.update(recipe["train"])
   return c
+
+
+def config_module(anchor_file, relative):
+  """The config file `relative` to the directory of `anchor_file`, loaded as a module.
+
+  configs/ is not a package (the CLI loads each file by path), so config files
+  that build on others load them by path too: config_module(__file__, "irp.py").
+  """
+  path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(anchor_file)), relative))
+  name = "configs_" + re.sub(r"\W", "_", os.path.splitext(relative)[0])
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -33,7 +33,7 @@ from autosparse_jax.train_job import (density_reports, init_states, log, prune_s
                                       seed_list, start_job, validate_criterion)
 
 ROWS = "results.jsonl"
-DENSE = "dense"
+DENSE = report.DENSE
 
 
 def set_fields(config, fields, where):
@@ -122,7 +122,7 @@ def grid_states(config, task, criterion, cells, seeds):
   """States of the (sparsity, seed) `cells`, stacked on the leading axis, + per-cell info."""
   dense = init_states(config, task.trainer)
   parts, info, score_cache = [], [], {}
-  for sparsity in sorted({p for p, _ in cells}, key=[p for p, _ in cells].index):
+  for sparsity in dict.fromkeys(p for p, _ in cells):  # In order of first appearance.
     wanted = [seeds.index(s) for p, s in cells if p == sparsity]
     t = time.time()
     if criterion == DENSE:
@@ -181,11 +181,12 @@ def run_sweep(config, workdir_path):
   plan = [(DENSE, DENSE, config, [(0.0, s) for s in seeds])] if config.sweep.dense else []
   plan += [(label, criterion, vconfig, [(p, s) for p in sparsities for s in seeds])
            for label, criterion, vconfig in variants(config)]
-  limit = int(config.sweep.max_networks_per_program) or None
+  limit = int(config.sweep.max_networks_per_program)
   for label, criterion, vconfig, cells in plan:
     todo = [c for c in cells if (label,) + c not in done]
-    for i in range(0, len(todo), limit or len(todo) or 1):
-      chunk = todo[i:i + limit] if limit else todo
+    step = limit or max(len(todo), 1)
+    for i in range(0, len(todo), step):
+      chunk = todo[i:i + step]
       log(f"sweep: {label}: {len(chunk)} networks (sparsity x seed) in one program")
       new_rows = run_cells(vconfig, task, workdir, label, criterion, chunk, seeds)
       workdir.append_jsonl(ROWS, new_rows)

@@ -65,11 +65,10 @@ def validate(config):
     raise ConfigError(unknown_name_message("config.prune.distribution", config.prune.distribution,
                                            masks_lib.DISTRIBUTIONS))
   if config.criterion != criteria.NO_PRUNING:
-    criteria.get_criterion(config.criterion)  # An unknown name first, with "did you mean".
+    validate_criterion(config, config.criterion)  # An unknown name first, with "did you mean".
     if float(config.sparsity) == 0.0 and config.job not in ("irp", "sweep"):  # Their own fields.
       raise ConfigError(f"config.criterion={config.criterion!r} needs config.sparsity > 0 "
                         "(or set config.criterion='none' for a dense run).")
-    validate_criterion(config, config.criterion)
 
 
 def validate_criterion(config, criterion, where="config.criterion"):
@@ -118,8 +117,12 @@ def build_task(config):
   return Task(trainer, dataset, arrays[0], arrays[1], arrays[2:])
 
 
+def consecutive_keys(first, count):
+  return jnp.stack([train.seed_key(first + i) for i in range(count)])
+
+
 def seed_keys(config):
-  return jnp.stack([train.seed_key(int(config.seed) + i) for i in range(int(config.num_seeds))])
+  return consecutive_keys(int(config.seed), int(config.num_seeds))
 
 
 def run_keys(config):
@@ -130,9 +133,7 @@ def run_keys(config):
   another run: paper Table 9's same-init pairs).
   """
   train_seed = int(config.get("train_seed", -1))
-  if train_seed < 0:
-    return seed_keys(config)
-  return jnp.stack([train.seed_key(train_seed + i) for i in range(int(config.num_seeds))])
+  return seed_keys(config) if train_seed < 0 else consecutive_keys(train_seed, int(config.num_seeds))
 
 
 def init_states(config, trainer):
@@ -190,6 +191,7 @@ def prune_on_host(config, task, states, criterion, sparsity, score_cache=None):
   score_fn = criteria.HOST_CRITERIA[criterion]
   density = 1.0 - sparsity
   data = criteria.PruneData(task.train_images, task.train_labels)
+  cacheable = score_cache is not None and criterion in criteria.DENSITY_FREE
   if trainer.layout is not None:  # Per-seed host work: every process needs every seed.
     states = jax.device_put(states, trainer.layout.replicated)
   pruned, all_scores = [], []
@@ -197,11 +199,11 @@ def prune_on_host(config, task, states, criterion, sparsity, score_cache=None):
     state = jax.tree.map(lambda x, i=i: x[i], states)
     model_state = criteria.ModelState(state.batch_stats, trainer.model, trainer.spec)
     key = jax.random.fold_in(state.key, train.KEY_PRUNE)
-    if score_cache is not None and criterion in criteria.DENSITY_FREE and i in score_cache:
+    if cacheable and i in score_cache:
       scores = score_cache[i]
     else:
       scores = score_fn(config, state.params, state.masks, model_state, data, key, density)
-      if score_cache is not None and criterion in criteria.DENSITY_FREE:
+      if cacheable:
         score_cache[i] = scores
     masks = masks_lib.scores_to_masks(scores, state.masks, density, "global",
                                       int(config.prune.min_per_layer))

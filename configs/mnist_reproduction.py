@@ -19,13 +19,9 @@ Final-epoch test accuracy is reported (the original code reports the best epoch)
 Measured on the 2-core CPU (2026-11-24): about 45 minutes in all; results/lenet_mnist/
 holds the table, figures and rows, and README.md shows the table.
 """
-import importlib.util
-import os
+from autosparse_jax import recipes
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location(
-      "configs_quickstart", os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py"))
-  quickstart = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(quickstart)
+  quickstart = recipes.config_module(__file__, "quickstart.py")
   return quickstart.build("lenet_mnist", (0.9, 0.95, 0.98, 0.99), irp_epochs=2, epochs=20, num_seeds=3)

@@ -23,10 +23,9 @@ mnist: real MNIST prepared offline (python -m autosparse_jax.data.prepare mnist 
 2-core CPU (IRP 148 s, scorer 121 s, sweep 407 s; 1.4 GB RSS). At 98%: LTH 97.31, SNIP-iter
 96.35, SynFlow 95.23, SNIP 95.11, AutoS 95.01, dense 97.71 (mean of 2 seeds).
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from autosparse_jax import recipes
 
 SIZES = {
     # arg: (recipe, sparsities, IRP epochs per round, epochs of each pruned network)
@@ -37,12 +36,8 @@ CRITERIA = ("random", "magnitude", "snip", "grasp", "synflow", "npb", "autos", "
 
 
 def sibling(name, arg):
-  """get_config(arg) of configs/NAME.py (loaded by path: configs/ is not a package)."""
-  spec = importlib.util.spec_from_file_location(
-      f"configs_{name}", os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  """get_config(arg) of configs/NAME.py."""
+  return recipes.config_module(__file__, f"{name}.py").get_config(arg)
 
 
 def build(recipe, sparsities, irp_epochs, epochs, num_seeds=2, criteria=CRITERIA):

@@ -22,31 +22,21 @@ Paper choices fixed here (Appendix A-E):
   working schedule), 20 rounds unless a table varies it; the AutoS dataset is
   the seed-0 IRP run; AutoS: MSE, Adam 0.01, batch 1024, 10 epochs.
 """
-import importlib.util
 import os
 
 import ml_collections
 
-PAPER_DIR = os.path.dirname(os.path.abspath(__file__))
-CONFIGS_DIR = os.path.dirname(PAPER_DIR)
+from autosparse_jax import recipes
 
 SEEDS = 3                                   # Seeds 0, 1, 2 (Appendix E).
 ABLATION_SPARSITIES = (0.7, 0.9, 0.95, 0.99)  # Tables 2, 3, 5, 6.
 FULL_FEATURES = ("theta0", "g0")            # Param + Grad: the default AutoS input.
 
 
-def load_config_file(path, arg=None):
-  """get_config([arg]) of the config file at `path` (loaded by path, as the CLI does)."""
-  name = "configs_" + os.path.relpath(path, CONFIGS_DIR).replace(os.sep, "_").replace(".py", "")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config() if arg is None else module.get_config(arg)
-
-
 def job_config(name, arg=None):
   """get_config(arg) of configs/NAME.py (irp, autos_train, pai_sweep, ccc, ...)."""
-  return load_config_file(os.path.join(CONFIGS_DIR, f"{name}.py"), arg)
+  module = recipes.config_module(__file__, os.path.join("..", f"{name}.py"))
+  return module.get_config() if arg is None else module.get_config(arg)
 
 
 def irp_stage(recipe, criterion="snip", rounds=20, num_seeds=1, seed=0):

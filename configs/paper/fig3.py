@@ -60,19 +60,10 @@ over-prunes ties); VGG nets have the original code's single Dense head, not the 
 4096-wide one; g_0 is a sum of batch-mean gradients over the whole training set (as the
 original), so its scale on other datasets differs from the scorer's training data.
 """
-import importlib.util
-import os
+from autosparse_jax import recipes
 
 
-def _load_common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-  spec = importlib.util.spec_from_file_location("configs_paper_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-common = _load_common()
+common = recipes.config_module(__file__, "common.py")
 
 TARGETS = ("resnet18_cifar10", "vgg16_cifar10", "vgg19_cifar100", "lenet_mnist")
 ARGS = ("all",) + TARGETS  # Every documented arg (tests load each).

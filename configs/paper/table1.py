@@ -45,19 +45,10 @@ original reports the best epoch); g_0 is summed over Tiny-ImageNet's 782 batches
 scorer learnt from CIFAR-10's 391 (the original does the same), so the inputs are on a
 larger scale than the training data; exact top-k masks.
 """
-import importlib.util
-import os
+from autosparse_jax import recipes
 
 
-def _load_common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-  spec = importlib.util.spec_from_file_location("configs_paper_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-common = _load_common()
+common = recipes.config_module(__file__, "common.py")
 
 CRITERIA = ("snip", "grasp", "npb", "autos")
 SPARSITIES = (0.3, 0.5, 0.7, 0.9)

@@ -36,19 +36,10 @@ Not reproduced exactly: the table shows one number per cell (the paper does not 
 seeds); here mean +- std over seeds 0, 1, 2 (--config.sweep.num_seeds=1 for one seed);
 final-epoch accuracy (the original reports the best epoch); exact top-k masks.
 """
-import importlib.util
-import os
+from autosparse_jax import recipes
 
 
-def _load_common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-  spec = importlib.util.spec_from_file_location("configs_paper_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-common = _load_common()
+common = recipes.config_module(__file__, "common.py")
 
 SCORERS = {  # stage / sweep label -> AutoS input features
     "autos_param": ("theta0",),

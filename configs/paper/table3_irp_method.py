@@ -42,19 +42,10 @@ top-k masks (the original also prunes zero scores: --config.irp_snip.irp.prune_z
 at sparsities between two IRP rounds (70% lies between rounds 14 and 15) the survival masks
 add a random draw of the next survival class.
 """
-import importlib.util
-import os
+from autosparse_jax import recipes
 
 
-def _load_common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-  spec = importlib.util.spec_from_file_location("configs_paper_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-common = _load_common()
+common = recipes.config_module(__file__, "common.py")
 
 IRPS = (("irp_lth", "magnitude"), ("irp_snip", "snip"))
 LABELS = {"irp_lth": ("autos_lth", "lth"), "irp_snip": ("autos_snip_iter", "snip_iter")}

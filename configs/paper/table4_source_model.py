@@ -55,19 +55,10 @@ CIFAR-100 rates are extrapolated; final-epoch accuracy; exact top-k masks. The V
 g_0 inputs come from each source's own training set (sums of batch-mean gradients, as the
 original), so their scales differ between sources.
 """
-import importlib.util
-import os
+from autosparse_jax import recipes
 
 
-def _load_common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-  spec = importlib.util.spec_from_file_location("configs_paper_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-common = _load_common()
+common = recipes.config_module(__file__, "common.py")
 
 SOURCES = ("lenet_mnist", "resnet18_cifar10", "vgg19_cifar100", "resnet18_tiny_imagenet")
 BACKBONES = ("resnet18", "vgg19")

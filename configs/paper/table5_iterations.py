@@ -36,19 +36,10 @@ std over seeds 0, 1, 2; final-epoch accuracy (the original reports the best epoc
 masks, so every round prunes exactly 0.99/N of the weights (the original's ties and zero scores
 prune a little more: --config.irp_snip_20.irp.prune_zero_scores=True etc.).
 """
-import importlib.util
-import os
+from autosparse_jax import recipes
 
 
-def _load_common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-  spec = importlib.util.spec_from_file_location("configs_paper_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-common = _load_common()
+common = recipes.config_module(__file__, "common.py")
 
 ROUNDS = (20, 40, 100)
 

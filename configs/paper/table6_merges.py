@@ -45,19 +45,10 @@ which 20-round run its 20+40+100 and LTH+SNIP merges took (seed 0 here); final-e
 exact top-k masks. The merged datasets' memory (3 x 11.16M weights x 2 features) is loaded at
 once by autos_train.
 """
-import importlib.util
-import os
+from autosparse_jax import recipes
 
 
-def _load_common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-  spec = importlib.util.spec_from_file_location("configs_paper_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-common = _load_common()
+common = recipes.config_module(__file__, "common.py")
 
 
 def get_config():

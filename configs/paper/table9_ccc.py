@@ -51,19 +51,10 @@ Not reproduced exactly: the paper does not say how its two same-init runs differ
 nondeterminism or data order), nor whether its IRP here used 100 epochs per round (Appendix A's LeNet recipe, used here) or fewer; exact
 top-k masks (the original's zero-score pruning: --config.irp_snip.irp.prune_zero_scores=True).
 """
-import importlib.util
-import os
+from autosparse_jax import recipes
 
 
-def _load_common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-  spec = importlib.util.spec_from_file_location("configs_paper_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-common = _load_common()
+common = recipes.config_module(__file__, "common.py")
 
 RECIPE = "lenet_mnist"
 CRITERIA = {"random": "random", "snip": "snip", "mag": "magnitude", "grasp": "grasp"}
