@@ -1,5 +1,8 @@
 """Orbax checkpoints of a job's state: one pytree plus JSON progress, newest readable first.
 
+Checkpoints are numbered in the order they are saved (the newest is the
+highest); where a job stands (IRP level and step, scorer epoch) is in the JSON.
+
 With several processes every process calls save/restore (Orbax writes each
 array's shards from the process that holds them and the JSON from process 0).
 """
@@ -10,13 +13,11 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-
-def log(message):
-  print(message, flush=True)
+from autosparse_jax.console import log
 
 
 class Checkpoints:
-  """Orbax CheckpointManager over workdir/checkpoints: IrpState + JSON progress."""
+  """Orbax CheckpointManager over a job's checkpoint directory: a state pytree + JSON progress."""
 
   def __init__(self, directory, keep):
     self.directory = directory
@@ -24,10 +25,13 @@ class Checkpoints:
         directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                         enable_async_checkpointing=False))
 
-  def save(self, step, state, meta):
+  def save(self, state, meta):
+    """Saves (state, meta) as the newest checkpoint; returns its number."""
+    step = (self.manager.latest_step() or 0) + 1
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)))
     self.manager.wait_until_finished()
+    return step
 
   def restore_latest(self, target):
     """(state, meta) of the newest checkpoint that reads back, or None.

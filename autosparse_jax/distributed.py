@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from autosparse_jax.config_tools import config_to_dict, flatten
 from autosparse_jax.errors import ConfigError, unknown_name_message
 
 MODES = ("auto", "yes", "no")
@@ -76,7 +77,6 @@ def is_writer():
 
 
 def config_json(config):
-  from autosparse_jax.workdir import config_to_dict, flatten
   flat = flatten(config_to_dict(config))
   return json.dumps({k: v for k, v in flat.items() if k not in PER_PROCESS_FIELDS}, sort_keys=True)
 

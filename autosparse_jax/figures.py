@@ -11,22 +11,21 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from autosparse_jax import masks as masks_lib
+from autosparse_jax import engine, masks as masks_lib, pruning
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.score_dataset import load_score_dataset
 
 
 def initial_scores(irp_config, seed, criteria_names=("snip", "grasp")):
   """(theta_0, {criterion: scores}) of seed's initial network, flat over prunable layers."""
-  from autosparse_jax.train_job import build_task, init_states, prune_states
   config = ml_collections.ConfigDict(irp_config.to_dict())
   config.seed, config.num_seeds = int(seed), 1
-  task = build_task(config)
-  states = init_states(config, task.trainer)
+  task = engine.build_task(config)
+  states = engine.init_states(config, task)
   masks = jax.tree.map(lambda m: np.asarray(m[0]), states.masks)  # Without the seed axis.
   flat = lambda tree: np.concatenate([x.reshape(-1) for _, x in masks_lib.prunable_items(
       jax.tree.map(lambda v: np.asarray(v[0]), tree), masks)])
-  scores = {name: flat(prune_states(config, task, states, name, 0.5)[1]) for name in criteria_names}
+  scores = {name: flat(pruning.prune_states(config, task, states, name, 0.5)[1]) for name in criteria_names}
   return flat(states.params), scores
 
 

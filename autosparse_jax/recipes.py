@@ -21,12 +21,10 @@ Field meanings (the same in every job that has them):
   distributed.*        initialize (auto|yes|no: jax.distributed for several processes),
                        timeout_s (how long processes wait for each other at start).
 """
-import importlib.util
-import os
-import re
-
 import ml_collections
 
+from autosparse_jax.criteria.npb import DEFAULTS as NPB_DEFAULTS
+from autosparse_jax.errors import ConfigError, unknown_name_message
 from autosparse_jax.masks import DEFAULT_PRUNABLE
 
 # Paper Appendix A/C (REFERENCE.md). SGD recipes use Nesterov momentum as the original code.
@@ -66,7 +64,7 @@ def base_config():
       synthetic=dict(image_shape=(8, 8, 1), num_classes=10, num_train=512, num_test=256, seed=0)))
   c.seed = 0
   c.num_seeds = 1
-  c.train_seed = -1  # >= 0: theta_0 from `seed`, everything else from train_seed (train_job.run_keys).
+  c.train_seed = -1  # >= 0: theta_0 from `seed`, everything else from train_seed (keys.run_keys).
   c.train = ml_collections.ConfigDict(dict(
       epochs=1, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
       weight_decay=0.0, lr_drop_epochs=(), lr_drop_factor=0.1,
@@ -82,11 +80,9 @@ def base_config():
       grasp_samples_per_class=10, grasp_temperature=200.0,
       rounds=0,  # 0 = the criterion's default (SynFlow 100, others 1); R > 1 with snip = SNIP-it
       round_schedule="exponential",
-      # NPB (criteria/npb.py): the authors' ResNet-20/CIFAR-10 defaults (they use
-      # beta 2, max_p 6 on Tiny-ImageNet). max_p 0 = whole kernel. NPB's layer
-      # densities are always ERK.
-      npb_alpha=0.01, npb_beta=1.0, npb_max_p=0, npb_dense_chunk=100, npb_conv_chunk=32,
-      npb_time_limit=60.0, npb_mip_gap=1e-6))
+      # NPB (criteria/npb.py DEFAULTS): its layer budgets are ERK under the default
+      # `global` distribution, else the distribution's (pruning.distribution_used).
+      **{f"npb_{name}": value for name, value in NPB_DEFAULTS.items()}))
   # The `autos` criterion: a trained scorer (results.json scorer_dir of an autos_train
   # job), applied batch_size weights at a time per device, chunk_weights per host pass.
   c.autos = ml_collections.ConfigDict(dict(scorer_dir="", batch_size=4096, chunk_weights=1 << 22,
@@ -105,24 +101,9 @@ def base_config():
 def recipe_config(name):
   """base_config() with recipe `name` applied."""
   if name not in RECIPES:
-    from autosparse_jax.errors import ConfigError, unknown_name_message
     raise ConfigError(unknown_name_message("config argument (recipe)", name, tuple(RECIPES)))
   c = base_config()
   recipe = RECIPES[name]
   c.model, c.dataset = recipe["model"], recipe["dataset"]
   c.train.update(recipe["train"])
   return c
-
-
-def config_module(anchor_file, relative):
-  """The config file `relative` to the directory of `anchor_file`, loaded as a module.
-
-  configs/ is not a package (the CLI loads each file by path), so config files
-  that build on others load them by path too: config_module(__file__, "irp.py").
-  """
-  path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(anchor_file)), relative))
-  name = "configs_" + re.sub(r"\W", "_", os.path.splitext(relative)[0])
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module

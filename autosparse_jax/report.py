@@ -12,7 +12,10 @@ import sys
 
 import numpy as np
 
-DENSE = "dense"
+from autosparse_jax.workdir import read_jsonl
+
+DENSE = "dense"  # The criterion label of unpruned networks in rows and tables.
+ROWS = "results.jsonl"  # A sweep's rows, one JSON line per trained network.
 
 
 def aggregate(rows):
@@ -192,8 +195,7 @@ def main(argv):
   if len(argv) != 2:
     print("usage: python -m autosparse_jax.report SWEEP_WORKDIR", file=sys.stderr)
     return 2
-  from autosparse_jax.sweep import ROWS, read_rows
-  rows = read_rows(os.path.join(argv[1], ROWS))
+  rows = read_jsonl(os.path.join(argv[1], ROWS))
   if not rows:
     print(f"error: {argv[1]}/{ROWS} holds no rows", file=sys.stderr)
     return 2

@@ -4,7 +4,7 @@ Pruned weights are exactly zero in every forward pass (params are masked before
 `apply`), get zero gradients, and are re-masked after every update, so weight
 decay and momentum never revive them. Everything random derives from the
 state's seed key by `fold_in`, so a state vmapped over a leading seed axis
-trains each seed exactly as a standalone run of that seed.
+trains each seed exactly as a standalone run of that seed (streams: keys.py).
 """
 import dataclasses
 import functools
@@ -16,13 +16,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from autosparse_jax import keys
 from autosparse_jax.data import pipeline
 from autosparse_jax.data.specs import DatasetSpec
 from autosparse_jax.errors import ConfigError, unknown_name_message
 from autosparse_jax.masks import apply_masks
 
-# Streams derived from a seed's key with jax.random.fold_in(key, STREAM).
-KEY_INIT, KEY_DATA_ORDER, KEY_AUGMENT, KEY_PRUNE = 0, 1, 2, 3
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -34,10 +33,6 @@ class TrainState:
   opt_state: Any
   step: jax.Array   # int32 scalar: optimizer steps taken (defines epoch and batch position).
   key: jax.Array    # The seed's PRNG key (raw uint32[2]).
-
-
-def seed_key(seed):
-  return jax.random.PRNGKey(seed)
 
 
 def make_optimizer(train_cfg, steps_per_epoch):
@@ -79,11 +74,11 @@ class Trainer:
 
   def init_variables(self, key):
     dummy = jnp.zeros((1,) + tuple(self.spec.image_shape), jnp.float32)
-    variables = self.model.init(jax.random.fold_in(key, KEY_INIT), dummy, train=False)
+    variables = self.model.init(keys.init_key(key), dummy, train=False)
     return variables["params"], variables.get("batch_stats", {})
 
   def has_conv(self):
-    params, _ = jax.eval_shape(self.init_variables, jax.random.PRNGKey(0))
+    params, _ = jax.eval_shape(self.init_variables, keys.seed_key(0))
     return any(p.ndim == 4 for p in jax.tree.leaves(params))
 
   def create_state(self, key, params, batch_stats, masks):
@@ -104,7 +99,7 @@ class Trainer:
   def train_step(self, state, images, labels, perm):
     """One SGD step on batch (state.step % steps_per_epoch) of the epoch ordered by `perm`."""
     batch_index = state.step % self.steps_per_epoch
-    aug_key = jax.random.fold_in(jax.random.fold_in(state.key, KEY_AUGMENT), state.step)
+    aug_key = keys.augment_key(state.key, state.step)
     x, y = pipeline.train_batch(self.spec, images, labels, perm, batch_index, self.batch_size, aug_key)
     x, y = self.constrain_batch(x, y)  # Data parallel: each device takes its slice of the batch.
 
@@ -129,8 +124,7 @@ class Trainer:
     straight-line code instead of a while loop (see LOOPS).
     """
     epoch = state.step // self.steps_per_epoch
-    data_key = jax.random.fold_in(state.key, KEY_DATA_ORDER)
-    perm = pipeline.epoch_permutation(data_key, epoch, labels.shape[0])  # images may be padded.
+    perm = jax.random.permutation(keys.epoch_key(state.key, epoch), labels.shape[0])  # images may be padded.
     if unroll:  # Straight-line code: lax.scan(unroll=True) still emits a while loop.
       steps = []
       for _ in range(num_steps):
@@ -140,9 +134,6 @@ class Trainer:
     body = lambda s, _: self.train_step(s, images, labels, perm)
     state, metrics = jax.lax.scan(body, state, None, length=num_steps)
     return state, jax.tree.map(jnp.mean, metrics)
-
-  def train_epoch(self, state, images, labels):
-    return self.train_steps(state, images, labels, self.steps_per_epoch)
 
   def evaluate(self, state, images, labels, valid):
     """Mean loss and accuracy over padded eval batches [B, b, ...] (see pipeline.eval_batches)."""

@@ -9,8 +9,9 @@ import json
 import os
 import time
 
-import ml_collections
-
+from autosparse_jax.config_tools import config_to_dict, flatten
+from autosparse_jax.console import log
+from autosparse_jax.distributed import is_writer as process_is_writer
 from autosparse_jax.errors import ConfigError
 
 CONFIG, METRICS, RESULTS = "config.json", "metrics.jsonl", "results.json"
@@ -18,22 +19,6 @@ CONFIG, METRICS, RESULTS = "config.json", "metrics.jsonl", "results.json"
 # only the order of float sums; a run may resume on other hardware).
 RUNTIME_ONLY_FIELDS = ("data.data_dir", "mesh.seeds", "mesh.data", "mesh.shard_train_set",
                        "distributed.initialize", "distributed.timeout_s")
-
-
-def flatten(d, prefix=""):
-  out = {}
-  for key, value in d.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(flatten(value, name + "."))
-    else:
-      out[name] = value
-  return out
-
-
-def config_to_dict(config):
-  return json.loads(config.to_json_best_effort()) if isinstance(
-      config, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)) else dict(config)
 
 
 def config_differences(saved, current):
@@ -72,7 +57,6 @@ class Workdir:
   def __init__(self, path, config, is_writer=None):
     self.path = os.path.abspath(os.path.expanduser(path))
     if is_writer is None:
-      from autosparse_jax.distributed import is_writer as process_is_writer
       is_writer = process_is_writer()
     self.is_writer = is_writer
     self.config = config_to_dict(config)
@@ -139,5 +123,24 @@ class Workdir:
     """results.json of this config's finished run (said on stdout), or None: jobs return it as is."""
     if not self.finished:
       return None
-    print(f"{self.path} already holds results.json for this config; not running again.", flush=True)
+    log(f"{self.path} already holds results.json for this config; not running again.")
     return self.results()
+
+
+def read_jsonl(path, quiet=False, whole=False):
+  """Records of a JSON-lines file (none if it is missing); a torn last line (killed mid-write) is skipped.
+
+  whole=True: None in place of each unreadable line (to detect them).
+  """
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError:
+          if whole:
+            rows.append(None)
+          elif not quiet:
+            log(f"warning: ignoring an unreadable line in {path} (an interrupted write).")
+  return rows

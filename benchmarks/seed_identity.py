@@ -20,7 +20,7 @@ import autosparse_jax  # noqa: F401  (sets XLA flags before jax starts)
 import jax
 import numpy as np
 
-from autosparse_jax import recipes, train, train_job
+from autosparse_jax import recipes, train, engine, pruning
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 2, "LeNet training epochs.")
@@ -45,9 +45,9 @@ def conv_config(num_seeds, seed):
 
 
 def trained(config, task, steps_per_call, calls, prune=True):
-  states = train_job.init_states(config, task.trainer)
+  states = engine.init_states(config, task)
   if prune:
-    states = train_job.prune_states(config, task, states, "random", 0.8)[0]
+    states = pruning.prune_states(config, task, states, "random", 0.8)[0]
   fn = train.jit_epoch(task.trainer, steps_per_call)
   for _ in range(calls):
     states = fn(states, task.train_images, task.train_labels)[0]
@@ -85,7 +85,7 @@ def main(argv):
     print(f"{name}: {verdict}" + ("" if bitwise else " (float tolerance expected)"), flush=True)
 
   config = lenet_config(3, 0)
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   spe = task.trainer.steps_per_epoch
   together = trained(config, task, spe, FLAGS.epochs)
   for i in range(3):
@@ -97,7 +97,7 @@ def main(argv):
   check("lenet digits: num_seeds=1 seed 0, run twice", compare(first, 0, second, 0), True)
 
   config = conv_config(2, 0)
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   task = dataclasses.replace(task, trainer=dataclasses.replace(
       task.trainer, spec=dataclasses.replace(task.trainer.spec, augment=True)))
   together = trained(config, task, 2, 1, prune=False)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import recipes, sharding, train, train_job
+from autosparse_jax import recipes, sharding, train, engine, pruning
 from autosparse_jax.autos import apply
 from autosparse_jax.autos.scorer import make_scorer
 
@@ -72,8 +72,8 @@ def report(name, unit, work, times):
 
 
 def train_case(name, config, steps_per_call, calls, unroll):
-  task = train_job.build_task(config)
-  states, _ = train_job.prune_states(config, task, train_job.init_states(config, task.trainer),
+  task = engine.build_task(config)
+  states, _ = pruning.prune_states(config, task, engine.init_states(config, task),
                                      config.criterion, float(config.sparsity))
   layout = sharding.single_device_layout()
   sharded = dataclasses.replace(task.trainer, layout=layout)

@@ -21,7 +21,8 @@ import autosparse_jax  # noqa: F401  (sets XLA flags before jax starts)
 import jax
 import jax.numpy as jnp
 
-from autosparse_jax import recipes, sweep, train, train_job
+from autosparse_jax import engine, pruning, recipes, train
+from autosparse_jax.jobs import sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["lenet", "resnet18"], "lenet and/or resnet18.")
@@ -45,7 +46,7 @@ def make(model):
   config.data.synthetic = dict(image_shape=shape, num_classes=10, num_train=n, num_test=batch, seed=0)
   config.train.batch_size = batch
   config.num_seeds = FLAGS.seeds
-  return config, train_job.build_task(config)
+  return config, engine.build_task(config)
 
 
 def driver(config, task):

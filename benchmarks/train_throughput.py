@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import recipes, train, train_job
+from autosparse_jax import recipes, train, engine, pruning
 from measure import hlo_flops, matmul_peak_gflops  # benchmarks/measure.py
 from autosparse_jax.data import DatasetNotPreparedError, load_dataset
 from autosparse_jax.data.specs import SPECS
@@ -83,10 +83,10 @@ def lenet_epoch(data_dir, epochs):
     config.dataset = "synthetic"
     config.data.synthetic.update(dict(image_shape=(28, 28, 1), num_train=60000, num_test=10000))
     source = "synthetic MNIST-shaped"
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   if config.dataset == "synthetic":  # Same preprocessing as MNIST.
     task = with_spec(task, SPECS["mnist"])
-  states, _ = train_job.prune_states(config, task, train_job.init_states(config, task.trainer),
+  states, _ = pruning.prune_states(config, task, engine.init_states(config, task),
                                      "random", 0.98)
   args = (task.train_images, task.train_labels)
   flops = step_flops(task.trainer, states, args) * task.trainer.steps_per_epoch
@@ -105,12 +105,12 @@ def conv_steps(model, dtype_name, steps, batch):
   config.train.batch_size = batch
   config.data.synthetic.update(dict(image_shape=(32, 32, 3), num_train=batch * steps,
                                     num_test=batch, num_classes=SPECS[dataset].num_classes))
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   trainer = dataclasses.replace(
       task.trainer, spec=SPECS[dataset],  # CIFAR augmentation + normalisation.
       model=get_model(model, SPECS[dataset].num_classes, dtype=DTYPES[dtype_name]))
   task = dataclasses.replace(task, trainer=trainer)
-  states = train_job.init_states(config, trainer)
+  states = engine.init_states(config, task)
   loop = train.resolve_loop(FLAGS.loop, trainer, jax.default_backend())
   unroll = loop == "python"
   args = (task.train_images, task.train_labels)

@@ -19,9 +19,9 @@ Final-epoch test accuracy is reported (the original code reports the best epoch)
 Measured on the 2-core CPU (2026-11-24): about 45 minutes in all; results/lenet_mnist/
 holds the table, figures and rows, and README.md shows the table.
 """
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 
 def get_config():
-  quickstart = recipes.config_module(__file__, "quickstart.py")
+  quickstart = config_tools.config_module(__file__, "quickstart.py")
   return quickstart.build("lenet_mnist", (0.9, 0.95, 0.98, 0.99), irp_epochs=2, epochs=20, num_seeds=3)

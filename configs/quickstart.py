@@ -25,7 +25,7 @@ mnist: real MNIST prepared offline (python -m autosparse_jax.data.prepare mnist 
 """
 import ml_collections
 
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 SIZES = {
     # arg: (recipe, sparsities, IRP epochs per round, epochs of each pruned network)
@@ -37,7 +37,7 @@ CRITERIA = ("random", "magnitude", "snip", "grasp", "synflow", "npb", "autos", "
 
 def sibling(name, arg):
   """get_config(arg) of configs/NAME.py."""
-  return recipes.config_module(__file__, f"{name}.py").get_config(arg)
+  return config_tools.config_module(__file__, f"{name}.py").get_config(arg)
 
 
 def build(recipe, sparsities, irp_epochs, epochs, num_seeds=2, criteria=CRITERIA):

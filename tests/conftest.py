@@ -34,11 +34,8 @@ def prepared_data_dir(tmp_path_factory):
 
 def load_config(name, arg=None):
   """get_config(arg) of configs/NAME.py, as the CLI loads it."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config() if arg is None else module.get_config(arg)
+  from autosparse_jax.config_tools import load_config as load
+  return load(name, arg)
 
 
 def small_config(**overrides):

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from autosparse_jax import criteria, masks as masks_lib
+from autosparse_jax import criteria, masks as masks_lib, pruning
 from autosparse_jax.criteria import paths, saliency, synflow
 from autosparse_jax.criteria.base import ModelState, PruneData
 from autosparse_jax.data import embedded
@@ -21,6 +21,12 @@ def prune_cfg(**kw):
               distribution="global", min_per_layer=0)
   base.update(kw)
   return ml_collections.ConfigDict(base)
+
+
+def prune_to(name, params, masks, state, data, cfg, density):
+  """(masks, scores) of one network pruned at init to `density` through the pruning module."""
+  plan = pruning.init_plan(name, masks, cfg, density)
+  return pruning.prune_network(name, params, masks, state, data, jax.random.PRNGKey(0), cfg, plan)
 
 
 def tiny_lenet(seed=0):
@@ -151,8 +157,7 @@ def test_synflow_float64_survives_where_float32_underflows():
   with jax.enable_x64(True):
     f64 = synflow.synflow_scores(params, masks, state, None, None, None)
     assert all(float(jnp.min(s)) > 0.0 for _, s in masks_lib.prunable_items(f64, masks))
-    new, _ = criteria.prune("synflow", params, masks, state, None, jax.random.PRNGKey(0),
-                            prune_cfg(), 0.3)
+    new, _ = prune_to("synflow", params, masks, state, None, prune_cfg(), 0.3)
     report = masks_lib.density_report(new)
     assert report["kept"] == int(np.floor(0.3 * report["total"] + 0.5))
     metrics = paths.path_metrics(params, new, state)
@@ -165,14 +170,14 @@ def test_iterative_rounds_are_nested_and_end_at_the_target():
   masks = masks_lib.init_masks(params)
   state = ModelState({}, model, spec)
   cfg = prune_cfg(rounds=5)
-  new, scores = criteria.prune("snip", params, masks, state, data, jax.random.PRNGKey(0), cfg, 0.1)
+  new, scores = prune_to("snip", params, masks, state, data, cfg, 0.1)
   report = masks_lib.density_report(new)
   assert report["kept"] == int(np.floor(0.1 * report["total"] + 0.5))
   # The composite scores rank the final survivors first: top-k of them gives the same masks.
   again = masks_lib.scores_to_masks(scores, masks, 0.1)
   for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(again)):
     np.testing.assert_array_equal(a, b)
-  np.testing.assert_allclose(criteria.round_densities(0.1, 5, "exponential")[[0, -1]], [0.1 ** 0.2, 0.1])
+  np.testing.assert_allclose(pruning.schedule(0.1, 5, "exponential")[[0, -1]], [0.1 ** 0.2, 0.1])
 
 
 def test_path_metrics_count_paths_of_a_known_mask():
@@ -199,8 +204,7 @@ def test_synflow_full_size_at_999_keeps_exactly_k_with_no_underflow(name, classe
   masks = masks_lib.init_masks(params)
   state = ModelState(stats, model, spec)
   with jax.enable_x64(True):
-    new, _ = jax.jit(lambda p, m, s: criteria.prune("synflow", p, m, s, None, jax.random.PRNGKey(0),
-                                                    prune_cfg(), 0.001))(params, masks, state)
+    new, _ = jax.jit(lambda p, m, s: prune_to("synflow", p, m, s, None, prune_cfg(), 0.001))(params, masks, state)
     last = synflow.synflow_scores(params, new, state, None, None, None)
     metrics = paths.path_metrics(params, new, state)
     positive = sum(int(jnp.sum(m & (s > 0))) for (_, s), (_, m) in

@@ -1,4 +1,4 @@
-"""IRP: kill-and-resume bit identity, nested masks on schedule, vmapped seeds, scan form, datasets, CCC."""
+"""IRP: kill-and-resume bit identity, nested masks on schedule, vmapped seeds, datasets, CCC."""
 import importlib.util
 import os
 import signal
@@ -11,9 +11,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from autosparse_jax import ccc, irp, main as main_lib, masks as masks_lib, score_dataset
+from autosparse_jax import main as main_lib, masks as masks_lib, score_dataset
 from autosparse_jax.errors import ConfigError
-from autosparse_jax.train_job import build_task, init_states
+from autosparse_jax.engine import build_task, init_states
+from autosparse_jax.jobs import ccc, irp
 from tests.conftest import apply_overrides, load_config
 
 # LeNet-300-100 on the embedded digits: 22 steps per epoch; chunks of 5 steps
@@ -74,7 +75,7 @@ def test_sigkilled_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert "resuming from checkpoint" in resumed.stdout + resumed.stderr
   (a, meta_a), (b, meta_b) = final_checkpoint(straight), final_checkpoint(killed)
-  assert meta_a["stage"] == meta_b["stage"] == 3
+  assert meta_a["level"] == meta_b["level"] == 3
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   data_a, _ = score_dataset.load_score_dataset(f"{straight}/scores/seed_0/autosparse_scores/1.0.0")
@@ -87,18 +88,18 @@ def test_sigkilled_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
 def test_masks_are_nested_and_each_round_keeps_exactly_its_schedule(criterion):
   config = irp_config(criterion=criterion, **{"irp.rounds": 4, "irp.schedule": "geometric"})
   task = build_task(config)
-  state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task.trainer))
+  state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task))
   prune = jax.jit(jax.vmap(lambda s, c, r: irp.prune_and_rewind(config, task, s, c, r), (0, None, None)))
   step = jax.jit(jax.vmap(lambda st: task.trainer.train_steps(st, task.train_images, task.train_labels, 10)[0]))
-  plan = irp.round_plan(config, jax.tree.map(lambda m: m[0], state.train.masks))
+  plan = irp.levels(config, jax.tree.map(lambda m: m[0], state.train.masks))
   seed0 = lambda tree: jax.tree.map(lambda x: np.asarray(x[0]), tree)
   total = sum(m.size for _, m in masks_lib.prunable_items(seed0(state.train.masks), seed0(state.train.masks)))
   previous = state.train.masks
-  for r, density, counts in plan:
-    state = prune(state, jnp.asarray(counts), r)
+  for level in plan:
+    state = prune(state, jnp.asarray(level.counts), level.round)
     masks = seed0(state.train.masks)
     kept = sum(int(m.sum()) for _, m in masks_lib.prunable_items(masks, masks))
-    assert kept == round(density * total)
+    assert kept == round(level.density * total)
     for old, new in zip(jax.tree.leaves(previous), jax.tree.leaves(state.train.masks)):
       assert not np.any(np.asarray(new) & ~np.asarray(old))  # Nested.
     # Rewound: surviving weights are theta_0, pruned ones 0.
@@ -109,14 +110,7 @@ def test_masks_are_nested_and_each_round_keeps_exactly_its_schedule(criterion):
     state = state.replace(train=step(state.train))
   survived = np.concatenate([v.reshape(-1) for _, v in
                              masks_lib.prunable_items(seed0(state.survived), seed0(state.train.masks))])
-  assert np.bincount(survived, minlength=5)[4] == round(plan[-1][1] * total)
-
-
-def test_geometric_and_count_schedules_end_at_the_final_density():
-  np.testing.assert_allclose(irp.irp_densities(0.01, 20, "count")[[0, -1]], [1 - 0.99 / 20, 0.01])
-  np.testing.assert_allclose(irp.irp_densities(0.01, 20, "geometric")[[0, -1]], [0.01 ** 0.05, 0.01])
-  with pytest.raises(ConfigError, match="config.irp.schedule"):
-    irp.irp_densities(0.01, 20, "pct")
+  assert np.bincount(survived, minlength=5)[4] == round(plan[-1].density * total)
 
 
 def test_three_vmapped_seeds_equal_three_separate_runs(tmp_path):
@@ -138,27 +132,6 @@ def test_three_vmapped_seeds_equal_three_separate_runs(tmp_path):
   second, _ = score_dataset.load_score_dataset(together["score_dataset_dir"][1])
   assert not np.array_equal(first["survival"], second["survival"])  # Seeds differ.
   assert not np.array_equal(first["g0"], second["g0"])
-
-
-def test_scanned_irp_equals_the_checkpointed_host_loop(tmp_path):
-  config = irp_config(**{"irp.rounds": 2})
-  hosted = main_lib.run(config, str(tmp_path / "host"))
-  task = build_task(config)
-  state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task.trainer))
-  plan = irp.round_plan(config, jax.tree.map(lambda m: m[0], state.train.masks))
-  final = irp.scanned_irp(config, task)(state, jnp.stack([jnp.asarray(c) for _, _, c in plan]),
-                                        jnp.arange(len(plan)))
-  data, _ = score_dataset.load_score_dataset(hosted["score_dataset_dir"])
-  masks0 = jax.tree.map(lambda m: np.asarray(m[0]), final.train.masks)
-  survived = [v for _, v in masks_lib.prunable_items(jax.tree.map(lambda v: np.asarray(v[0]), final.survived),
-                                                      masks0)]
-  for layer, s in zip(data["by_layer"], survived):
-    np.testing.assert_array_equal(layer["survival"], s)
-  ckpt, _ = final_checkpoint(str(tmp_path / "host"))
-  for x, y in zip(jax.tree.leaves(ckpt["train"]["params"]), jax.tree.leaves(final.train.params)):
-    # One program over all rounds fuses differently from per-chunk programs: last-bit
-    # differences (measured max 7e-7 relative); masks and survival counts are exact.
-    np.testing.assert_allclose(np.asarray(x)[0], np.asarray(y)[0], rtol=1e-5, atol=1e-7)
 
 
 def test_irp_refuses_a_different_config_on_its_workdir(tmp_path):
@@ -207,10 +180,10 @@ def test_late_rewinding_restarts_later_rounds_from_the_weights_at_step_k(tmp_pat
   saved, _ = final_checkpoint(str(tmp_path / "wd"))
   # Independently: prune at init, train 10 steps in the same 5-step chunks, take those weights.
   task = build_task(config)
-  state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task.trainer))
-  plan = irp.round_plan(config, jax.tree.map(lambda m: m[0], state.train.masks))
+  state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task))
+  plan = irp.levels(config, jax.tree.map(lambda m: m[0], state.train.masks))
   state = jax.jit(jax.vmap(lambda s, c: irp.prune_and_rewind(config, task, s, c, 0), (0, None)))(
-      state, jnp.asarray(plan[0][2]))
+      state, jnp.asarray(plan[0].counts))
   five = jax.jit(jax.vmap(lambda st: task.trainer.train_steps(st, task.train_images, task.train_labels, 5)[0]))
   at_k = five(five(state.train))
   assert int(at_k.step[0]) == 10
@@ -224,19 +197,19 @@ def test_prune_zero_scores_switch_also_prunes_zero_scores_like_the_original():
   for compat in (False, True):
     config = irp_config(criterion="magnitude", **{"irp.prune_zero_scores": compat})
     task = build_task(config)
-    state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task.trainer))
+    state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task))
     # Zero the whole first layer: more zero scores (9600) than round 0 prunes (a third of 17600).
     zeroed = jax.tree_util.tree_map_with_path(
         lambda p, x: jnp.zeros_like(x) if masks_lib.path_name(p) == "Dense_0/kernel" else x,
         state.train.params)
     state = state.replace(train=state.train.replace(params=zeroed))
-    plan = irp.round_plan(config, jax.tree.map(lambda m: m[0], state.train.masks))
+    plan = irp.levels(config, jax.tree.map(lambda m: m[0], state.train.masks))
     pruned = jax.jit(jax.vmap(lambda s, c: irp.prune_and_rewind(config, task, s, c, 0), (0, None)))(
-        state, jnp.asarray(plan[0][2]))
+        state, jnp.asarray(plan[0].counts))
     masks = jax.tree.map(lambda m: np.asarray(m[0]), pruned.train.masks)
     kept = {name: int(m.sum()) for name, m in masks_lib.prunable_items(masks, masks)}
     nonzero = 17600 - 9600
     if compat:  # Exactly the non-zero weights survive: the original's over-pruning.
       assert kept["Dense_0/kernel"] == 0 and sum(kept.values()) == nonzero
     else:  # Exact top-k: the schedule's count, ties among the zeros broken by index.
-      assert sum(kept.values()) == plan[0][2] > nonzero
+      assert sum(kept.values()) == plan[0].counts > nonzero

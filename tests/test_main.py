@@ -61,19 +61,12 @@ def test_different_config_on_existing_workdir_is_refused(tmp_path):
   assert (wd / "results.json").read_bytes() == before
 
 
-@pytest.mark.parametrize("override,message", [
-    ("--config.model=resnet19", "config.model='resnet19' is not known. Allowed: lenet_300_100, "
-     "resnet18, vgg16, vgg19. Did you mean 'resnet18'?"),
-    ("--config.dataset=mnits", "config.dataset='mnits' is not known. Allowed: mnist, cifar10, "
-     "cifar100, tiny_imagenet, digits, synthetic. Did you mean 'mnist'?"),
-    ("--config.criterion=magnitud", "Did you mean 'magnitude'?"),
-    ("--config.sparsity=1.0", "config.sparsity=1.0 must lie in [0, 1)"),
-    ("--config.train.optimizer=adamw", "config.train.optimizer='adamw' is not known"),
-    ("--config.train.batch_size=5000", "config.train.batch_size=5000 is larger than the training set"),
-])
-def test_bad_input_gets_a_message_naming_the_field(tmp_path, override, message):
-  proc = cli(f"--config={CONFIGS}/train.py:lenet_digits", f"--workdir={tmp_path / 'wd'}", override)
-  assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+def test_bad_input_at_the_cli_exits_2_with_the_message_and_no_traceback(tmp_path):
+  """The CLI's exit path for bad input (the whole table runs in-process: test_reliability.py)."""
+  proc = cli(f"--config={CONFIGS}/train.py:lenet_digits", f"--workdir={tmp_path / 'wd'}",
+             "--config.model=resnet19")
+  assert proc.returncode == 2, proc.stderr
+  assert "config.model='resnet19' is not known" in proc.stderr and "Did you mean 'resnet18'?" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "wd").exists()  # Nothing written for a rejected job.
 

@@ -86,7 +86,7 @@ def _random_like(masks, rng):
 def test_npb_keeps_erk_counts_and_beats_random_on_nodes_and_paths(name, dataset, width):
   params, masks, state = _network(name, dataset, width)
   density = 0.1
-  new = npb.npb_masks(params, masks, state, density, npb.NpbSettings())
+  new = npb.npb_masks(params, masks, state, masks_lib.keep_counts(masks, density, "erk"), npb.NpbSettings())
   kept = [int(np.sum(m)) for _, m in masks_lib.prunable_items(new, new)]
   assert kept == [int(c) for c in np.asarray(masks_lib.keep_counts(masks, density, "erk"))]
   with jax.enable_x64(True):
@@ -99,7 +99,7 @@ def test_npb_keeps_erk_counts_and_beats_random_on_nodes_and_paths(name, dataset,
 
 def test_kept_entries_of_a_kernel_are_its_largest_magnitudes():
   params, masks, state = _network("resnet18", "cifar10", 0.125)
-  new = npb.npb_masks(params, masks, state, 0.05, npb.NpbSettings())
+  new = npb.npb_masks(params, masks, state, masks_lib.keep_counts(masks, 0.05, "erk"), npb.NpbSettings())
   for (name, m), (_, theta) in zip(masks_lib.prunable_items(new, new), masks_lib.prunable_items(params, masks)):
     if m.ndim != 4:
       continue
@@ -112,9 +112,10 @@ def test_kept_entries_of_a_kernel_are_its_largest_magnitudes():
 
 def test_npb_scores_reproduce_its_masks_through_the_exact_top_k():
   params, masks, state = _network("lenet_300_100", "mnist", 0.5)
-  config = recipes.base_config()
-  scores = npb.npb_scores(config, params, masks, state, None, None, 0.05)
-  direct = npb.npb_masks(params, masks, state, 0.05, npb.NpbSettings.from_config(config.prune))
-  via_scores = masks_lib.scores_to_masks(scores, masks, 0.05, "global")
+  options = recipes.base_config().prune
+  options.budgets = np.asarray(masks_lib.keep_counts(masks, 0.05, "erk")).tolist()
+  scores = npb.npb_scores(params, masks, state, None, None, options)
+  direct = npb.npb_masks(params, masks, state, options.budgets, npb.NpbSettings.from_options(options))
+  via_scores = masks_lib.masks_from_counts(scores, masks, np.asarray(options.budgets))
   for a, b in zip(jax.tree.leaves(direct), jax.tree.leaves(via_scores)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -13,8 +13,9 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from autosparse_jax import recipes, sweep
-from autosparse_jax.pipeline import stage_config, validate_pipeline
+from autosparse_jax import recipes
+from autosparse_jax.jobs import sweep
+from autosparse_jax.jobs.pipeline import stage_config, validate as validate_pipeline
 from tests.conftest import REPO, load_config
 
 PAPER = os.path.join(REPO, "configs", "paper")

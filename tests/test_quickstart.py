@@ -1,8 +1,12 @@
-"""The main job end to end, through the CLI exactly as `make quickstart` runs it (fewer epochs/rounds)."""
+"""The main job end to end, through the CLI exactly as `make quickstart` runs it (fewer epochs/rounds),
+and (slow) the README's quickstart table against what the full command writes."""
 import json
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 from autosparse_jax import report
 from tests.conftest import REPO
@@ -40,3 +44,24 @@ def test_quickstart_runs_every_stage_and_writes_the_table_and_figures(tmp_path):
   again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert again.returncode == 0 and "already holds results.json" in again.stdout
   assert "epoch 1/" not in again.stdout
+
+
+def readme_quickstart_table():
+  """The table block the README shows under `make quickstart`."""
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read()
+  block = re.search(r"```\n(test accuracy \(%\), mean ± std over 2 seeds\n.*?)```", text, re.S)
+  assert block, "README.md lost its quickstart table"
+  return block.group(1)
+
+
+@pytest.mark.slow
+def test_readme_quickstart_table_is_what_make_quickstart_writes(tmp_path):
+  """Deterministic on one machine: the README's numbers are the command's, digit for digit."""
+  workdir = str(tmp_path / "quickstart")
+  proc = subprocess.run([sys.executable, "-m", "autosparse_jax.main", "--config=configs/quickstart.py",
+                         f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  with open(os.path.join(workdir, "sweep", "table.md")) as f:
+    written = report.parse_markdown(f.read())
+  assert report.parse_markdown(readme_quickstart_table()) == written

@@ -10,8 +10,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from autosparse_jax import score_dataset
-from tests.conftest import REPO
+from autosparse_jax import jobs, score_dataset
+from autosparse_jax.errors import ConfigError
+from tests.conftest import REPO, apply_overrides, load_config
 
 
 def cli(*args, timeout=300):
@@ -19,57 +20,63 @@ def cli(*args, timeout=300):
                         text=True, cwd=REPO, timeout=timeout)
 
 
-# (config, overrides, the message the user must see). Each is refused before any compute,
-# with exit code 2, no traceback, and no workdir created.
+# (config, overrides, the message the user must see). Each is refused before any compute with
+# a ConfigError (the CLI's exit code 2, tests/test_main.py) and no workdir created. In-process:
+# jobs.run validates, then runs the job, which refuses the rest before writing anything.
 BAD_INPUT = [
-    ("train.py:lenet_digits", ["--config.num_seeds=0"], "config.num_seeds=0 must be >= 1"),
-    ("train.py:lenet_digits", ["--config.train.epochs=0"], "config.train.epochs=0 must be >= 1"),
-    ("train.py:lenet_digits", ["--config.sparsity=-0.1", "--config.criterion=snip"],
-     "config.sparsity=-0.1 must lie in [0, 1)"),
-    ("train.py:lenet_digits", ["--config.prune.distribution=erkk", "--config.criterion=snip",
-                               "--config.sparsity=0.9"],
+    ("train:lenet_digits", {"num_seeds": 0}, "config.num_seeds=0 must be >= 1"),
+    ("train:lenet_digits", {"train.epochs": 0}, "config.train.epochs=0 must be >= 1"),
+    ("train:lenet_digits", {"sparsity": -0.1, "criterion": "snip"}, "config.sparsity=-0.1 must lie in [0, 1)"),
+    ("train:lenet_digits", {"prune.distribution": "erkk", "criterion": "snip", "sparsity": 0.9},
      "config.prune.distribution='erkk' is not known. Allowed: global, layerwise, erk. Did you mean 'erk'?"),
-    ("train.py:lenet_digits", ["--config.train.loop=scann"],
+    ("train:lenet_digits", {"train.loop": "scann"},
      "config.train.loop='scann' is not known. Allowed: auto, scan, python. Did you mean 'scan'?"),
-    ("train.py:lenet_digits", ["--config.job=trian"], "config.job='trian' is not known"),
-    ("train.py:lenet_digits", ["--config.criterion=snip"], "config.criterion='snip' needs config.sparsity > 0"),
-    ("prune.py:lenet_digits", ["--config.criterion=npb", "--config.prune.rounds=3"],
+    ("train:lenet_digits", {"job": "trian"}, "config.job='trian' is not known"),
+    ("train:lenet_digits", {"criterion": "snip"}, "config.criterion='snip' needs config.sparsity > 0"),
+    ("train:lenet_digits", {"model": "resnet19"}, "config.model='resnet19' is not known. Allowed: "
+     "lenet_300_100, resnet18, vgg16, vgg19. Did you mean 'resnet18'?"),
+    ("train:lenet_digits", {"dataset": "mnits"}, "config.dataset='mnits' is not known. Allowed: mnist, "
+     "cifar10, cifar100, tiny_imagenet, digits, synthetic. Did you mean 'mnist'?"),
+    ("train:lenet_digits", {"criterion": "magnitud", "sparsity": 0.5}, "Did you mean 'magnitude'?"),
+    ("train:lenet_digits", {"sparsity": 1.0}, "config.sparsity=1.0 must lie in [0, 1)"),
+    ("train:lenet_digits", {"train.optimizer": "adamw"}, "config.train.optimizer='adamw' is not known"),
+    ("train:lenet_digits", {"train.batch_size": 5000}, "config.train.batch_size=5000 is larger than the training set"),
+    ("prune:lenet_digits", {"criterion": "npb", "prune.rounds": 3},
      "config.prune.rounds=3 is not supported by config.criterion='npb'"),
-    ("prune.py:lenet_digits", ["--config.criterion=autos"],
-     "config.autos.scorer_dir='' holds no trained scorer"),
-    ("prune.py:lenet_digits", ["--config.criterion=autos", "--config.autos.scorer_dir=/nonexistent/scorer"],
+    ("prune:lenet_digits", {"criterion": "autos"}, "config.autos.scorer_dir='' holds no trained scorer"),
+    ("prune:lenet_digits", {"criterion": "autos", "autos.scorer_dir": "/nonexistent/scorer"},
      "config.autos.scorer_dir='/nonexistent/scorer' holds no trained scorer"),
-    ("prune.py:lenet_digits", ["--config.criterion=none"], "config.criterion='none' does not prune"),
-    ("irp.py:lenet_digits", ["--config.irp.schedule=pct"],
-     "config.irp.schedule='pct' is not known. Allowed: count, geometric."),
-    ("irp.py:lenet_digits", ["--config.irp.final_density=0"], "config.irp.final_density=0.0 must be in (0, 1)"),
-    ("irp.py:lenet_digits", ["--config.irp.final_density=1.5"], "config.irp.final_density=1.5 must be in (0, 1)"),
-    ("irp.py:lenet_digits", ["--config.irp.rounds=0"], "config.irp.rounds=0 must be >= 1"),
-    ("irp.py:lenet_digits", ["--config.irp.rewind_step=-1"], "config.irp.rewind_step=-1 must be >= 0"),
-    ("irp.py:lenet_digits", ["--config.irp.rewind_step=100000"],
-     "config.irp.rewind_step=100000 must be below the steps of one round"),
-    ("irp.py:lenet_digits", ["--config.criterion=npb"], "config.criterion='npb' cannot drive IRP"),
-    ("irp.py:lenet_digits", ["--config.criterion=synflw"], "Did you mean 'synflow'?"),
-    ("autos_train.py:mlp", [], "config.autos.datasets is empty"),
-    ("autos_train.py:resnet34", ["--config.autos.datasets=('/x',)"],
+    ("prune:lenet_digits", {"criterion": "none"}, "config.criterion='none' does not prune"),
+    ("prune:lenet_digits", {"sparsities": (0.5, 1.2)}, "config.sparsities=1.2 must lie in (0, 1)"),
+    ("irp:lenet_digits", {"irp.schedule": "pct"}, "config.irp.schedule='pct' is not known. Allowed: count, geometric."),
+    ("irp:lenet_digits", {"irp.final_density": 0.0}, "config.irp.final_density=0.0 must be in (0, 1)"),
+    ("irp:lenet_digits", {"irp.final_density": 1.5}, "config.irp.final_density=1.5 must be in (0, 1)"),
+    ("irp:lenet_digits", {"irp.rounds": 0}, "config.irp.rounds=0 must be >= 1"),
+    ("irp:lenet_digits", {"irp.rewind_step": -1}, "config.irp.rewind_step=-1 must be >= 0"),
+    ("irp:lenet_digits", {"irp.rewind_step": 100000}, "config.irp.rewind_step=100000 must be below the steps of one round"),
+    ("irp:lenet_digits", {"criterion": "npb"}, "config.criterion='npb' cannot drive IRP"),
+    ("irp:lenet_digits", {"criterion": "synflw"}, "Did you mean 'synflow'?"),
+    ("autos_train:mlp", {}, "config.autos.datasets is empty"),
+    ("autos_train:resnet34", {"autos.datasets": ("/x",)},
      "config.autos.backbone='resnet34' is not known. Allowed: resnet18, vgg19, mlp."),
-    ("autos_train.py:mlp", ["--config.autos.datasets=('/x',)", "--config.autos.features=('theta',)"],
+    ("autos_train:mlp", {"autos.datasets": ("/x",), "autos.features": ("theta",)},
      "config.autos.features='theta' is not known. Allowed: theta0, g0. Did you mean 'theta0'?"),
-    ("autos_train.py:mlp", ["--config.autos.datasets=('/x',)", "--config.autos.holdout_fraction=1.5"],
+    ("autos_train:mlp", {"autos.datasets": ("/x",), "autos.holdout_fraction": 1.5},
      "config.autos.holdout_fraction=1.5 must be in (0, 1)"),
-    ("autos_train.py:mlp", ["--config.autos.datasets=('/nonexistent/ds',)"],
-     "/nonexistent/ds is not a score dataset (no dataset_info.json)"),
-    ("autos_train.py:mlp", ["--config.autos.datasets=('/x',)", "--config.autos.dtype=fp16"],
+    ("autos_train:mlp", {"autos.datasets": ("/nonexistent/ds",)}, "/nonexistent/ds is not a score dataset (no dataset_info.json)"),
+    ("autos_train:mlp", {"autos.datasets": ("/x",), "autos.dtype": "fp16"},
      "config.autos.dtype='fp16' is not known. Allowed: float32, bfloat16."),
-    ("ccc.py", ["--config.ccc.datasets=('/only/one',)"], "config.ccc.datasets has 1 entries"),
+    ("ccc", {"ccc.datasets": ("/only/one",)}, "config.ccc.datasets has 1 entries"),
 ]
 
 
 @pytest.mark.parametrize("config,overrides,message", BAD_INPUT, ids=[str(i) for i in range(len(BAD_INPUT))])
 def test_bad_input_is_refused_with_a_message_naming_the_field(tmp_path, config, overrides, message):
-  proc = cli(f"--config=configs/{config}", f"--workdir={tmp_path / 'wd'}", *overrides)
-  assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-  assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  name, _, arg = config.partition(":")
+  loaded = apply_overrides(load_config(name, arg or None), overrides)
+  with pytest.raises(ConfigError) as refused:
+    jobs.run(loaded, str(tmp_path / "wd"))
+  assert message in str(refused.value)
   assert not (tmp_path / "wd").exists()
 
 
@@ -144,7 +151,7 @@ def test_damaged_prepared_dataset_gets_a_clear_error(prepared_data_dir, tmp_path
 
 
 def test_ccc_refuses_score_datasets_of_different_models(tmp_path):
-  from autosparse_jax import ccc
+  from autosparse_jax.jobs import ccc
   from autosparse_jax.errors import ConfigError
   rng = np.random.default_rng(0)
   dirs = []

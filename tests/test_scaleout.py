@@ -28,17 +28,17 @@ DATA_PARALLEL = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import NamedSharding
     from tests.conftest import small_config
-    from autosparse_jax import train, train_job
+    from autosparse_jax import engine, pruning, train
     from autosparse_jax.workdir import Workdir
     assert jax.device_count() == 4
 
     def run(model, seeds, data, **kw):
       c = small_config(**{"model": model, "num_seeds": 2, "mesh.seeds": seeds, "mesh.data": data, **kw})
-      task = train_job.build_task(c)
-      states = train_job.init_states(c, task.trainer)
+      task = engine.build_task(c)
+      states = engine.init_states(c, task)
       if c.criterion != "none":
-        states, _ = train_job.prune_states(c, task, states, c.criterion, float(c.sparsity))
-      states, last = train_job.run_training(c, task, states, Workdir("/nonexistent", c, is_writer=False))
+        states, _ = pruning.prune_states(c, task, states, c.criterion, float(c.sparsity))
+      states, last = engine.run_training(c, task, states, Workdir("/nonexistent", c, is_writer=False))
       return task, states, last
 
     model, ATOL, RTOL, kw = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])

@@ -6,9 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from autosparse_jax import jobs, report, sweep
+from autosparse_jax import jobs, report
+from autosparse_jax.engine import build_task, init_states, run_training
 from autosparse_jax.errors import ConfigError
-from autosparse_jax.train_job import build_task, init_states, prune_states, run_training
+from autosparse_jax.jobs import sweep
+from autosparse_jax.pruning import prune_states
+from autosparse_jax.workdir import read_jsonl
 from autosparse_jax.workdir import Workdir
 from tests.conftest import apply_overrides, load_config, small_config
 
@@ -32,7 +35,7 @@ def started(path, config):
 def separate_run(task, criterion, sparsity, seed, path):
   """One standalone network (num_seeds=1), trained by the same functions as the train job."""
   one = sweep_config(seed=seed, num_seeds=1)
-  states, _ = prune_states(one, task, init_states(one, task.trainer), criterion, sparsity)
+  states, _ = prune_states(one, task, init_states(one, task), criterion, sparsity)
   return run_training(one, task, states, started(path, one))
 
 
@@ -40,7 +43,7 @@ def separate_run(task, criterion, sparsity, seed, path):
 def swept(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("sweep"))
   results = jobs.run(sweep_config(), workdir)
-  return workdir, results, sweep.read_rows(os.path.join(workdir, sweep.ROWS))
+  return workdir, results, read_jsonl(os.path.join(workdir, report.ROWS))
 
 
 def test_vmapped_grid_of_2_sparsities_x_2_seeds_equals_the_four_separate_runs(tmp_path):
@@ -77,7 +80,7 @@ def test_sweep_rows_cover_the_grid_and_differ_between_cells(swept):
 
 def test_markdown_and_csv_tables_equal_a_direct_computation_from_results_jsonl(swept):
   workdir, _, _ = swept
-  with open(os.path.join(workdir, sweep.ROWS)) as f:
+  with open(os.path.join(workdir, report.ROWS)) as f:
     rows = [json.loads(line) for line in f]
   with open(os.path.join(workdir, "table.md")) as f:
     table = report.parse_markdown(f.read())
@@ -106,7 +109,7 @@ def test_a_rerun_trains_only_the_missing_networks_and_reproduces_them(swept, tmp
   kept = [r for r in rows if r["criterion"] != "random"]
   with open(os.path.join(workdir, "config.json")) as src, open(os.path.join(copy, "config.json"), "w") as dst:
     dst.write(src.read())
-  with open(os.path.join(copy, sweep.ROWS), "w") as f:
+  with open(os.path.join(copy, report.ROWS), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in kept)
     f.write('{"criterion": "random", "spars')  # A write torn by a kill.
   jobs.run(sweep_config(), copy)
@@ -114,7 +117,7 @@ def test_a_rerun_trains_only_the_missing_networks_and_reproduces_them(swept, tmp
   assert f"resuming, {len(kept)} networks already" in out
   assert "sweep: snip:" not in out and "sweep: random: 4 networks" in out
   again = {(r["criterion"], r["sparsity"], r["seed"]): r["test_accuracy"]
-           for r in sweep.read_rows(os.path.join(copy, sweep.ROWS))}
+           for r in read_jsonl(os.path.join(copy, report.ROWS))}
   assert again == {(r["criterion"], r["sparsity"], r["seed"]): r["test_accuracy"] for r in rows}
 
 
@@ -128,7 +131,7 @@ def test_sweep_config_errors_name_the_field():
       ({"sweep.max_networks_per_program": -1}, "max_networks_per_program=-1"),
   ]:
     with pytest.raises(ConfigError, match=message):
-      sweep.validate_sweep(sweep_config(**overrides))
+      sweep.validate(sweep_config(**overrides))
 
 
 def test_survival_criterion_replays_the_final_irp_masks_and_refuses_other_inits(tmp_path):
@@ -139,7 +142,7 @@ def test_survival_criterion_replays_the_final_irp_masks_and_refuses_other_inits(
   config = apply_overrides(load_config("pai_sweep", "lenet_digits"), {
       "width": irp.width, "num_seeds": 2, "survival.score_datasets": tuple(reversed(results["score_dataset_dir"]))})
   task = build_task(config)
-  dense = init_states(config, task.trainer)
+  dense = init_states(config, task)
   final_sparsity = 1.0 - float(irp.irp.final_density)
   pruned, _ = prune_states(config, task, dense, "survival", final_sparsity)
   for x, y in zip(jax.tree.leaves(pruned.masks), jax.tree.leaves(ckpt["train"]["masks"])):
@@ -149,4 +152,4 @@ def test_survival_criterion_replays_the_final_irp_masks_and_refuses_other_inits(
     assert np.all(np.asarray(coarse) >= np.asarray(fine))  # Nested: the sparser IRP mask inside.
   other = apply_overrides(config, {"seed": 7, "num_seeds": 1})
   with pytest.raises(ConfigError, match="was made from this network's theta_0"):
-    prune_states(other, task, init_states(other, task.trainer), "survival", 0.9)
+    prune_states(other, task, init_states(other, task), "survival", 0.9)

@@ -8,13 +8,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from autosparse_jax import train, train_job
+from autosparse_jax import engine, keys, pruning, train
+from autosparse_jax.jobs import train as train_job
 from tests.conftest import small_config
 
 
 def _states(config, task, sparsity=0.8, criterion="random"):
-  states = train_job.init_states(config, task.trainer)
-  return train_job.prune_states(config, task, states, criterion, sparsity)[0] if sparsity else states
+  states = engine.init_states(config, task)
+  return pruning.prune_states(config, task, states, criterion, sparsity)[0] if sparsity else states
 
 
 def _steps(task, states, n):
@@ -24,7 +25,7 @@ def _steps(task, states, n):
 
 def test_pruned_weights_stay_exactly_zero_through_momentum_and_weight_decay():
   config = small_config(**{"train.weight_decay": 5e-3, "train.lr": 0.1})
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   states = _states(config, task, sparsity=0.9)
   start = jax.tree.map(np.asarray, states.params)
   for _ in range(5):  # 5 epochs x 16 steps.
@@ -91,7 +92,7 @@ def test_learning_rate_drops_at_epoch_boundaries():
 
 def test_vmapped_seeds_equal_separate_runs_bit_for_bit():
   config = small_config(num_seeds=3, seed=4, **{"train.optimizer": "adam", "train.lr": 1e-3})
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   together = _steps(task, _states(config, task), 2 * task.trainer.steps_per_epoch)
   for i in range(3):
     alone_cfg = small_config(num_seeds=1, seed=4 + i, **{"train.optimizer": "adam", "train.lr": 1e-3})
@@ -108,7 +109,7 @@ def test_vmapped_conv_seeds_match_separate_runs_to_float_tolerance():
   # batch of 8 amplifies to ~1e-5 after two steps; not bit for bit. (~40 s: compiles.)
   config = small_config(num_seeds=2, model="resnet18", width=1 / 16, **{
       "data.synthetic.image_shape": (8, 8, 3), "data.synthetic.num_train": 64, "train.batch_size": 8})
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   task = dataclasses.replace(task, trainer=dataclasses.replace(
       task.trainer, spec=dataclasses.replace(task.trainer.spec, augment=True)))
   together = _steps(task, _states(config, task), 2)
@@ -121,7 +122,7 @@ def test_vmapped_conv_seeds_match_separate_runs_to_float_tolerance():
 
 def test_mid_epoch_resume_sees_the_same_batches():
   config = small_config()
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   spe = task.trainer.steps_per_epoch
   straight = _steps(task, _states(config, task), spe)
   split = _steps(task, _steps(task, _states(config, task), 5), spe - 5)
@@ -131,7 +132,7 @@ def test_mid_epoch_resume_sees_the_same_batches():
 
 def test_same_config_same_bits_and_training_learns():
   config = small_config(**{"train.epochs": 3})
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   s1 = _steps(task, _states(config, task, sparsity=0), 3 * task.trainer.steps_per_epoch)
   s2 = _steps(task, _states(config, task, sparsity=0), 3 * task.trainer.steps_per_epoch)
   for x, y in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
@@ -142,7 +143,7 @@ def test_same_config_same_bits_and_training_learns():
 
 def test_scan_and_per_step_loops_train_the_same_network():
   config = small_config()
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   spe = task.trainer.steps_per_epoch
   scanned = _steps(task, _states(config, task), spe)
   stepped, one_step = _states(config, task), train.jit_epoch(task.trainer, 1, unroll=True)
@@ -158,26 +159,24 @@ def test_conv_net_job_runs_one_step_per_call_on_cpu(tmp_path, capsys):
       "data.synthetic.image_shape": (8, 8, 3), "data.synthetic.num_train": 32,
       "data.synthetic.num_test": 16, "train.batch_size": 8, "train.epochs": 1,
       "train.log_every_steps": 2})
-  task = train_job.build_task(config)
+  task = engine.build_task(config)
   assert train.resolve_loop("auto", task.trainer, "cpu") == "python"
   assert train.resolve_loop("auto", task.trainer, "gpu") == "scan"
-  results = train_job.train_and_evaluate(config, str(tmp_path / "wd"))
+  results = train_job.run(config, str(tmp_path / "wd"))
   assert np.isfinite(results["test_loss"]) and abs(results["density"] - 0.5) < 1e-3
   assert "epoch 1 step 2/4" in capsys.readouterr().out  # Progress inside the epoch.
 
 
 def test_train_seed_keeps_theta_0_and_changes_the_run():
-  from autosparse_jax.train_job import build_task, init_states, run_keys
-  from tests.conftest import small_config
   config = small_config(num_seeds=2)
   other = small_config(num_seeds=2, train_seed=7)
-  task = build_task(config)
-  a, b = init_states(config, task.trainer), init_states(other, task.trainer)
+  task = engine.build_task(config)
+  a, b = engine.init_states(config, task), engine.init_states(other, task)
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # Same theta_0 per seed.
   np.testing.assert_array_equal(np.asarray(b.key),
                                 np.stack([jax.random.PRNGKey(7), jax.random.PRNGKey(8)]))
-  np.testing.assert_array_equal(np.asarray(run_keys(config)), np.asarray(a.key))
+  np.testing.assert_array_equal(np.asarray(keys.run_keys(config)), np.asarray(a.key))
   step = jax.jit(jax.vmap(lambda s: task.trainer.train_steps(s, task.train_images, task.train_labels, 1)[0]))
   ta, tb = step(a), step(b)  # Another data order: the first step already differs.
   assert not np.array_equal(np.asarray(jax.tree.leaves(ta.params)[0]), np.asarray(jax.tree.leaves(tb.params)[0]))

@@ -14,6 +14,7 @@ import optax
 
 from autosparse_jax.data import pipeline
 from autosparse_jax.data.specs import DatasetSpec
+from autosparse_jax.errors import ConfigError
 from autosparse_jax.masks import apply_masks
 
 
@@ -84,7 +85,6 @@ def accumulated_gradient(model_state, params, masks, prune_data, batches, reduct
                          temperature=1.0):
   """Sum (or mean) over `batches` of the batch-mean loss gradient at the masked params."""
   if reduction not in ("sum", "mean"):
-    from autosparse_jax.errors import ConfigError
     raise ConfigError(f"config.prune.grad_reduction={reduction!r} is not known. Allowed: sum, mean.")
   grad_fn = jax.grad(lambda p, idx: loss_on(model_state, apply_masks(p, masks), prune_data, idx,
                                             temperature))
@@ -107,7 +107,7 @@ def initial_gradient(model_state, params, masks, prune_data, key, cfg):
   """g_0: the loss gradient on the pruning data as cfg says (batches, sum or mean).
 
   The second feature of the score datasets (IRP) and of the `autos` criterion:
-  both call this with the key of pruning round 0, so they see the same batches.
+  both call this with keys.g0_key of the network, so they see the same batches.
   """
   batches = batch_indices(prune_data, key, cfg)
   return accumulated_gradient(model_state, params, masks, prune_data, batches, cfg.grad_reduction)

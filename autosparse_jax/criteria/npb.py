@@ -1,6 +1,7 @@
 """NPB: node-path balancing (Pham et al., NeurIPS 2023), an integer programme per layer.
 
-Layer budgets come from ERK (exact counts, summing to the global budget). Then,
+Layer budgets are given (options.budgets: exact per-layer counts from pruning.py: ERK
+when config.prune.distribution is `global`, else that distribution's counts). Then,
 layer by layer in forward order, on the all-ones network of the masks chosen so
 far (BN an identity), P_i = paths reaching input channel i (summed over space),
 normalised by its maximum. For a chunk of C output channels and an input of
@@ -53,21 +54,28 @@ from autosparse_jax.criteria.paths import neutral_network
 from autosparse_jax.masks import path_name
 
 
+# config.prune.npb_* defaults (recipes.base_config reads them from here): the authors'
+# ResNet-20/CIFAR-10 settings (they use beta 2, max_p 6 on Tiny-ImageNet).
+DEFAULTS = dict(alpha=0.01, beta=1.0,
+                max_p=0,  # 0 = the whole kernel (kh * kw).
+                dense_chunk=100, conv_chunk=32, time_limit=60.0, mip_gap=1e-6)
+
+
 @dataclasses.dataclass(frozen=True)
 class NpbSettings:
-  alpha: float = 0.01
-  beta: float = 1.0
-  max_p: int = 0  # 0 = the whole kernel (kh * kw).
-  dense_chunk: int = 100
-  conv_chunk: int = 32
-  time_limit: float = 10.0
-  mip_gap: float = 1e-3
+  alpha: float = DEFAULTS["alpha"]
+  beta: float = DEFAULTS["beta"]
+  max_p: int = DEFAULTS["max_p"]
+  dense_chunk: int = DEFAULTS["dense_chunk"]
+  conv_chunk: int = DEFAULTS["conv_chunk"]
+  time_limit: float = DEFAULTS["time_limit"]
+  mip_gap: float = DEFAULTS["mip_gap"]
 
   @classmethod
-  def from_config(cls, cfg):
-    return cls(alpha=float(cfg.npb_alpha), beta=float(cfg.npb_beta), max_p=int(cfg.npb_max_p),
-               dense_chunk=int(cfg.npb_dense_chunk), conv_chunk=int(cfg.npb_conv_chunk),
-               time_limit=float(cfg.npb_time_limit), mip_gap=float(cfg.npb_mip_gap))
+  def from_options(cls, options):
+    return cls(alpha=float(options.npb_alpha), beta=float(options.npb_beta), max_p=int(options.npb_max_p),
+               dense_chunk=int(options.npb_dense_chunk), conv_chunk=int(options.npb_conv_chunk),
+               time_limit=float(options.npb_time_limit), mip_gap=float(options.npb_mip_gap))
 
 
 def channel_paths(params, masks, model_state):
@@ -222,11 +230,13 @@ def layer_mask(theta, p, budget, settings):
   return (rank < counts[None]).reshape(shape)
 
 
-def npb_masks(params, masks, model_state, density, settings):
-  """NPB masks of one network at `density` (numpy leaves)."""
+def npb_masks(params, masks, model_state, budgets, settings):
+  """NPB masks of one network keeping budgets[l] weights of prunable layer l (numpy leaves)."""
   items = masks_lib.prunable_items(params, masks)
-  budgets = {name: int(c) for (name, _), c in
-             zip(items, np.asarray(masks_lib.keep_counts(masks, density, "erk")))}
+  budgets = np.asarray(budgets).reshape(-1)
+  if budgets.size != len(items):
+    raise ValueError(f"NPB needs one budget per prunable layer ({len(items)}), got {budgets.size}.")
+  budgets = {name: int(c) for (name, _), c in zip(items, budgets)}
   theta = {name: np.asarray(p) for name, p in items}
   current = jax.tree.map(lambda m: np.asarray(m).copy(), masks)
   order = [name for name in channel_paths(params, current, model_state) if name in budgets]
@@ -239,10 +249,10 @@ def npb_masks(params, masks, model_state, density, settings):
   return current
 
 
-def npb_scores(config, params, masks, model_state, prune_data, key, density):
-  """Host scores of NPB at `density`: top-k at that density gives exactly its masks."""
+def npb_scores(params, masks, model_state, prune_data, key, options):
+  """Host scores of NPB for options.budgets: top-k with those counts gives exactly its masks."""
   del prune_data, key  # Data-free and deterministic.
-  new = npb_masks(params, masks, model_state, density, NpbSettings.from_config(config.prune))
+  new = npb_masks(params, masks, model_state, options.budgets, NpbSettings.from_options(options))
   top = max(float(np.max(np.abs(np.asarray(p)))) for _, p in masks_lib.prunable_items(params, masks))
   scores = jax.tree.map(
       lambda m, p: (np.where(m, 1.0 + np.abs(np.asarray(p)) / top, 0.0).astype(np.float32)

@@ -16,12 +16,12 @@ import numpy as np
 
 from autosparse_jax import masks as masks_lib
 from autosparse_jax.errors import ConfigError
+from autosparse_jax.score_dataset import load_score_dataset
 
 _LOADED = {}  # directory -> (theta0 by layer, survival by layer, metadata), per process.
 
 
 def _load(directory):
-  from autosparse_jax.score_dataset import load_score_dataset
   if directory not in _LOADED:
     arrays, meta = load_score_dataset(directory)
     _LOADED[directory] = ([d["theta0"] for d in arrays["by_layer"]],
@@ -47,10 +47,10 @@ def matching_survival(directories, theta):
       "config.num_seeds) as this job.")
 
 
-def survival_scores(config, params, masks, model_state, prune_data, key, density):
+def survival_scores(params, masks, model_state, prune_data, key, options):
   """Survival count + a uniform draw in [0, 0.5): exact IRP masks at round densities."""
-  del model_state, prune_data, density
-  directories = list(config.survival.score_datasets)
+  del model_state, prune_data
+  directories = list(options.survival.score_datasets)
   theta = [np.asarray(p) for _, p in masks_lib.prunable_items(params, masks)]
   survival = iter(matching_survival(directories, theta))
   tie_key = iter(jax.random.split(key, len(theta)))

@@ -6,7 +6,7 @@ All parameters are replaced by their absolute values, the input is all ones
 at high sparsity (Synaptic-Flow issue #12): far more weights than asked get a
 score of exactly 0. Here the whole computation runs in float64, so callers
 must trace and run it under `jax.enable_x64(True)` (the pruning
-driver does; see NEEDS_X64).
+driver does: the registry marks it float64).
 """
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,6 @@
 """On-device batching, normalisation and augmentation (all inside the jitted step).
 
-The order of epoch e is a permutation drawn from (data key, e), so any step's
+The order of epoch e is a permutation drawn from keys.epoch_key(seed key, e), so any step's
 batch is a function of (seed, step): a run resumed mid-epoch sees the same
 batches. The last partial batch of an epoch is dropped (`steps_per_epoch`).
 """
@@ -15,10 +15,6 @@ def steps_per_epoch(num_examples, batch_size):
     raise ValueError(f"config.train.batch_size={batch_size} is larger than the training set "
                      f"({num_examples} examples): use a batch size <= {num_examples}.")
   return steps
-
-
-def epoch_permutation(data_key, epoch, num_examples):
-  return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
 
 
 def batch_indices(perm, batch_index, batch_size):

@@ -5,7 +5,7 @@ package) with `load_common()`, and this file loads the job configs of configs/
 (irp.py, autos_train.py, pai_sweep.py, ccc.py) the same way. The builders return
 whole job configs at the paper's values (recipes.py: epochs, optimiser, lr
 drops); a paper config wires them into a `pipeline` job with "@STAGE.FIELD"
-references (autosparse_jax/pipeline.py).
+references (autosparse_jax/jobs/pipeline.py).
 
   irp_stage(recipe, criterion, rounds, num_seeds)  IRP job (SNIP-iter / LTH score datasets).
   dataset_refs(stage, config, index)               "@STAGE.score_dataset_dir" references that
@@ -26,7 +26,7 @@ import os
 
 import ml_collections
 
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 SEEDS = 3                                   # Seeds 0, 1, 2 (Appendix E).
 ABLATION_SPARSITIES = (0.7, 0.9, 0.95, 0.99)  # Tables 2, 3, 5, 6.
@@ -35,7 +35,7 @@ FULL_FEATURES = ("theta0", "g0")            # Param + Grad: the default AutoS in
 
 def job_config(name, arg=None):
   """get_config(arg) of configs/NAME.py (irp, autos_train, pai_sweep, ccc, ...)."""
-  module = recipes.config_module(__file__, os.path.join("..", f"{name}.py"))
+  module = config_tools.config_module(__file__, os.path.join("..", f"{name}.py"))
   return module.get_config() if arg is None else module.get_config(arg)
 
 

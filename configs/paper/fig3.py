@@ -60,10 +60,10 @@ over-prunes ties); VGG nets have the original code's single Dense head, not the 
 4096-wide one; g_0 is a sum of batch-mean gradients over the whole training set (as the
 original), so its scale on other datasets differs from the scorer's training data.
 """
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 
-common = recipes.config_module(__file__, "common.py")
+common = config_tools.config_module(__file__, "common.py")
 
 TARGETS = ("resnet18_cifar10", "vgg16_cifar10", "vgg19_cifar100", "lenet_mnist")
 ARGS = ("all",) + TARGETS  # Every documented arg (tests load each).

@@ -45,10 +45,10 @@ original reports the best epoch); g_0 is summed over Tiny-ImageNet's 782 batches
 scorer learnt from CIFAR-10's 391 (the original does the same), so the inputs are on a
 larger scale than the training data; exact top-k masks.
 """
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 
-common = recipes.config_module(__file__, "common.py")
+common = config_tools.config_module(__file__, "common.py")
 
 CRITERIA = ("snip", "grasp", "npb", "autos")
 SPARSITIES = (0.3, 0.5, 0.7, 0.9)

@@ -36,10 +36,10 @@ Not reproduced exactly: the table shows one number per cell (the paper does not 
 seeds); here mean +- std over seeds 0, 1, 2 (--config.sweep.num_seeds=1 for one seed);
 final-epoch accuracy (the original reports the best epoch); exact top-k masks.
 """
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 
-common = recipes.config_module(__file__, "common.py")
+common = config_tools.config_module(__file__, "common.py")
 
 SCORERS = {  # stage / sweep label -> AutoS input features
     "autos_param": ("theta0",),

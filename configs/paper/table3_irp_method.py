@@ -42,10 +42,10 @@ top-k masks (the original also prunes zero scores: --config.irp_snip.irp.prune_z
 at sparsities between two IRP rounds (70% lies between rounds 14 and 15) the survival masks
 add a random draw of the next survival class.
 """
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 
-common = recipes.config_module(__file__, "common.py")
+common = config_tools.config_module(__file__, "common.py")
 
 IRPS = (("irp_lth", "magnitude"), ("irp_snip", "snip"))
 LABELS = {"irp_lth": ("autos_lth", "lth"), "irp_snip": ("autos_snip_iter", "snip_iter")}

@@ -55,10 +55,10 @@ CIFAR-100 rates are extrapolated; final-epoch accuracy; exact top-k masks. The V
 g_0 inputs come from each source's own training set (sums of batch-mean gradients, as the
 original), so their scales differ between sources.
 """
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 
-common = recipes.config_module(__file__, "common.py")
+common = config_tools.config_module(__file__, "common.py")
 
 SOURCES = ("lenet_mnist", "resnet18_cifar10", "vgg19_cifar100", "resnet18_tiny_imagenet")
 BACKBONES = ("resnet18", "vgg19")

@@ -36,10 +36,10 @@ std over seeds 0, 1, 2; final-epoch accuracy (the original reports the best epoc
 masks, so every round prunes exactly 0.99/N of the weights (the original's ties and zero scores
 prune a little more: --config.irp_snip_20.irp.prune_zero_scores=True etc.).
 """
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 
-common = recipes.config_module(__file__, "common.py")
+common = config_tools.config_module(__file__, "common.py")
 
 ROUNDS = (20, 40, 100)
 

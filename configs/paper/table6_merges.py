@@ -45,10 +45,10 @@ which 20-round run its 20+40+100 and LTH+SNIP merges took (seed 0 here); final-e
 exact top-k masks. The merged datasets' memory (3 x 11.16M weights x 2 features) is loaded at
 once by autos_train.
 """
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 
-common = recipes.config_module(__file__, "common.py")
+common = config_tools.config_module(__file__, "common.py")
 
 
 def get_config():

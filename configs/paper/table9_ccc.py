@@ -24,7 +24,7 @@ Also WORKDIR/survival_score.png: the paper's Figure 1 (survival score of the SNI
 against theta_0, SNIP and GraSP scores).
 
 The reruns use `train_seed` (theta_0 from `seed`, data order, augmentation and pruning keys
-from `train_seed`: train_job.run_keys), so the four Same-Init. diagonal cells compare two
+from `train_seed`: keys.run_keys), so the four Same-Init. diagonal cells compare two
 different runs from one theta_0.
 
 Paper numbers (Table 9, CCC of the surviving scores):
@@ -51,10 +51,10 @@ Not reproduced exactly: the paper does not say how its two same-init runs differ
 nondeterminism or data order), nor whether its IRP here used 100 epochs per round (Appendix A's LeNet recipe, used here) or fewer; exact
 top-k masks (the original's zero-score pruning: --config.irp_snip.irp.prune_zero_scores=True).
 """
-from autosparse_jax import recipes
+from autosparse_jax import config_tools
 
 
-common = recipes.config_module(__file__, "common.py")
+common = config_tools.config_module(__file__, "common.py")
 
 RECIPE = "lenet_mnist"
 CRITERIA = {"random": "random", "snip": "snip", "mag": "magnitude", "grasp": "grasp"}

@@ -26,14 +26,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from autosparse_jax import criteria, report
+from autosparse_jax import engine, pruning, report
+from autosparse_jax.console import log
 from autosparse_jax.errors import ConfigError
-from autosparse_jax.prune_job import mask_metrics
-from autosparse_jax.train_job import (density_reports, init_states, log, prune_states, run_training,
-                                      seed_list, start_job, validate_criterion)
-
-ROWS = "results.jsonl"
-DENSE = report.DENSE
+from autosparse_jax.jobs.prune import mask_metrics
+from autosparse_jax.report import DENSE, ROWS
+from autosparse_jax.workdir import read_jsonl
 
 
 def set_fields(config, fields, where):
@@ -69,7 +67,8 @@ def variants(config):
   return out
 
 
-def validate_sweep(config):
+def validate(config):
+  engine.validate(config, needs_sparsity=False)
   labels = list(config.sweep.criteria)
   if not labels:
     raise ConfigError("config.sweep.criteria is empty: list criteria (e.g. \"('random','snip')\") "
@@ -77,37 +76,20 @@ def validate_sweep(config):
   if len(set(labels)) != len(labels) or DENSE in labels:
     raise ConfigError(f"config.sweep.criteria={tuple(labels)} repeats a name or uses {DENSE!r} "
                       "(set config.sweep.dense=True for the dense baseline).")
-  sparsities = [float(s) for s in config.sweep.sparsities]
-  if not sparsities or any(not 0.0 < s < 1.0 for s in sparsities):
-    raise ConfigError(f"config.sweep.sparsities={tuple(config.sweep.sparsities)} must be a non-empty "
-                      "list of fractions in (0, 1) (0.9 keeps 10% of the prunable weights).")
+  if not list(config.sweep.sparsities):
+    raise ConfigError("config.sweep.sparsities is empty: list fractions in (0, 1) (0.9 keeps 10% of the "
+                      "prunable weights).")
+  for s in config.sweep.sparsities:
+    pruning.check_sparsity(s, f"config.sweep.sparsities={tuple(config.sweep.sparsities)} holds {s}:"
+                           " a sparsity")
   if int(config.sweep.max_networks_per_program) < 0:
     raise ConfigError(f"config.sweep.max_networks_per_program={config.sweep.max_networks_per_program} "
                       "must be >= 0 (0 = a criterion's whole grid in one program).")
   for label, criterion, vconfig in variants(config):
-    if criterion == criteria.NO_PRUNING:
+    if criterion == pruning.NO_PRUNING:
       raise ConfigError(f"config.sweep.criteria: {label!r} does not prune; use config.sweep.dense=True.")
     where = f"config.sweep.variants.{label}.criterion" if label != criterion else "config.sweep.criteria"
-    validate_criterion(vconfig, criterion, where)
-
-
-def read_rows(path, quiet=False, whole=False):
-  """Rows of results.jsonl; a torn last line (killed mid-write) is ignored.
-
-  whole=True: None in place of each unreadable line (to detect them).
-  """
-  rows = []
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          if whole:
-            rows.append(None)
-          elif not quiet:
-            log(f"warning: ignoring an unreadable line in {path} (an interrupted write).")
-  return rows
+    pruning.validate_criterion(vconfig, criterion, where)
 
 
 def take(states, index):
@@ -120,7 +102,7 @@ def concat(trees):
 
 def grid_states(config, task, criterion, cells, seeds):
   """States of the (sparsity, seed) `cells`, stacked on the leading axis, + per-cell info."""
-  dense = init_states(config, task.trainer)
+  dense = engine.init_states(config, task)
   parts, info, score_cache = [], [], {}
   for sparsity in dict.fromkeys(p for p, _ in cells):  # In order of first appearance.
     wanted = [seeds.index(s) for p, s in cells if p == sparsity]
@@ -128,10 +110,10 @@ def grid_states(config, task, criterion, cells, seeds):
     if criterion == DENSE:
       pruned = dense
     else:
-      pruned, _ = jax.block_until_ready(prune_states(config, task, dense, criterion, sparsity,
-                                                     score_cache))
+      pruned, _ = jax.block_until_ready(pruning.prune_states(config, task, dense, criterion, sparsity,
+                                                             score_cache))
     seconds = time.time() - t
-    reports, paths = density_reports(pruned), mask_metrics(task, pruned)
+    reports, paths = engine.density_reports(pruned), mask_metrics(task, pruned)
     parts.append(take(pruned, wanted))
     for i in wanted:
       info.append({"sparsity": sparsity, "seed": seeds[i], "scoring_seconds": seconds,
@@ -142,12 +124,10 @@ def grid_states(config, task, criterion, cells, seeds):
 def run_cells(config, task, workdir, label, criterion, cells, seeds):
   """Prunes and trains `cells` as one vmapped program; returns their rows."""
   states, info = grid_states(config, task, criterion, cells, seeds)
-  for item in info:
-    if item["report"]["empty_layers"]:
-      log(f"warning: {label}@{item['sparsity']:g} seed {item['seed']}: layers pruned to zero weights: "
-          f"{', '.join(item['report']['empty_layers'])}")
+  engine.warn_empty_layers([item["report"] for item in info],
+                           [f"{label}@{item['sparsity']:g} seed {item['seed']}" for item in info])
   t = time.time()
-  states, last = run_training(config, task, states, workdir, tag=f"{label} x{len(cells)}")
+  states, last = engine.run_training(config, task, states, workdir, tag=f"{label} x{len(cells)}")
   train_seconds = time.time() - t
   rows = []
   for i, item in enumerate(info):
@@ -163,20 +143,19 @@ def run_cells(config, task, workdir, label, criterion, cells, seeds):
   return rows
 
 
-def run_sweep(config, workdir_path):
-  validate_sweep(config)
+def run(config, workdir_path):
   start = time.time()
-  workdir, task = start_job(config, workdir_path, resuming=True)
+  workdir, task = engine.start(config, workdir_path, resuming=True)
   if task is None:
     return workdir.results()
   rows_path = os.path.join(workdir.path, ROWS)
-  rows = read_rows(rows_path)
-  if workdir.is_writer and os.path.exists(rows_path) and rows != read_rows(rows_path, quiet=True, whole=True):
+  rows = read_jsonl(rows_path)
+  if workdir.is_writer and os.path.exists(rows_path) and rows != read_jsonl(rows_path, quiet=True, whole=True):
     workdir.write_jsonl(ROWS, rows)  # Drop a torn last line so that new rows start on a line of their own.
   done = {(r["criterion"], r["sparsity"], r["seed"]) for r in rows}
   if done:
     log(f"sweep: resuming, {len(done)} networks already in {rows_path}")
-  seeds = seed_list(config)
+  seeds = engine.seed_list(config)
   sparsities = [float(s) for s in config.sweep.sparsities]
   plan = [(DENSE, DENSE, config, [(0.0, s) for s in seeds])] if config.sweep.dense else []
   plan += [(label, criterion, vconfig, [(p, s) for p in sparsities for s in seeds])

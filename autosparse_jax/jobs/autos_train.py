@@ -19,18 +19,16 @@ import numpy as np
 import optax
 from typing import Any
 
+from autosparse_jax import keys
 from autosparse_jax.autos.apply import FEATURES, save_scorer
 from autosparse_jax.autos.scorer import BACKBONES, make_scorer
 from autosparse_jax.checkpoints import Checkpoints
+from autosparse_jax.console import log
 from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
 from autosparse_jax.score_dataset import load_score_dataset
 from autosparse_jax.workdir import Workdir
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def log(message):
-  print(message, flush=True)
 
 
 @flax.struct.dataclass
@@ -76,13 +74,12 @@ def load_merged(dirs, features):
 
 
 def split(n, fraction, seed):
-  perm = np.random.default_rng(seed).permutation(n)
+  perm = keys.holdout_rng(seed).permutation(n)
   held = max(1, int(round(n * fraction)))
   return np.sort(perm[held:]), np.sort(perm[:held])
 
 
-def train_scorer(config, workdir_path):
-  validate(config)
+def run(config, workdir_path):
   workdir = Workdir(workdir_path, config)
   if (done := workdir.finished_results()) is not None:
     return done
@@ -97,8 +94,8 @@ def train_scorer(config, workdir_path):
   steps = len(train_idx) // batch
   module = make_scorer(a.backbone, len(features), float(a.width), DTYPES[a.dtype])
   tx = optax.adam(float(config.train.lr))
-  key = jax.random.PRNGKey(int(config.seed))
-  variables = module.init(jax.random.fold_in(key, 0), jnp.zeros((2, len(features))), train=False)
+  key = keys.scorer_key(config.seed)
+  variables = module.init(keys.init_key(key), jnp.zeros((2, len(features))), train=False)
   state = ScorerState(variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"]),
                       jnp.zeros((), jnp.int32))
   x_train, y_train = jnp.asarray(xn[train_idx]), jnp.asarray(y[train_idx])
@@ -117,7 +114,7 @@ def train_scorer(config, workdir_path):
 
   @jax.jit
   def epoch_fn(state, epoch):
-    perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), len(train_idx))
+    perm = jax.random.permutation(keys.epoch_key(key, epoch), len(train_idx))
     state, losses = jax.lax.scan(step_fn, state, perm[:steps * batch].reshape(steps, batch))
     return state, jnp.mean(losses)
 
@@ -154,7 +151,7 @@ def train_scorer(config, workdir_path):
     log(f"epoch {epoch + 1}/{epochs}  train MSE {record['train_loss']:.5f}  held-out MSE {held_loss:.5f}  "
         f"{record['epoch_seconds']:.1f} s")
     meta = {"epoch": epoch + 1, "history": meta["history"] + [record]}
-    checkpoints.save(epoch + 1, state, meta)
+    checkpoints.save(state, meta)
   checkpoints.close()
   predictions = held_out_predictions(state)
   scorer_dir = os.path.join(workdir.path, "scorer")

@@ -18,8 +18,13 @@ import time
 
 import ml_collections
 
-from autosparse_jax.errors import ConfigError
-from autosparse_jax.train_job import log
+from autosparse_jax import criteria, jobs
+from autosparse_jax.console import log
+from autosparse_jax.data.specs import DATASETS
+from autosparse_jax.errors import ConfigError, unknown_name_message
+from autosparse_jax.figures import survival_figure
+from autosparse_jax.models import MODELS
+from autosparse_jax.pruning import NO_PRUNING
 from autosparse_jax.workdir import Workdir
 
 REFERENCE = re.compile(r"^@([A-Za-z_][\w]*)\.([A-Za-z_][\w]*)(?:\[(-?\d+)\])?$")
@@ -63,19 +68,18 @@ def resolve(value, results, where):
   return value
 
 
-def validate_pipeline(config):
+def validate(config):
   stages = list(config.stages)
   if not stages:
     raise ConfigError("config.stages is empty: list the stage names in the order they run.")
-  from autosparse_jax.jobs import JOBS
   for i, name in enumerate(stages):
     if name not in config:
       raise ConfigError(f"config.stages names {name!r} but config.{name} does not exist: add the "
                         "stage's job config under that name.")
     job = config[name].get("job")
-    if job not in JOBS or job == "pipeline":
+    if job not in jobs.JOBS or job == "pipeline":
       raise ConfigError(f"config.{name}.job={job!r} is not a job a stage can run (one of "
-                        f"{', '.join(j for j in JOBS if j != 'pipeline')}).")
+                        f"{', '.join(j for j in jobs.JOBS if j != 'pipeline')}).")
     for ref in references(config[name].to_dict()):
       match = REFERENCE.match(ref)
       if not match:
@@ -92,23 +96,19 @@ def validate_pipeline(config):
 
 def check_stage_names(stage, where):
   """Names a stage would only reject after the stages before it ran (hours, on real sizes)."""
-  from autosparse_jax import criteria
-  from autosparse_jax.data.specs import DATASETS
-  from autosparse_jax.errors import unknown_name_message
-  from autosparse_jax.models import MODELS
   if stage.get("model") is not None and stage.model not in MODELS:
     raise ConfigError(unknown_name_message(f"{where}.model", stage.model, MODELS))
   if stage.get("dataset") is not None and stage.job != "autos_train" and stage.dataset not in DATASETS:
     raise ConfigError(unknown_name_message(f"{where}.dataset", stage.dataset, DATASETS))
-  if stage.job in ("train", "prune", "irp") and stage.criterion != criteria.NO_PRUNING:
-    criteria.get_criterion(stage.criterion, f"{where}.criterion")
+  if stage.job in ("train", "prune", "irp") and stage.criterion != NO_PRUNING:
+    criteria.get(stage.criterion, f"{where}.criterion")
   if stage.job == "sweep":
     defined = dict(stage.sweep.get("variants", {}) or {})
     for label in stage.sweep.criteria:
       if label in defined:
-        criteria.get_criterion(defined[label].get("criterion"), f"{where}.sweep.variants.{label}.criterion")
+        criteria.get(defined[label].get("criterion"), f"{where}.sweep.variants.{label}.criterion")
       else:
-        criteria.get_criterion(label, f"{where}.sweep.criteria")
+        criteria.get(label, f"{where}.sweep.criteria")
 
 
 def stage_config(config, name, results):
@@ -116,9 +116,7 @@ def stage_config(config, name, results):
   return ml_collections.ConfigDict(raw)
 
 
-def run_pipeline(config, workdir_path):
-  from autosparse_jax.jobs import run
-  validate_pipeline(config)
+def run(config, workdir_path):
   start = time.time()
   workdir = Workdir(workdir_path, config)
   if (done := workdir.finished_results()) is not None:
@@ -128,10 +126,9 @@ def run_pipeline(config, workdir_path):
   for name in config.stages:
     log(f"pipeline: stage {name} ({config[name].job}) in {os.path.join(workdir.path, name)}")
     t = time.time()
-    results[name] = run(stage_config(config, name, results), os.path.join(workdir.path, name))
+    results[name] = jobs.run(stage_config(config, name, results), os.path.join(workdir.path, name))
     seconds[name] = time.time() - t
     if name == config.get("survival_figure_stage", ""):
-      from autosparse_jax.figures import survival_figure
       path = os.path.join(workdir.path, "survival_score.png")
       if workdir.is_writer and not os.path.exists(path):
         survival_figure(stage_config(config, name, results), results[name], path)

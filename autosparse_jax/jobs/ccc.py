@@ -6,6 +6,7 @@ scale changes that Pearson's r ignores.
 """
 import numpy as np
 
+from autosparse_jax.console import log
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.score_dataset import load_score_dataset
 from autosparse_jax.workdir import Workdir
@@ -34,13 +35,17 @@ def dataset_concordance(dir_a, dir_b, field="score"):
                         for name, la, lb in zip(a["names"], a["by_layer"], b["by_layer"])}}
 
 
-def ccc_job(config, workdir_path):
-  """CCC of every pair of config.ccc.datasets; results.json {'pairs': [...]}."""
+def validate(config):
   dirs = list(config.ccc.datasets)
   if len(dirs) < 2:
     raise ConfigError(f"config.ccc.datasets has {len(dirs)} entries: give at least two score dataset "
                       "directories (the score_dataset_dir of IRP runs), e.g. "
                       "--config.ccc.datasets='(\"/a/autosparse_scores/1.0.0\", \"/b/...\")'.")
+
+
+def run(config, workdir_path):
+  """CCC of every pair of config.ccc.datasets; results.json {'pairs': [...]}."""
+  dirs = list(config.ccc.datasets)
   workdir = Workdir(workdir_path, config)
   if (done := workdir.finished_results()) is not None:
     return done
@@ -49,7 +54,7 @@ def ccc_job(config, workdir_path):
     for j in range(i + 1, len(dirs)):
       result = dataset_concordance(dirs[i], dirs[j], config.ccc.field)
       pairs.append({"a": dirs[i], "b": dirs[j], **result})
-      print(f"CCC {result['ccc']:.4f}  {dirs[i]}  vs  {dirs[j]}")
+      log(f"CCC {result['ccc']:.4f}  {dirs[i]}  vs  {dirs[j]}")
   workdir.start()
   results = {"job": "ccc", "field": config.ccc.field, "pairs": pairs}
   workdir.write_results(results)

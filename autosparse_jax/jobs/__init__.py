@@ -1,0 +1,41 @@
+"""The jobs by name (config.job): each a module with validate(config) and run(config, workdir).
+
+validate runs in-process before any compute and before the workdir is touched;
+run returns the results dict (also written to WORKDIR/results.json). A job's
+module is imported only when it is used, so its dependencies load only then.
+main.py is the CLI around `run`.
+"""
+import importlib
+
+from autosparse_jax import distributed
+from autosparse_jax.errors import ConfigError, unknown_name_message
+
+JOBS = {  # config.job -> module
+    "train": "autosparse_jax.jobs.train",
+    "prune": "autosparse_jax.jobs.prune",
+    "irp": "autosparse_jax.jobs.irp",
+    "sweep": "autosparse_jax.jobs.sweep",
+    "pipeline": "autosparse_jax.jobs.pipeline",
+    "autos_train": "autosparse_jax.jobs.autos_train",
+    "ccc": "autosparse_jax.jobs.ccc",
+}
+
+
+def job_module(name, field="config.job"):
+  if name not in JOBS:
+    raise ConfigError(unknown_name_message(field, name, tuple(JOBS)))
+  return importlib.import_module(JOBS[name])
+
+
+def validate(config):
+  """The job's checks of `config` (ConfigError naming the field), without compute or files."""
+  job_module(config.get("job")).validate(config)
+
+
+def run(config, workdir):
+  """Validates `config`, then runs its job in `workdir`; returns the results dict."""
+  module = job_module(config.get("job"))
+  if distributed.initialize(config):  # Several processes: before any other JAX call.
+    distributed.check_config_agreement(config)
+  module.validate(config)
+  return module.run(config, workdir)

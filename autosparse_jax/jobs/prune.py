@@ -1,0 +1,81 @@
+"""The `prune` job: prune at initialization with one criterion, then train the masked network.
+
+For each sparsity (config.sparsity, or each of config.sparsities) every seed's
+theta_0 is scored, masked and trained; results.json gives per sparsity the test
+accuracy, achieved density (overall and per layer), NPB's path metrics and the
+scoring time.
+"""
+import time
+
+import jax
+import numpy as np
+
+from autosparse_jax import criteria, engine, pruning
+from autosparse_jax.console import log
+from autosparse_jax.criteria.paths import path_metrics
+from autosparse_jax.errors import ConfigError
+
+
+def sparsity_list(config):
+  values = list(config.get("sparsities", ()) or ()) or [config.sparsity]
+  return [pruning.check_sparsity(s, "config.sparsities" if config.get("sparsities") else "config.sparsity")
+          for s in values]
+
+
+def validate(config):
+  if config.criterion == pruning.NO_PRUNING:
+    raise ConfigError("config.criterion='none' does not prune: use configs/train.py for dense runs, "
+                      f"or one of {', '.join(criteria.names())}.")
+  engine.validate(config, needs_sparsity=not config.get("sparsities"))
+  sparsity_list(config)
+
+
+def mask_metrics(task, states):
+  """NPB's effective paths / nodes / params of every network's masks (float64)."""
+  trainer = task.trainer
+
+  def one(state):
+    return path_metrics(state.params, state.masks,
+                        criteria.ModelState(state.batch_stats, trainer.model, trainer.spec))
+
+  with jax.enable_x64(True):
+    out = task.program("path_metrics", lambda: jax.jit(jax.vmap(one)))(states)
+    return {k: np.asarray(v).tolist() for k, v in out.items()}
+
+
+def run(config, workdir_path):
+  sparsities = sparsity_list(config)
+  start = time.time()
+  workdir, task = engine.start(config, workdir_path)
+  if task is None:
+    return workdir.results()
+  seeds = engine.seed_list(config)
+  runs = []
+  for sparsity in sparsities:
+    tag = f"{config.criterion}@{sparsity:g}"
+    states = engine.init_states(config, task)
+    t = time.time()
+    states, _ = jax.block_until_ready(pruning.prune_states(config, task, states, config.criterion, sparsity))
+    scoring_seconds = time.time() - t
+    reports = engine.density_reports(states)
+    paths = mask_metrics(task, states)
+    engine.warn_empty_layers(reports, [f"seed {s}" for s in seeds], tag)
+    log(f"{tag}: scored in {scoring_seconds:.1f} s (compilation included), density "
+        f"{np.mean([r['density'] for r in reports]):.5f}, log10 paths {np.mean(paths['log10_paths']):.2f}")
+    states, last = engine.run_training(config, task, states, workdir, tag=tag)
+    runs.append({"criterion": config.criterion, "sparsity": sparsity, "seeds": seeds,
+                 **engine.accuracy_summary(last), **engine.density_summary(reports),
+                 "scoring_seconds": scoring_seconds, **paths})
+  results = {"job": "prune", "model": config.model, "dataset": config.dataset,
+             "criterion": config.criterion, "epochs": int(config.train.epochs),
+             "grad_reduction": config.prune.grad_reduction,
+             "distribution_used": pruning.distribution_used(config.criterion, config.prune.distribution),
+             "runs": runs, "wall_seconds": time.time() - start}
+  if len(runs) == 1:
+    results.update({k: runs[0][k] for k in ("sparsity", "test_accuracy", "density", "scoring_seconds")})
+  workdir.write_results(results)
+  for r in runs:
+    log(f"{r['criterion']} at sparsity {r['sparsity']:g}: test accuracy "
+        f"{100 * r['test_accuracy']:.2f}% (+- {100 * r['test_accuracy_seeds']['std']:.2f}), "
+        f"density {r['density']:.5f}")
+  return results

@@ -1,0 +1,244 @@
+"""The one way from (criterion, target density, distribution, rounds, schedule) to masks.
+
+Every job (train, prune, sweep, IRP) and the public API prune through here:
+
+  schedule(final, rounds, kind)      densities after each round (IRP rounds and R-round
+                                     pruning at init share it)
+  keep_plan(masks, densities, dist)  exact keep counts per round: global (one int) or per
+                                     layer (layerwise / ERK), from shapes only
+  prune_round(...)                   one round: scores at the current masks -> exact top-k
+                                     among the survivors (nested masks)
+  prune_network(...)                 R rounds at init for one network (jittable criteria;
+                                     lax.scan over rounds), or one host call (host criteria)
+  prune_states(config, task, ...)    every seed of a stacked TrainState, vmapped and jitted
+                                     once per task (host criteria: one seed at a time)
+
+`criteria/` only scores. Keys come from keys.py: round r of a jittable
+criterion scores with keys.prune_key(k, r); a host criterion (one-shot) gets
+the pruning stream keys.prune_stream(k) (the `autos` criterion derives g_0's
+key from it, the same as the IRP's score datasets).
+
+Layer budgets: every criterion honours `distribution`. NPB needs per-layer
+budgets: with the default `global` it keeps ERK budgets (results say
+"distribution_used": "erk"), and with `layerwise` or `erk` it takes those.
+"""
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from autosparse_jax import criteria, keys, masks as masks_lib
+from autosparse_jax.criteria.autos import cached_scorer, check_features
+from autosparse_jax.criteria.base import ModelState, PruneData
+from autosparse_jax.errors import ConfigError, unknown_name_message
+from autosparse_jax.score_dataset import check_score_dataset
+
+NO_PRUNING = "none"  # config.criterion of a dense run (tables label those rows report.DENSE).
+# Density after round r of R: exponential d^(r/R) (SynFlow; IRP's "geometric") or linear in
+# the pruned count (IRP's "count", the original's equal number per round).
+SCHEDULES = ("exponential", "linear")
+SCHEDULE_ALIASES = {"geometric": "exponential", "count": "linear"}
+IRP_SCHEDULES = ("count", "geometric")  # config.irp.schedule's names (the original code's).
+
+
+def check_sparsity(value, field, allow_zero=False):
+  """A sparsity in (0, 1) ([0, 1) with allow_zero) or a ConfigError naming `field`."""
+  try:
+    s = float(value)
+  except (TypeError, ValueError):
+    raise ConfigError(f"{field}={value!r} must be a number in (0, 1) (the fraction of prunable "
+                      "weights removed; 0.9 keeps 10%).") from None
+  low_ok = s >= 0.0 if allow_zero else s > 0.0
+  if not (low_ok and s < 1.0):
+    interval = "[0, 1)" if allow_zero else "(0, 1)"
+    raise ConfigError(f"{field}={value} must lie in {interval} (the fraction of prunable weights "
+                      "removed; 0.9 keeps 10%).")
+  return s
+
+
+def schedule(final_density, rounds, kind, field="config.prune.round_schedule", names=SCHEDULES):
+  """Density after each of `rounds` rounds, ending exactly at `final_density`.
+
+  kind: a name of SCHEDULES or its IRP alias; `names` are the ones an error lists for `field`.
+  """
+  name = SCHEDULE_ALIASES.get(kind, kind)
+  if name not in SCHEDULES:
+    raise ConfigError(unknown_name_message(field, kind, names))
+  i = np.arange(1, int(rounds) + 1)
+  if name == "exponential":
+    return float(final_density) ** (i / int(rounds))
+  return 1.0 - (1.0 - float(final_density)) * i / int(rounds)
+
+
+def keep_plan(masks, densities, distribution="global"):
+  """Keep counts of every round: [rounds] (global) or [rounds, layers] (host numbers)."""
+  return np.stack([np.asarray(masks_lib.keep_counts(masks, float(d), distribution)) for d in densities])
+
+
+def distribution_used(criterion, distribution):
+  """The layer distribution a criterion prunes with: NPB turns `global` into its ERK budgets."""
+  if criteria.get(criterion).layer_budgets and distribution == "global":
+    return "erk"
+  return distribution
+
+
+def num_rounds(criterion, options):
+  """Rounds of pruning at init: options.rounds, or the criterion's default (SynFlow 100)."""
+  return int(options.get("rounds", 0)) or criteria.get(criterion).rounds
+
+
+def init_plan(criterion, masks, options, density):
+  """The keep counts of `criterion`'s rounds at init down to `density` ([R] or [R, layers])."""
+  densities = schedule(density, num_rounds(criterion, options), options.get("round_schedule", "exponential"))
+  return keep_plan(masks, densities, distribution_used(criterion, options.get("distribution", "global")))
+
+
+def criterion_options(config):
+  """What a criterion reads: config.prune's fields plus the `autos` and `survival` groups."""
+  options = ml_collections.ConfigDict(config.prune.to_dict())
+  for group in ("autos", "survival"):
+    if group in config:
+      options[group] = ml_collections.ConfigDict(config[group].to_dict())
+  return options
+
+
+def prune_round(criterion, params, masks, model_state, data, key, options, counts,
+                drop_zero_scores=False):
+  """One round: score at `masks` with `key`, keep `counts` by exact top-k among the survivors.
+
+  Returns (new masks, scores). drop_zero_scores: weights scoring exactly 0 go too
+  (the original IRP code's behaviour; REFERENCE.md).
+  """
+  scores = criteria.get(criterion).score(params, masks, model_state, data, key, options)
+  new = masks_lib.masks_from_counts(scores, masks, counts, int(options.get("min_per_layer", 0)))
+  if drop_zero_scores:
+    new = jax.tree.map(lambda m, s: m & (s != 0) if m.ndim else m, new, scores)
+  return new, scores
+
+
+def prune_network(criterion, params, masks, model_state, data, key, options, plan):
+  """(masks, scores) of one network pruned at init by a jittable criterion over plan's rounds.
+
+  key: the network's key (keys.prune_key derives each round's). With R > 1
+  rounds the returned scores rank weights by the round they were pruned in,
+  then by their last score, so top-k of them at the final density gives the
+  same masks (and other densities a consistent ranking).
+  """
+  rounds = plan.shape[0]
+  if rounds == 1:
+    return prune_round(criterion, params, masks, model_state, data, keys.prune_key(key, 0), options, plan[0])
+
+  def body(carry, xs):
+    m, survived = carry
+    r, counts = xs
+    m, _ = prune_round(criterion, params, m, model_state, data, keys.prune_key(key, r), options, counts)
+    return (m, jax.tree.map(lambda s, k: s + k.astype(jnp.int32), survived, m)), None
+
+  survived0 = jax.tree.map(lambda m: jnp.zeros(m.shape, jnp.int32), masks)
+  (m, survived), _ = jax.lax.scan(body, (masks, survived0), (jnp.arange(rounds - 1), plan[:-1]))
+  final, last = prune_round(criterion, params, m, model_state, data, keys.prune_key(key, rounds - 1),
+                            options, plan[-1])
+  return final, survival_ranks(last, m, survived)
+
+
+def survival_ranks(last, alive, survived):
+  """Integer scores: rounds survived first, then the last round's keep order.
+
+  score = (rounds survived) * n + position from the bottom of the last round's
+  keep order over all n prunable weights: exact, so top-k at the final density
+  reproduces the final masks.
+  """
+  alive_items = [m for _, m in masks_lib.prunable_items(alive, alive)]
+  flat = jnp.concatenate([s.reshape(-1) for _, s in masks_lib.prunable_items(last, alive)])
+  flat_alive = jnp.concatenate([m.reshape(-1) for m in alive_items])
+  flat_surv = jnp.concatenate([v.reshape(-1) for _, v in masks_lib.prunable_items(survived, alive)])
+  n = flat.size
+  dtype = jnp.int64 if jax.config.x64_enabled else jnp.int32
+  order = masks_lib.keep_order(flat, flat_alive)
+  from_bottom = jnp.zeros(n, dtype).at[order].set(jnp.arange(n - 1, -1, -1, dtype=dtype))
+  composite = (flat_surv.astype(dtype) + flat_alive.astype(dtype)) * n + from_bottom
+  pieces = iter(jnp.split(composite, np.cumsum([m.size for m in alive_items])[:-1]))
+  return jax.tree.map(lambda m: next(pieces).reshape(m.shape) if m.ndim > 0 else jnp.zeros((), dtype),
+                      alive)
+
+
+def host_prune(criterion, params, masks, model_state, data, key, options, counts, scores=None):
+  """(masks, scores) of one network by a host criterion (one-shot); `scores` reuses earlier ones."""
+  spec = criteria.get(criterion)
+  if scores is None:
+    if spec.layer_budgets:
+      options = ml_collections.ConfigDict(dict(options.to_dict(), budgets=np.asarray(counts).tolist()))
+    scores = spec.score(params, masks, model_state, data, keys.prune_stream(key), options)
+  return masks_lib.masks_from_counts(scores, masks, counts, int(options.get("min_per_layer", 0))), scores
+
+
+def _model_state(trainer, state):
+  return ModelState(state.batch_stats, trainer.model, trainer.spec)
+
+
+def prune_states(config, task, states, criterion, sparsity, score_cache=None):
+  """Every seed's network of stacked `states` pruned by `criterion` to `sparsity` at init.
+
+  Returns (states with the new masks, scores). Criteria see the network in eval
+  mode and the whole training set as pruning data (config.prune says how much
+  of it they use). Jittable criteria run as one jit(vmap) program per task and
+  criterion options (keep counts are an argument: every sparsity shares it);
+  host criteria run one seed at a time. score_cache (a dict) keeps the scores of
+  density-free host criteria for the next sparsity of the same states.
+  """
+  options = criterion_options(config)
+  spec = criteria.get(criterion)
+  one_seed = jax.tree.map(lambda m: m[0], states.masks)
+  plan = init_plan(criterion, one_seed, options, 1.0 - float(sparsity))
+  trainer = task.trainer
+  if not spec.jittable:
+    return _host_prune_states(task, states, criterion, options, plan, score_cache)
+
+  def prune_one(state, images, labels, plan):
+    masks, scores = prune_network(criterion, state.params, state.masks, _model_state(trainer, state),
+                                  PruneData(images, labels), state.key, options, plan)
+    return trainer.create_state(state.key, state.params, state.batch_stats, masks), scores
+
+  program_key = ("prune", criterion, json.dumps(options.to_dict(), sort_keys=True, default=str))
+  program = task.program(program_key, lambda: jax.jit(jax.vmap(prune_one, in_axes=(0, None, None, None))))
+  with criteria.precision_scope(criterion):
+    return program(states, task.train_images, task.train_labels, plan)
+
+
+def _host_prune_states(task, states, criterion, options, plan, score_cache):
+  trainer = task.trainer
+  data = PruneData(task.train_images, task.train_labels)
+  cacheable = score_cache is not None and criteria.get(criterion).density_free
+  if trainer.layout is not None:  # Per-seed host work: every process needs every seed.
+    states = jax.device_put(states, trainer.layout.replicated)
+  pruned, all_scores = [], []
+  for i in range(jax.tree.leaves(states.params)[0].shape[0]):
+    state = jax.tree.map(lambda x, i=i: x[i], states)
+    cached = score_cache.get(i) if cacheable else None
+    masks, scores = host_prune(criterion, state.params, state.masks, _model_state(trainer, state), data,
+                               state.key, options, plan[-1], scores=cached)
+    if cacheable:
+      score_cache[i] = scores
+    pruned.append(trainer.create_state(state.key, state.params, state.batch_stats, masks))
+    all_scores.append(scores)
+  stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+  return stack(pruned), stack(all_scores)
+
+
+def validate_criterion(config, criterion, where="config.criterion"):
+  """`criterion` and the inputs it needs (scorer, IRP datasets, rounds, layer budgets), before compute."""
+  spec = criteria.get(criterion, where)
+  if criterion == "autos":  # Clear errors now, not after loading the data.
+    scorer_dir = config.autos.scorer_dir
+    check_features(cached_scorer(scorer_dir), scorer_dir, config.prune.grad_reduction)
+  if criterion == "survival":
+    if not config.survival.score_datasets:
+      raise ConfigError(f"{where}='survival' needs config.survival.score_datasets: the "
+                        "score_dataset_dir(s) of an IRP job on the same model and seeds.")
+    for directory in config.survival.score_datasets:
+      check_score_dataset(directory, "config.survival.score_datasets")
+  if not spec.jittable and int(config.prune.rounds) > 1:
+    raise ConfigError(f"config.prune.rounds={config.prune.rounds} is not supported by "
+                      f"{where}={criterion!r} (one-shot only): set it to 0.")

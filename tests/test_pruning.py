@@ -1,0 +1,74 @@
+"""The pruning module: one schedule for IRP and R-round pruning, every criterion honours the
+layer distribution (AutoS, NPB), exact keep counts."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autosparse_jax import engine, masks as masks_lib, pruning
+from autosparse_jax.autos.apply import save_scorer
+from autosparse_jax.autos.scorer import make_scorer
+from autosparse_jax.errors import ConfigError
+from autosparse_jax.jobs import irp
+from tests.conftest import apply_overrides, load_config, small_config
+
+
+@pytest.mark.parametrize("final,rounds", [(0.01, 20), (0.1, 5), (0.37, 1), (0.5, 3)])
+def test_one_schedule_function_gives_both_closed_forms_under_every_name(final, rounds):
+  i = np.arange(1, rounds + 1)
+  exponential = np.array([final ** (k / rounds) for k in i])  # d^(r/R): SynFlow, IRP 'geometric'.
+  linear = np.array([1.0 - (1.0 - final) * k / rounds for k in i])  # Equal count per round.
+  for name in ("exponential", "geometric"):
+    np.testing.assert_allclose(pruning.schedule(final, rounds, name), exponential, rtol=1e-15)
+  for name in ("linear", "count"):
+    np.testing.assert_allclose(pruning.schedule(final, rounds, name), linear, rtol=1e-15)
+  assert pruning.schedule(final, rounds, "count")[-1] == pytest.approx(final, abs=1e-15)
+  with pytest.raises(ConfigError, match="config.irp.schedule='pct' is not known. Allowed: count, geometric"):
+    pruning.schedule(final, rounds, "pct", "config.irp.schedule", pruning.IRP_SCHEDULES)
+
+
+def test_irp_levels_and_r_round_pruning_at_init_share_the_schedule_and_the_counts():
+  config = apply_overrides(load_config("irp", "lenet_digits"), {
+      "irp.rounds": 5, "irp.final_density": 0.1, "irp.schedule": "geometric", "width": 0.25,
+      "prune.rounds": 5, "prune.round_schedule": "exponential", "prune.distribution": "erk"})
+  task = engine.build_task(config)
+  masks = jax.tree.map(lambda m: m[0], engine.init_states(config, task).masks)
+  levels = irp.levels(config, masks)
+  at_init = pruning.init_plan("snip", masks, pruning.criterion_options(config), 0.1)
+  np.testing.assert_array_equal(np.stack([level.counts for level in levels]), at_init)
+  np.testing.assert_allclose([level.density for level in levels], 0.1 ** (np.arange(1, 6) / 5), rtol=1e-15)
+  assert at_init.shape == (5, 3)  # ERK: per-layer counts of each round.
+
+
+def fake_scorer(directory):
+  """An untrained AutoS MLP scorer saved as autos_train saves one (its scores are arbitrary)."""
+  module = make_scorer("mlp", 2, 0.25)
+  variables = module.init(jax.random.PRNGKey(0), jnp.zeros((2, 2)), train=False)
+  save_scorer(directory, {"backbone": "mlp", "width": 0.25, "features": ["theta0", "g0"], "dtype": "float32",
+                          "g0_reduction": "sum"}, variables, np.zeros(2), np.ones(2))
+  return directory
+
+
+@pytest.mark.parametrize("criterion", ["autos", "npb", "snip"])
+@pytest.mark.parametrize("distribution", ["erk", "layerwise"])
+def test_every_criterion_keeps_the_exact_per_layer_counts_of_the_distribution(tmp_path, criterion,
+                                                                                  distribution):
+  config = small_config(criterion=criterion, sparsity=0.9, num_seeds=2, **{
+      "prune.distribution": distribution, "autos.scorer_dir": fake_scorer(str(tmp_path / "scorer"))})
+  task = engine.build_task(config)
+  states = engine.init_states(config, task)
+  pruned, _ = pruning.prune_states(config, task, states, criterion, 0.9)
+  one = jax.tree.map(lambda m: np.asarray(m[0]), states.masks)
+  expected = masks_lib.keep_counts(one, 0.1, distribution)
+  for seed in range(2):
+    masks = jax.tree.map(lambda m: np.asarray(m[seed]), pruned.masks)
+    kept = [int(m.sum()) for _, m in masks_lib.prunable_items(masks, masks)]
+    assert kept == list(expected), (criterion, distribution, seed)
+  if distribution == "layerwise":  # Not what a global top-k would keep.
+    assert list(expected) != list(masks_lib.keep_counts(one, 0.1, "erk"))
+
+
+def test_npb_keeps_erk_budgets_under_the_global_default_and_says_so():
+  assert pruning.distribution_used("npb", "global") == "erk"
+  assert pruning.distribution_used("npb", "layerwise") == "layerwise"
+  assert pruning.distribution_used("snip", "global") == "global"
