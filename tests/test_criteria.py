@@ -95,8 +95,11 @@ def test_grasp_hessian_gradient_product_equals_explicit_hessian():
                        for b in batches) / batches.shape[0]
   hessian = jax.hessian(loss)(flat)
   g_flat = jax.flatten_util.ravel_pytree(g)[0]
-  np.testing.assert_allclose(jax.flatten_util.ravel_pytree(jax.grad(loss)(flat))[0], g_flat, rtol=1e-5, atol=1e-9)
-  want = hessian @ g_flat
+  # GraSP differentiates w.r.t. the prunable weights only (biases held fixed): H_ww g_w.
+  prunable = jax.flatten_util.ravel_pytree(jax.tree.map(
+      lambda p, m: jnp.full(p.shape, m.ndim > 0, p.dtype), params, masks))[0]
+  np.testing.assert_allclose(prunable * jax.grad(loss)(flat), g_flat, rtol=1e-5, atol=1e-9)
+  want = prunable * (hessian @ g_flat)
   got = jax.flatten_util.ravel_pytree(hg)[0]
   np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6 * float(jnp.max(jnp.abs(want))))
   # Scores: theta * Hg at masked theta; the pruned weights score 0.
