@@ -11,6 +11,8 @@ checkpoints as a plain array). Each stream folds a named constant into it:
   g_0                  the pruning key of round 0                IRP's score datasets (g0_key(k)) and
                                                                  the `autos` criterion (round 0 of
                                                                  its stream): the same batches
+  ablation             fold_in(k, ABLATION)                     config.prune.ablation's shuffles and
+                                                                 its re-drawn theta_0 (reinit)
   IRP round r training fold_in(k, IRP_ROUND + r)                 the key of round r's TrainState
   AutoS scorer         PRNGKey(seed): init fold_in(., INIT), epoch order
                        fold_in(fold_in(., DATA_ORDER), epoch); its held-out split is a numpy
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-INIT, DATA_ORDER, AUGMENT, PRUNE = 0, 1, 2, 3
+INIT, DATA_ORDER, AUGMENT, PRUNE, ABLATION = 0, 1, 2, 3, 4
 IRP_ROUND = 1000  # Round r of an IRP trains with fold_in(k, IRP_ROUND + r): far from the streams above.
 
 
@@ -77,6 +79,11 @@ def prune_key(key, round_index=0):
 def g0_key(key):
   """g_0's batches: those of pruning round 0, for the IRP's datasets and the `autos` criterion."""
   return prune_key(key, 0)
+
+
+def ablation_key(key):
+  """The layer-wise shuffles and the re-drawn theta_0 of config.prune.ablation."""
+  return jax.random.fold_in(key, ABLATION)
 
 
 def irp_round_key(key, round_index):

@@ -41,6 +41,12 @@ NO_PRUNING = "none"  # config.criterion of a dense run (tables label those rows 
 SCHEDULES = ("exponential", "linear")
 SCHEDULE_ALIASES = {"geometric": "exponential", "count": "linear"}
 IRP_SCHEDULES = ("count", "geometric")  # config.irp.schedule's names (the original code's).
+# config.prune.ablation: Frankle et al. (ICLR 2021)'s sanity checks of a criterion. Does its gain
+# lie in the layer densities it picks or in the weights?
+#   shuffle_layerwise  each layer's mask randomly permuted: same layer densities, random weights
+#   reinit             the same masks on a theta_0 drawn from another key (keys.reinit_key)
+#   invert             the HIGHEST scores are pruned instead of the lowest
+ABLATIONS = ("none", "shuffle_layerwise", "reinit", "invert")
 
 
 def check_sparsity(value, field, allow_zero=False):
@@ -112,6 +118,8 @@ def prune_round(criterion, params, masks, model_state, data, key, options, count
   (the original IRP code's behaviour; REFERENCE.md).
   """
   scores = criteria.get(criterion).score(params, masks, model_state, data, key, options)
+  if options.get("ablation", "none") == "invert":
+    scores = inverted(scores)
   new = masks_lib.masks_from_counts(scores, masks, counts, int(options.get("min_per_layer", 0)))
   if drop_zero_scores:
     new = jax.tree.map(lambda m, s: m & (s != 0) if m.ndim else m, new, scores)
@@ -127,6 +135,8 @@ def prune_network(criterion, params, masks, model_state, data, key, options, pla
   same masks (and other densities a consistent ranking).
   """
   rounds = plan.shape[0]
+  if criteria.get(criterion).revives:
+    return _reviving_rounds(criterion, params, masks, model_state, data, key, options, plan)
   if rounds == 1:
     return prune_round(criterion, params, masks, model_state, data, keys.prune_key(key, 0), options, plan[0])
 
@@ -141,6 +151,46 @@ def prune_network(criterion, params, masks, model_state, data, key, options, pla
   final, last = prune_round(criterion, params, m, model_state, data, keys.prune_key(key, rounds - 1),
                             options, plan[-1])
   return final, survival_ranks(last, m, survived)
+
+
+def _reviving_rounds(criterion, params, masks, model_state, data, key, options, plan):
+  """FORCE's rounds: each keeps the top-k over every prunable weight (pruned ones may come back).
+
+  Scores are taken at the previous round's masks; the last round's scores rank
+  every weight, so their top-k at the final density is the final mask.
+  """
+  min_per_layer = int(options.get("min_per_layer", 0))
+  invert = options.get("ablation", "none") == "invert"
+
+  def round_scores(m, r):
+    scores = criteria.get(criterion).score(params, m, model_state, data, keys.prune_key(key, r), options)
+    return inverted(scores) if invert else scores
+
+  def body(m, xs):
+    r, counts = xs
+    return masks_lib.masks_from_counts(round_scores(m, r), masks, counts, min_per_layer), None
+
+  rounds = plan.shape[0]
+  m, _ = jax.lax.scan(body, masks, (jnp.arange(rounds - 1), plan[:-1]))
+  last = round_scores(m, rounds - 1)
+  return masks_lib.masks_from_counts(last, masks, plan[-1], min_per_layer), last
+
+
+def inverted(scores):
+  """Scores whose top-k is the bottom-k of `scores` (ties still broken by the lower index)."""
+  return jax.tree.map(lambda s: -s if jnp.issubdtype(jnp.asarray(s).dtype, jnp.floating)
+                      else jnp.iinfo(jnp.asarray(s).dtype).max - s, scores)
+
+
+def shuffled_layerwise(masks, key):
+  """Each prunable layer's mask randomly permuted: every layer keeps its count (Frankle et al.)."""
+  leaves, tree = jax.tree.flatten(masks)
+  layer_keys = iter(jax.random.split(key, len(leaves)))
+  out = []
+  for m in leaves:
+    k = next(layer_keys)
+    out.append(jax.random.permutation(k, m.reshape(-1)).reshape(m.shape) if m.ndim > 0 else m)
+  return jax.tree.unflatten(tree, out)
 
 
 def survival_ranks(last, alive, survived):
@@ -171,7 +221,19 @@ def host_prune(criterion, params, masks, model_state, data, key, options, counts
     if spec.layer_budgets:
       options = ml_collections.ConfigDict(dict(options.to_dict(), budgets=np.asarray(counts).tolist()))
     scores = spec.score(params, masks, model_state, data, keys.prune_stream(key), options)
-  return masks_lib.masks_from_counts(scores, masks, counts, int(options.get("min_per_layer", 0))), scores
+  ranked = inverted(scores) if options.get("ablation", "none") == "invert" else scores
+  return masks_lib.masks_from_counts(ranked, masks, counts, int(options.get("min_per_layer", 0))), scores
+
+
+def ablated_state(trainer, state, masks, options):
+  """The pruned TrainState, after config.prune.ablation's change of masks or theta_0 (if any)."""
+  ablation = options.get("ablation", "none")
+  params, batch_stats = state.params, state.batch_stats
+  if ablation == "shuffle_layerwise":
+    masks = shuffled_layerwise(masks, keys.ablation_key(state.key))
+  elif ablation == "reinit":
+    params, batch_stats = trainer.init_variables(keys.ablation_key(state.key))
+  return trainer.create_state(state.key, params, batch_stats, masks)
 
 
 def _model_state(trainer, state):
@@ -199,7 +261,7 @@ def prune_states(config, task, states, criterion, sparsity, score_cache=None):
   def prune_one(state, images, labels, plan):
     masks, scores = prune_network(criterion, state.params, state.masks, _model_state(trainer, state),
                                   PruneData(images, labels), state.key, options, plan)
-    return trainer.create_state(state.key, state.params, state.batch_stats, masks), scores
+    return ablated_state(trainer, state, masks, options), scores
 
   program_key = ("prune", criterion, json.dumps(options.to_dict(), sort_keys=True, default=str))
   program = task.program(program_key, lambda: jax.jit(jax.vmap(prune_one, in_axes=(0, None, None, None))))
@@ -221,7 +283,7 @@ def _host_prune_states(task, states, criterion, options, plan, score_cache):
                                state.key, options, plan[-1], scores=cached)
     if cacheable:
       score_cache[i] = scores
-    pruned.append(trainer.create_state(state.key, state.params, state.batch_stats, masks))
+    pruned.append(ablated_state(trainer, state, masks, options))
     all_scores.append(scores)
   stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
   return stack(pruned), stack(all_scores)
@@ -239,6 +301,9 @@ def validate_criterion(config, criterion, where="config.criterion"):
                         "score_dataset_dir(s) of an IRP job on the same model and seeds.")
     for directory in config.survival.score_datasets:
       check_score_dataset(directory, "config.survival.score_datasets")
+  ablation = config.prune.get("ablation", "none")
+  if ablation not in ABLATIONS:
+    raise ConfigError(unknown_name_message("config.prune.ablation", ablation, ABLATIONS))
   if not spec.jittable and int(config.prune.rounds) > 1:
     raise ConfigError(f"config.prune.rounds={config.prune.rounds} is not supported by "
                       f"{where}={criterion!r} (one-shot only): set it to 0.")

@@ -23,7 +23,7 @@ Field meanings (the same in every job that has them):
 """
 import ml_collections
 
-from autosparse_jax.criteria.npb import DEFAULTS as NPB_DEFAULTS
+from autosparse_jax.criteria import OPTION_DEFAULTS
 from autosparse_jax.errors import ConfigError, unknown_name_message
 from autosparse_jax.masks import DEFAULT_PRUNABLE
 
@@ -80,9 +80,12 @@ def base_config():
       grasp_samples_per_class=10, grasp_temperature=200.0,
       rounds=0,  # 0 = the criterion's default (SynFlow 100, others 1); R > 1 with snip = SNIP-it
       round_schedule="exponential",
-      # NPB (criteria/npb.py DEFAULTS): its layer budgets are ERK under the default
-      # `global` distribution, else the distribution's (pruning.distribution_used).
-      **{f"npb_{name}": value for name, value in NPB_DEFAULTS.items()}))
+      # Frankle et al.'s sanity checks (pruning.ABLATIONS): none | shuffle_layerwise | reinit | invert.
+      ablation="none",
+      # Each criterion's own options (criteria/*.py DEFAULTS): NPB (npb_*; its layer budgets
+      # are ERK under the default `global` distribution), GraSP sampling, NTK-SAP, PX, ProsPr,
+      # FORCE.
+      **OPTION_DEFAULTS))
   # The `autos` criterion: a trained scorer (results.json scorer_dir of an autos_train
   # job), applied batch_size weights at a time per device, chunk_weights per host pass.
   c.autos = ml_collections.ConfigDict(dict(scorer_dir="", batch_size=4096, chunk_weights=1 << 22,

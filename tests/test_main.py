@@ -84,7 +84,8 @@ def test_every_config_loads_and_documents_its_command():
     load_config("train", "lenet_mnst")
 
 
-@pytest.mark.parametrize("criterion", ["random", "magnitude", "snip", "grasp", "synflow", "npb"])
+@pytest.mark.parametrize("criterion", ["random", "magnitude", "snip", "grasp", "synflow", "npb", "grasp_abs",
+                                       "synflow_l2", "px", "ntk_sap", "prospr", "force", "fisher"])
 def test_every_criterion_prunes_real_mnist_lenet_to_98_percent(prepared_data_dir, tmp_path, criterion):
   config = load_config("prune", "lenet_mnist")
   config.criterion, config.sparsity = criterion, 0.98
@@ -96,3 +97,20 @@ def test_every_criterion_prunes_real_mnist_lenet_to_98_percent(prepared_data_dir
   assert run["test_accuracy"] > 0.2  # Chance is 0.1.
   assert run["effective_paths"][0] > 0 and run["effective_params"][0] <= run["kept_per_seed"][0]
   assert set(run["layer_density"]) == {"Dense_0/kernel", "Dense_1/kernel", "Dense_2/kernel"}
+
+
+def test_a_job_run_twice_in_fresh_processes_compiles_its_programs_once(tmp_path):
+  """The persistent compilation cache (autosparse_jax/__init__.py): the second process adds nothing."""
+  cache = tmp_path / "xla"
+  env = dict(os.environ, AUTOSPARSE_COMPILATION_CACHE=str(cache))
+  args = [f"--config={CONFIGS}/train.py:lenet_digits", "--config.train.epochs=1", "--config.criterion=snip",
+          "--config.sparsity=0.9"]
+  runs = []
+  for name in ("first", "second"):
+    proc = subprocess.run([sys.executable, "-m", "autosparse_jax.main", *args, f"--workdir={tmp_path / name}"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    runs.append(sorted(os.listdir(cache)))
+  assert len(runs[0]) >= 3 and runs[1] == runs[0]  # Every program of the second run came from the cache.
+  first, second = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("first", "second"))
+  assert first["test_loss"] == second["test_loss"]  # Cached executables compute the same bits.

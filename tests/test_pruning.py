@@ -72,3 +72,78 @@ def test_npb_keeps_erk_budgets_under_the_global_default_and_says_so():
   assert pruning.distribution_used("npb", "global") == "erk"
   assert pruning.distribution_used("npb", "layerwise") == "layerwise"
   assert pruning.distribution_used("snip", "global") == "global"
+
+
+def pruned_with(ablation, criterion="magnitude", sparsity=0.8, **overrides):
+  config = small_config(criterion=criterion, sparsity=sparsity, num_seeds=2,
+                        **{"prune.ablation": ablation, **overrides})
+  task = engine.build_task(config)
+  states = engine.init_states(config, task)
+  return states, pruning.prune_states(config, task, states, criterion, sparsity)
+
+
+def layer_counts(masks, seed):
+  one = jax.tree.map(lambda m: np.asarray(m[seed]), masks)
+  return [int(m.sum()) for _, m in masks_lib.prunable_items(one, one)]
+
+
+def test_shuffle_layerwise_keeps_every_layer_count_and_changes_which_weights():
+  _, (plain, _) = pruned_with("none", "snip")
+  _, (shuffled, _) = pruned_with("shuffle_layerwise", "snip")
+  for seed in range(2):
+    assert layer_counts(shuffled.masks, seed) == layer_counts(plain.masks, seed)
+  overlap = [float(np.mean(np.asarray(a) == np.asarray(b)))
+             for a, b in zip(jax.tree.leaves(plain.masks), jax.tree.leaves(shuffled.masks)) if a.ndim > 1]
+  assert min(overlap) < 0.9  # Random weights: far from the criterion's choice.
+
+
+def test_reinit_keeps_the_masks_and_redraws_theta_0():
+  dense, (plain, _) = pruned_with("none")
+  _, (reinit, _) = pruned_with("reinit")
+  for a, b in zip(jax.tree.leaves(plain.masks), jax.tree.leaves(reinit.masks)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for p, p0, m in zip(jax.tree.leaves(reinit.params), jax.tree.leaves(dense.params), jax.tree.leaves(reinit.masks)):
+    if m.ndim > 1:
+      assert not np.array_equal(np.asarray(p), np.asarray(p0) * np.asarray(m))  # Another theta_0 ...
+      assert np.all(np.asarray(p)[~np.asarray(m)] == 0)  # ... masked the same way.
+
+
+def test_invert_keeps_exactly_the_lowest_scored_weights():
+  dense, (inverted, _) = pruned_with("invert", sparsity=0.7)
+  for seed in range(2):
+    params = jax.tree.map(lambda x: np.asarray(x[seed]), dense.params)
+    masks = jax.tree.map(lambda m: np.asarray(m[seed]), inverted.masks)
+    flat = np.concatenate([np.abs(p).reshape(-1) for _, p in masks_lib.prunable_items(params, masks)])
+    kept = np.concatenate([m.reshape(-1) for _, m in masks_lib.prunable_items(masks, masks)])
+    k = int(np.floor(0.3 * flat.size + 0.5))
+    lowest = np.argsort(flat, kind="stable")[:k]  # Magnitude: the k smallest |theta|.
+    assert kept.sum() == k and kept[lowest].all()
+
+
+def test_force_rounds_let_pruned_weights_come_back_and_end_at_the_exact_count():
+  config = small_config(criterion="force", sparsity=0.9, **{"prune.rounds": 4})
+  task = engine.build_task(config)
+  states = engine.init_states(config, task)
+  pruned, scores = pruning.prune_states(config, task, states, "force", 0.9)
+  masks = jax.tree.map(lambda m: np.asarray(m[0]), pruned.masks)
+  report = masks_lib.density_report(masks)
+  assert report["kept"] == int(np.floor(0.1 * report["total"] + 0.5))
+  # The returned scores are the last round's over every weight: their top-k is the mask.
+  again = masks_lib.scores_to_masks(jax.tree.map(lambda s: s[0], scores),
+                                    jax.tree.map(lambda m: np.ones_like(np.asarray(m[0])), states.masks), 0.1)
+  for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The first of the 4 rounds alone ends at its schedule density 0.1^(1/4).
+  one_seed = jax.tree.map(lambda x: x[0], states)
+  options = pruning.criterion_options(config)
+  m1, _ = pruning.prune_network("force", one_seed.params, one_seed.masks,
+                                pruning.ModelState({}, task.trainer.model, task.trainer.spec),
+                                pruning.PruneData(task.train_images, task.train_labels), one_seed.key, options,
+                                pruning.init_plan("force", one_seed.masks, options, 0.1)[:1])
+  assert masks_lib.density_report(m1)["density"] == pytest.approx(0.1 ** 0.25, abs=1e-3)
+
+
+def test_an_unknown_ablation_is_refused_naming_the_field():
+  config = small_config(criterion="snip", sparsity=0.5, **{"prune.ablation": "inverse"})
+  with pytest.raises(ConfigError, match="config.prune.ablation='inverse' is not known.*Did you mean 'invert'"):
+    engine.validate(config)

@@ -17,6 +17,12 @@ A Criterion records how the pruning module must run its score function:
   density_free  the scores do not depend on the target density (host scores are reused
                 across the sparsities of a sweep)
   layer_budgets the criterion needs the per-layer keep counts (options.budgets)
+  revives       each round keeps the top-k over every prunable weight, pruned ones too
+                (FORCE); otherwise rounds keep the top-k among the survivors (nested masks)
+  data          the criterion reads the pruning data (False: data-free, e.g. SynFlow)
+
+Each criterion module lists its config.prune options with their defaults in
+DEFAULTS (OPTION_DEFAULTS merges them; recipes.base_config puts them in config.prune).
 """
 import contextlib
 import dataclasses
@@ -25,9 +31,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from autosparse_jax.criteria import fisher, force, ntk_sap, pathkernel, prospr, saliency
 from autosparse_jax.criteria.autos import autos_scores
 from autosparse_jax.criteria.base import ModelState, PruneData
-from autosparse_jax.criteria.npb import npb_scores
+from autosparse_jax.criteria.npb import DEFAULTS as NPB_DEFAULTS, npb_scores
 from autosparse_jax.criteria.saliency import grasp_scores, snip_scores
 from autosparse_jax.criteria.survival import survival_scores
 from autosparse_jax.criteria.synflow import synflow_scores
@@ -43,6 +50,8 @@ class Criterion:
   rounds: int = 1
   density_free: bool = True
   layer_budgets: bool = False
+  revives: bool = False
+  data: bool = True
 
 
 def random_scores(params, masks, model_state, prune_data, key, options):
@@ -73,14 +82,24 @@ def register(name, score, **attributes):
   return REGISTRY[name]
 
 
-register("random", random_scores)
-register("magnitude", magnitude_scores)
+register("random", random_scores, data=False)
+register("magnitude", magnitude_scores, data=False)
 register("snip", snip_scores)
 register("grasp", grasp_scores)
-register("synflow", synflow_scores, float64=True, rounds=100)
-register("npb", npb_scores, jittable=False, density_free=False, layer_budgets=True)
+register("synflow", synflow_scores, float64=True, rounds=100, data=False)
+register("npb", npb_scores, jittable=False, density_free=False, layer_budgets=True, data=False)
 register("autos", autos_scores, jittable=False)
-register("survival", survival_scores, jittable=False)
+register("survival", survival_scores, jittable=False, data=False)
+_MODULES = (saliency, pathkernel, ntk_sap, prospr, force, fisher)
+for _module in _MODULES:
+  for _name, _spec in _module.CRITERIA.items():
+    register(_name, _spec["score"], float64=_spec["float64"], rounds=_spec["rounds"],
+             revives=_spec["revives"], data=_spec["data"])
+
+# config.prune options of the criteria, with their defaults (npb's are prefixed npb_).
+OPTION_DEFAULTS = {f"npb_{name}": value for name, value in NPB_DEFAULTS.items()}
+for _module in _MODULES:
+  OPTION_DEFAULTS.update(_module.DEFAULTS)
 
 
 def names():

@@ -62,15 +62,39 @@ def load_tfds_arrays(name, data_dir):
   return out
 
 
+_DECODED = {}  # (name, data dir, files' sizes and mtimes) -> decoded splits, per process.
+
+
+def _files_state(directory):
+  """Sizes and modification times of every file below `directory`: a changed file is a new key."""
+  return tuple(sorted((os.path.join(root, f), st.st_size, st.st_mtime_ns)
+                      for root, _, files in os.walk(directory) for f in files
+                      for st in [os.stat(os.path.join(root, f))]))
+
+
 def load_dataset(name, data_dir=None, synthetic_kwargs=None):
-  """Loads a registered dataset into host memory."""
+  """Loads a registered dataset into host memory.
+
+  A TFDS dataset is decoded once per process (jobs of a pipeline, a sweep's
+  criteria and the tests load the same set many times); the arrays are read-only,
+  and a re-prepared or damaged file changes the key, so it is read again.
+  """
   if name not in DATASETS:
     raise ConfigError(unknown_name_message("config.dataset", name, DATASETS))
   if name == "digits":
     return _from_splits(*embedded.digits())
   if name == "synthetic":
     return _from_splits(*embedded.synthetic(**dict(synthetic_kwargs or {})))
-  return _from_splits(SPECS[name], load_tfds_arrays(name, resolve_data_dir(data_dir)))
+  directory = resolve_data_dir(data_dir)
+  key = (name, directory, _files_state(os.path.join(directory, name)))
+  if key not in _DECODED:
+    splits = load_tfds_arrays(name, directory)
+    for arrays in splits.values():
+      for a in arrays:
+        a.setflags(write=False)
+    _DECODED.clear()  # One dataset at a time: the memory of the last one only.
+    _DECODED[key] = splits
+  return _from_splits(SPECS[name], _DECODED[key])
 
 
 __all__ = ["Dataset", "DatasetNotPreparedError", "DatasetSpec", "load_dataset", "TFDS_DATASETS"]

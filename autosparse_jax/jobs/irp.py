@@ -86,6 +86,9 @@ def validate(config):
   if config.criterion == pruning.NO_PRUNING or not criteria.get(config.criterion).jittable:
     raise ConfigError(f"config.criterion={config.criterion!r} cannot drive IRP: use magnitude (LTH), "
                       "snip (SNIP-iter) or another of " + ", ".join(criteria.jittable_names()) + ".")
+  if config.prune.get("ablation", "none") != "none":
+    raise ConfigError(f"config.prune.ablation={config.prune.ablation!r} is a check of pruning at init; "
+                      "IRP does not take it: set it to 'none' (use the prune or sweep job).")
   if int(irp.rounds) < 1:
     raise ConfigError(f"config.irp.rounds={irp.rounds} must be >= 1.")
   if not 0.0 < float(irp.final_density) < 1.0:
