@@ -1,5 +1,10 @@
 """autosparse_jax: pruning at initialization learned from iterative rewind pruning.
 
+Public API (autosparse_jax/api.py; loaded on first use, so `import autosparse_jax`
+stays light for the command-line tools): score, prune, masked, apply_masks,
+init_masks, register_criterion, criterion_names, and autos.pretrained /
+autos.load_scorer.
+
 Importing the package (before jax starts its backend) turns off XLA:CPU's
 YNNPACK library fusions unless XLA_FLAGS already sets them: those fusions pick
 reduction orders that depend on the size of the vmapped seed axis, so seed k of
@@ -34,3 +39,18 @@ def _enable_compilation_cache():
 
 
 _enable_compilation_cache()
+
+
+_API = ("score", "prune", "masked", "apply_masks", "init_masks", "register_criterion", "criterion_names")
+
+
+def __getattr__(name):
+  import importlib
+  if name in _API:
+    return getattr(importlib.import_module("autosparse_jax.api"), name)
+  if name == "autos":
+    return importlib.import_module("autosparse_jax.autos")
+  raise AttributeError(f"module 'autosparse_jax' has no attribute {name!r}")
+
+
+__all__ = list(_API) + ["autos"]

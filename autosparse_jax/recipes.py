@@ -55,6 +55,9 @@ RECIPES = {
 def base_config():
   c = ml_collections.ConfigDict()
   c.job = "train"
+  # Modules imported before validation: where a user registers criteria
+  # (autosparse_jax.register_criterion), e.g. ("my_package.criteria",).
+  c.imports = ()
   c.model = "lenet_300_100"
   c.width = 1.0
   c.dataset = "mnist"

@@ -38,6 +38,7 @@ class TrainedScorer:
   mean: np.ndarray      # Feature standardisation (training-split statistics).
   std: np.ndarray
   info: dict            # scorer.json
+  directory: str = ""   # Where it was loaded from (its scorer_dir).
 
   def apply(self, variables, x):
     """Scores [b, F] raw features -> [b] (eval mode)."""
@@ -147,4 +148,4 @@ def load_scorer(directory, dtype=None):
                                                  target)
   return TrainedScorer(module=module, variables=variables, features=tuple(info["features"]),
                        mean=np.asarray(info["mean"], np.float32), std=np.asarray(info["std"], np.float32),
-                       info=info)
+                       info=info, directory=os.path.abspath(directory))

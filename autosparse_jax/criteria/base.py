@@ -24,6 +24,10 @@ class ModelState:
   model: nn.Module = flax.struct.field(pytree_node=False)
   spec: DatasetSpec = flax.struct.field(pytree_node=False)
 
+  def inputs(self, images):
+    """The network's input of stored images (uint8 -> normalised float32)."""
+    return pipeline.normalize(images, self.spec)
+
   def logits(self, params, x, dtype=None):
     """Eval-mode forward (BN uses running statistics, as the original criteria do)."""
     model = self.model if dtype is None else self.model.clone(dtype=dtype)
@@ -76,7 +80,7 @@ UNROLL_BATCHES = 8
 
 
 def loss_on(model_state, params, prune_data, idx, temperature=1.0):
-  x = pipeline.normalize(prune_data.images[idx], model_state.spec)
+  x = model_state.inputs(prune_data.images[idx])
   logits = model_state.logits(params, x).astype(jnp.float32) / temperature
   return optax.softmax_cross_entropy_with_integer_labels(logits, prune_data.labels[idx]).mean()
 

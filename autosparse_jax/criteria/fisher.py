@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import optax
 
 from autosparse_jax.criteria.base import UNROLL_BATCHES, batch_indices
-from autosparse_jax.data import pipeline
 from autosparse_jax.masks import apply_masks
 
 DEFAULTS = {}  # Reads cfg.batch_size and cfg.num_batches only.
@@ -25,7 +24,7 @@ DEFAULTS = {}  # Reads cfg.batch_size and cfg.num_batches only.
 def fisher_diagonal(model_state, params, masks, prune_data, batches):
   """E_n[(dl_n/dtheta)^2] over every example of `batches` ([num, batch] indices)."""
   def example_loss(p, image, label):
-    x = pipeline.normalize(image[None], model_state.spec)
+    x = model_state.inputs(image[None])
     logits = model_state.logits(apply_masks(p, masks), x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, label[None]).sum()
 

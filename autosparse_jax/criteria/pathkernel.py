@@ -44,7 +44,6 @@ import jax
 import jax.numpy as jnp
 
 from autosparse_jax.criteria.modes import train_logits
-from autosparse_jax.data import pipeline
 from autosparse_jax.masks import apply_masks, path_name
 
 DEFAULTS = {
@@ -128,7 +127,7 @@ def px_scores(params, masks, model_state, prune_data, key, cfg):
   pk0 = jax.tree.map(lambda p, k: p if k else jnp.square(p), theta, kept)
 
   def batch_loss(pk, b):
-    x = pipeline.normalize(prune_data.images[b], spec)
+    x = model_state.inputs(prune_data.images[b])
     pre = []
 
     def record(v, *a, **k):

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import optax
 
 from autosparse_jax.criteria.modes import train_logits
-from autosparse_jax.data import pipeline
 
 DEFAULTS = {
     "prospr_inner_steps": 3,  # Unrolled SGD steps (authors' --inner-steps).
@@ -56,7 +55,7 @@ def prospr_scores(params, masks, model_state, prune_data, key, cfg):
   """|d L(theta_K) / d m| through the unrolled inner loop (see module docstring)."""
   n = prune_data.labels.shape[0]
   b = jax.random.permutation(key, n)[: min(int(_get(cfg, "prospr_batch_size")), n)]
-  x = pipeline.normalize(prune_data.images[b], model_state.spec)
+  x = model_state.inputs(prune_data.images[b])
   masks_float = jax.tree.map(lambda m, p: m.astype(p.dtype), masks, params)
   meta = jax.grad(lambda m: unrolled_loss(
       model_state, params, m, x, prune_data.labels[b], int(_get(cfg, "prospr_inner_steps")),

@@ -86,7 +86,7 @@ def load_dataset(name, data_dir=None, synthetic_kwargs=None):
   if name == "synthetic":
     return _from_splits(*embedded.synthetic(**dict(synthetic_kwargs or {})))
   directory = resolve_data_dir(data_dir)
-  key = (name, directory, _files_state(os.path.join(directory, name)))
+  key = (name, directory, _files_state(os.path.join(directory, f"autosparse_{name}")))  # The builders' names.
   if key not in _DECODED:
     splits = load_tfds_arrays(name, directory)
     for arrays in splits.values():

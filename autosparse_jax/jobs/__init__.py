@@ -27,13 +27,25 @@ def job_module(name, field="config.job"):
   return importlib.import_module(JOBS[name])
 
 
+def import_plugins(config):
+  """Imports config.imports: the user's modules that register criteria (asj.register_criterion)."""
+  for name in config.get("imports", ()) or ():
+    try:
+      importlib.import_module(name)
+    except ImportError as e:
+      raise ConfigError(f"config.imports names {name!r}, which cannot be imported ({e}). Give importable "
+                        "module names (on PYTHONPATH), e.g. --config.imports='(\"my_package.criteria\",)'.")
+
+
 def validate(config):
   """The job's checks of `config` (ConfigError naming the field), without compute or files."""
+  import_plugins(config)
   job_module(config.get("job")).validate(config)
 
 
 def run(config, workdir):
   """Validates `config`, then runs its job in `workdir`; returns the results dict."""
+  import_plugins(config)
   module = job_module(config.get("job"))
   if distributed.initialize(config):  # Several processes: before any other JAX call.
     distributed.check_config_agreement(config)

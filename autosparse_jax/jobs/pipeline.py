@@ -88,6 +88,7 @@ def validate(config):
       if match.group(1) not in stages[:i]:
         raise ConfigError(f"config.{name} refers to {ref!r}, but stage {match.group(1)!r} does not run "
                           f"before it (config.stages={tuple(stages)}).")
+    jobs.import_plugins(config[name])  # Its criteria are known before its names are checked.
     check_stage_names(config[name], f"config.{name}")
   figure = config.get("survival_figure_stage", "")
   if figure and (figure not in stages or config[figure].job != "irp"):

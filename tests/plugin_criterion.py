@@ -1,0 +1,14 @@
+"""A user's plugin module, as config.imports loads it: registers a criterion of its own."""
+import jax
+import jax.numpy as jnp
+
+import autosparse_jax as asj
+
+
+def squared_magnitude(params, masks, model_state, prune_data, key, options):
+  """theta^2: a criterion defined outside the package (same ranking as magnitude)."""
+  del masks, model_state, prune_data, key, options
+  return jax.tree.map(jnp.square, params)
+
+
+asj.register_criterion("plugin_squared_magnitude", squared_magnitude, data=False)
