@@ -151,9 +151,13 @@ def _program(what, criterion, net, opts):
   key = (what, criterion, net.apply_fn, net.spec, json.dumps(opts.to_dict(), sort_keys=True, default=str))
   if key not in _PROGRAMS:
     if what == "score":
-      fn = lambda p, m, k, data, plan: criteria.get(criterion).score(p, m, net, data, keys.prune_key(k, 0), opts)
+      def fn(p, m, k, data, plan):
+        scores = criteria.get(criterion).score(p, m, net, data, keys.prune_key(k, 0), opts)
+        return scores, pruning.finite_layers(scores, m)
     else:
-      fn = lambda p, m, k, data, plan: pruning.prune_network(criterion, p, m, net, data, k, opts, plan)[0]
+      def fn(p, m, k, data, plan):
+        new, _, finite = pruning.prune_network(criterion, p, m, net, data, k, opts, plan, with_finite=True)
+        return new, finite
     _PROGRAMS[key] = jax.jit(jax.vmap(fn, in_axes=(0, 0, 0, None, None)))
   return _PROGRAMS[key]
 
@@ -161,7 +165,8 @@ def _program(what, criterion, net, opts):
 def _run(what, criterion, net, opts, params, masks, key, data, plan=None):
   add = lambda t: jax.tree.map(lambda x: jnp.asarray(x)[None], t)
   with criteria.precision_scope(criterion):
-    out = _program(what, criterion, net, opts)(add(params), add(masks), add(key), data, plan)
+    out, finite = _program(what, criterion, net, opts)(add(params), add(masks), add(key), data, plan)
+  pruning.check_finite(criterion, finite, masks)
   return jax.tree.map(lambda x: x[0], out)
 
 
@@ -187,6 +192,7 @@ def score(criterion, params, *, apply_fn=None, batches=None, input_shape=None, k
   if not spec.jittable:
     _, scores = pruning.host_prune(criterion, params, masks, net, data, _key(key), _host_options(opts, options),
                                    masks_lib.keep_counts(masks, 1.0))
+    pruning.check_finite(criterion, pruning.finite_layers(scores, masks), masks)
     return scores
   return _run("score", criterion, net, opts, params, masks, _key(key), data)  # Round 0's key.
 
@@ -232,8 +238,9 @@ def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batc
   masks = init_masks(params, prunable) if masks is None else masks
   plan = pruning.init_plan(criterion, masks, opts, target)
   if not criteria.get(criterion).jittable:
-    new, _ = pruning.host_prune(criterion, params, masks, net, data, _key(key),
-                                _host_options(opts, dict(options, scorer=scorer)), plan[-1])
+    new, scores = pruning.host_prune(criterion, params, masks, net, data, _key(key),
+                                     _host_options(opts, dict(options, scorer=scorer)), plan[-1])
+    pruning.check_finite(criterion, pruning.finite_layers(scores, masks), masks)
     return jax.tree.map(jnp.asarray, new)
   return _run("prune", criterion, net, opts, params, masks, _key(key), data, plan)
 

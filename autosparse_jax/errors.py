@@ -7,7 +7,11 @@ class ConfigError(ValueError):
 
 
 class NumericalError(RuntimeError):
-  """A non-finite loss: the job stops (exit 3) and keeps its last good checkpoint."""
+  """A non-finite loss or score: the job stops (exit 3) and keeps its last good checkpoint."""
+
+
+class OutputError(RuntimeError):
+  """Results could not be written (e.g. a full disk): exit 4, the earlier results are intact."""
 
 
 def unknown_name_message(field, value, allowed):

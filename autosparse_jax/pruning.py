@@ -32,7 +32,8 @@ import numpy as np
 from autosparse_jax import criteria, keys, masks as masks_lib
 from autosparse_jax.criteria.autos import cached_scorer, check_features
 from autosparse_jax.criteria.base import ModelState, PruneData
-from autosparse_jax.errors import ConfigError, unknown_name_message
+from autosparse_jax.distributed import to_host
+from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
 from autosparse_jax.score_dataset import check_score_dataset
 
 NO_PRUNING = "none"  # config.criterion of a dense run (tables label those rows report.DENSE).
@@ -126,7 +127,30 @@ def prune_round(criterion, params, masks, model_state, data, key, options, count
   return new, scores
 
 
-def prune_network(criterion, params, masks, model_state, data, key, options, plan):
+def finite_layers(scores, masks):
+  """[per prunable layer: every score finite] (traceable)."""
+  return [jnp.all(jnp.isfinite(s)) if jnp.issubdtype(jnp.asarray(s).dtype, jnp.floating) else jnp.asarray(True)
+          for _, s in masks_lib.prunable_items(scores, masks)]
+
+
+def check_finite(criterion, finite, masks, where=""):
+  """NumericalError naming the layers whose scores held NaN or Inf (finite: from finite_layers)."""
+  names = [name for name, _ in masks_lib.prunable_items(masks, masks)]
+  bad = [name for name, ok in zip(names, finite) if not np.all(np.asarray(ok))]
+  if bad:
+    raise NumericalError(
+        f"criterion {criterion!r} gave non-finite scores (NaN or Inf) in layer(s) {', '.join(bad)}"
+        f"{' ' + where if where else ''}: nothing was pruned with them and no result was written. Check the "
+        "criterion's options (e.g. config.prune.grasp_temperature) and the network (a diverged theta_0?).")
+
+
+def prune_network(criterion, params, masks, model_state, data, key, options, plan, with_finite=False):
+  """See below; with_finite=True also returns [per prunable layer: scores finite in every round]."""
+  out = _prune_network(criterion, params, masks, model_state, data, key, options, plan)
+  return out if with_finite else out[:2]
+
+
+def _prune_network(criterion, params, masks, model_state, data, key, options, plan):
   """(masks, scores) of one network pruned at init by a jittable criterion over plan's rounds.
 
   key: the network's key (keys.prune_key derives each round's). With R > 1
@@ -138,19 +162,25 @@ def prune_network(criterion, params, masks, model_state, data, key, options, pla
   if criteria.get(criterion).revives:
     return _reviving_rounds(criterion, params, masks, model_state, data, key, options, plan)
   if rounds == 1:
-    return prune_round(criterion, params, masks, model_state, data, keys.prune_key(key, 0), options, plan[0])
+    new, scores = prune_round(criterion, params, masks, model_state, data, keys.prune_key(key, 0), options,
+                              plan[0])
+    return new, scores, finite_layers(scores, masks)
 
   def body(carry, xs):
-    m, survived = carry
+    m, survived, finite = carry
     r, counts = xs
-    m, _ = prune_round(criterion, params, m, model_state, data, keys.prune_key(key, r), options, counts)
-    return (m, jax.tree.map(lambda s, k: s + k.astype(jnp.int32), survived, m)), None
+    new, scores = prune_round(criterion, params, m, model_state, data, keys.prune_key(key, r), options, counts)
+    finite = [a & b for a, b in zip(finite, finite_layers(scores, masks))]
+    return (new, jax.tree.map(lambda s, k: s + k.astype(jnp.int32), survived, new), finite), None
 
   survived0 = jax.tree.map(lambda m: jnp.zeros(m.shape, jnp.int32), masks)
-  (m, survived), _ = jax.lax.scan(body, (masks, survived0), (jnp.arange(rounds - 1), plan[:-1]))
+  finite0 = [jnp.asarray(True)] * len(masks_lib.prunable_items(masks, masks))
+  (m, survived, finite), _ = jax.lax.scan(body, (masks, survived0, finite0),
+                                          (jnp.arange(rounds - 1), plan[:-1]))
   final, last = prune_round(criterion, params, m, model_state, data, keys.prune_key(key, rounds - 1),
                             options, plan[-1])
-  return final, survival_ranks(last, m, survived)
+  finite = [a & b for a, b in zip(finite, finite_layers(last, masks))]
+  return final, survival_ranks(last, m, survived), finite
 
 
 def _reviving_rounds(criterion, params, masks, model_state, data, key, options, plan):
@@ -166,14 +196,19 @@ def _reviving_rounds(criterion, params, masks, model_state, data, key, options, 
     scores = criteria.get(criterion).score(params, m, model_state, data, keys.prune_key(key, r), options)
     return inverted(scores) if invert else scores
 
-  def body(m, xs):
+  def body(carry, xs):
+    m, finite = carry
     r, counts = xs
-    return masks_lib.masks_from_counts(round_scores(m, r), masks, counts, min_per_layer), None
+    scores = round_scores(m, r)
+    finite = [a & b for a, b in zip(finite, finite_layers(scores, masks))]
+    return (masks_lib.masks_from_counts(scores, masks, counts, min_per_layer), finite), None
 
   rounds = plan.shape[0]
-  m, _ = jax.lax.scan(body, masks, (jnp.arange(rounds - 1), plan[:-1]))
+  finite0 = [jnp.asarray(True)] * len(masks_lib.prunable_items(masks, masks))
+  (m, finite), _ = jax.lax.scan(body, (masks, finite0), (jnp.arange(rounds - 1), plan[:-1]))
   last = round_scores(m, rounds - 1)
-  return masks_lib.masks_from_counts(last, masks, plan[-1], min_per_layer), last
+  finite = [a & b for a, b in zip(finite, finite_layers(last, masks))]
+  return masks_lib.masks_from_counts(last, masks, plan[-1], min_per_layer), last, finite
 
 
 def inverted(scores):
@@ -259,14 +294,16 @@ def prune_states(config, task, states, criterion, sparsity, score_cache=None):
     return _host_prune_states(task, states, criterion, options, plan, score_cache)
 
   def prune_one(state, images, labels, plan):
-    masks, scores = prune_network(criterion, state.params, state.masks, _model_state(trainer, state),
-                                  PruneData(images, labels), state.key, options, plan)
-    return ablated_state(trainer, state, masks, options), scores
+    masks, scores, finite = prune_network(criterion, state.params, state.masks, _model_state(trainer, state),
+                                          PruneData(images, labels), state.key, options, plan, with_finite=True)
+    return ablated_state(trainer, state, masks, options), scores, finite
 
   program_key = ("prune", criterion, json.dumps(options.to_dict(), sort_keys=True, default=str))
   program = task.program(program_key, lambda: jax.jit(jax.vmap(prune_one, in_axes=(0, None, None, None))))
   with criteria.precision_scope(criterion):
-    return program(states, task.train_images, task.train_labels, plan)
+    pruned, scores, finite = program(states, task.train_images, task.train_labels, plan)
+  check_finite(criterion, to_host(finite), one_seed)
+  return pruned, scores
 
 
 def _host_prune_states(task, states, criterion, options, plan, score_cache):
@@ -281,6 +318,7 @@ def _host_prune_states(task, states, criterion, options, plan, score_cache):
     cached = score_cache.get(i) if cacheable else None
     masks, scores = host_prune(criterion, state.params, state.masks, _model_state(trainer, state), data,
                                state.key, options, plan[-1], scores=cached)
+    check_finite(criterion, finite_layers(scores, state.masks), state.masks, f"(seed index {i})")
     if cacheable:
       score_cache[i] = scores
     pruned.append(ablated_state(trainer, state, masks, options))

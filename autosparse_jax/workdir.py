@@ -12,7 +12,7 @@ import time
 from autosparse_jax.config_tools import config_to_dict, flatten
 from autosparse_jax.console import log
 from autosparse_jax.distributed import is_writer as process_is_writer
-from autosparse_jax.errors import ConfigError
+from autosparse_jax.errors import ConfigError, OutputError
 
 CONFIG, METRICS, RESULTS = "config.json", "metrics.jsonl", "results.json"
 # Fields that change how a job runs or logs, not what it computes (the mesh changes
@@ -36,11 +36,35 @@ def config_differences(saved, current):
 
 
 def write_json_atomic(path, obj):
+  """Writes `obj` to a temporary file, then renames it over `path`: a failed write (a full disk)
+  leaves the earlier file as it was and raises OutputError saying so."""
   tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    kept = "the earlier one is intact" if os.path.exists(path) else "there was none before"
+    raise OutputError(f"could not write {path} ({e.strerror or e}); {kept}. Free space (or fix the "
+                      "permissions) and run the same command again: finished work is not redone.") from None
   os.replace(tmp, path)
+
+
+def check_path(path):
+  """--workdir must be a directory (or not exist yet) that this process can create and write."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"--workdir={path} is a file, not a directory: choose a directory (it is created).")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ConfigError(f"--workdir={path}: {existing} is a file, so the directory cannot be created there.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f"--workdir={path}: {existing} is not writable by this user: choose another --workdir.")
 
 
 def read_json(path):
@@ -56,6 +80,7 @@ class Workdir:
 
   def __init__(self, path, config, is_writer=None):
     self.path = os.path.abspath(os.path.expanduser(path))
+    check_path(self.path)
     if is_writer is None:
       is_writer = process_is_writer()
     self.is_writer = is_writer
@@ -79,7 +104,11 @@ class Workdir:
     metrics.jsonl; otherwise an earlier unfinished run's metrics are set aside.
     """
     if self.is_writer and not self.finished:
-      os.makedirs(self.path, exist_ok=True)
+      try:
+        os.makedirs(self.path, exist_ok=True)
+      except OSError as e:
+        raise ConfigError(f"--workdir={self.path} cannot be created ({e.strerror or e}): choose another "
+                          "--workdir.") from None
       write_json_atomic(os.path.join(self.path, CONFIG), self.config)
       if not resuming:
         self.set_aside_metrics()

@@ -12,3 +12,15 @@ def squared_magnitude(params, masks, model_state, prune_data, key, options):
 
 
 asj.register_criterion("plugin_squared_magnitude", squared_magnitude, data=False)
+
+
+def nan_in_the_last_layer(params, masks, model_state, prune_data, key, options):
+  """|theta|, but NaN in the last prunable layer: a criterion gone wrong (tests the exit-3 path)."""
+  del masks, model_state, prune_data, key, options
+  scores = jax.tree.map(jnp.abs, params)
+  last = sorted(scores)[-1]
+  scores[last] = dict(scores[last], kernel=scores[last]["kernel"] * jnp.nan)
+  return scores
+
+
+asj.register_criterion("plugin_nan_scores", nan_in_the_last_layer, data=False)

@@ -5,13 +5,15 @@ import shutil
 import subprocess
 import sys
 
+import hypothesis
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from autosparse_jax import jobs, score_dataset
-from autosparse_jax.errors import ConfigError
+from autosparse_jax import jobs, schema, score_dataset, workdir as workdir_lib
+from autosparse_jax.errors import ConfigError, OutputError
 from tests.conftest import REPO, apply_overrides, load_config
 
 
@@ -67,13 +69,72 @@ BAD_INPUT = [
     ("autos_train:mlp", {"autos.datasets": ("/x",), "autos.dtype": "fp16"},
      "config.autos.dtype='fp16' is not known. Allowed: float32, bfloat16."),
     ("ccc", {"ccc.datasets": ("/only/one",)}, "config.ccc.datasets has 1 entries"),
+    # Caught by the schema (autosparse_jax/schema.py): values and cross-field rules.
+    ("prune:lenet_digits", {"data.eval_batch_size": 0}, "config.data.eval_batch_size=0 must be >= 1"),
+    ("prune:lenet_digits", {"prune.prunable": "nomatch", "criterion": "snip", "sparsity": 0.5},
+     "config.prune.prunable='nomatch' matches no parameter"),
+    ("prune:lenet_digits", {"prune.prunable": "(", "criterion": "snip", "sparsity": 0.5},
+     "config.prune.prunable='(' is not a valid regular expression"),
+    ("prune:lenet_digits", {"prune.grasp_temperature": 0.0, "criterion": "grasp", "sparsity": 0.9},
+     "config.prune.grasp_temperature=0.0 must be > 0"),
+    ("prune:lenet_digits", {"width": 0.0, "criterion": "snip", "sparsity": 0.9}, "config.width=0.0 must be in (0, 64]"),
+    ("prune:lenet_digits", {"width": 0.001, "criterion": "snip", "sparsity": 0.9},
+     "config.width=0.001 leaves layers with no units"),
+    ("train:lenet_digits", {"train.lr": -1.0}, "config.train.lr=-1.0 must be > 0"),
+    ("train:lenet_digits", {"train.momentum": 5.0}, "config.train.momentum=5.0 must be in [0, 1)"),
+    ("train:lenet_digits", {"train.weight_decay": -0.1}, "config.train.weight_decay=-0.1 must be >= 0"),
+    ("train:lenet_digits", {"train.lr_drop_epochs": (20, 10)}, "config.train.lr_drop_epochs=(20, 10) must be strictly increasing"),
+    ("train:lenet_digits", {"train.lr_drop_factor": 1.5}, "config.train.lr_drop_factor=1.5 must be in (0, 1]"),
+    ("train:lenet_digits", {"train.log_every_steps": -2}, "config.train.log_every_steps=-2 must be >= 0"),
+    ("train:lenet_digits", {"train_seed": -5}, "config.train_seed=-5 must be >= 0 or -1"),
+    ("train:lenet_digits", {"seed": -1}, "config.seed=-1 must be >= 0"),
+    ("train:lenet_digits", {"mesh.data": 3}, "config.train.batch_size=64 must divide by config.mesh.data=3"),
+    ("train:lenet_digits", {"mesh.seeds": 0}, "config.mesh.seeds=0 must be >= 1"),
+    ("train:lenet_digits", {"distributed.initialize": "maybe"}, "config.distributed.initialize='maybe' is not known"),
+    ("train:lenet_digits", {"train.lr": -1.0, "train.momentum": 5.0, "num_seeds": 0},
+     "3 problems in the config"),  # All problems at once.
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.99, "prune.min_per_layer": 10000},
+     "config.prune.min_per_layer=10000 x 3 prunable layers = 30000 weights, more than the 502 kept"),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.9, "prune.ablation": "inverse"},
+     "config.prune.ablation='inverse' is not known. Allowed: none, shuffle_layerwise, reinit, invert. "
+     "Did you mean 'invert'?"),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.9, "prune.grad_reduction": "avg"},
+     "config.prune.grad_reduction='avg' is not known. Allowed: sum, mean."),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.9, "prune.batch_size": 0},
+     "config.prune.batch_size=0 must be >= 1"),
+    ("prune:lenet_digits", {"criterion": "grasp", "sparsity": 0.9, "prune.grasp_sampling": "balance"},
+     "Did you mean 'balanced'?"),
+    ("prune:lenet_digits", {"criterion": "ntk_sap", "sparsity": 0.9, "prune.ntk_sap_epsilon": 0.0},
+     "config.prune.ntk_sap_epsilon=0.0 must be > 0"),
+    ("irp:lenet_digits", {"irp.rounds": 100000}, "prunes fewer than one of the 50200 weights in some round"),
+    ("irp:lenet_digits", {"irp.keep_checkpoints": 0}, "config.irp.keep_checkpoints=0 must be >= 1"),
+    ("irp:lenet_digits", {"prune.ablation": "invert"}, "IRP does not take it"),
+    ("pai_sweep:lenet_digits", {"sweep.max_networks_per_program": -1}, "max_networks_per_program=-1"),
+    ("pai_sweep:lenet_digits", {"sweep.sparsities": (0.5, 1.2)}, "config.sweep.sparsities=1.2 must lie in (0, 1)"),
+    ("quickstart", {"sweep.train.lr": -1.0, "irp_snip.train.epochs": 0},
+     "config.irp_snip.train.epochs=0 must be >= 1"),  # Every stage of a pipeline, before stage 1.
+    ("ccc", {"ccc.field": "scores", "ccc.datasets": ("/a", "/b")}, "config.ccc.field='scores' is not known"),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.9, "imports": ("no_such_module",)},
+     "config.imports names 'no_such_module'"),
 ]
+
+
+def with_values(config, overrides):
+  """config with dotted fields set to any value (even of another type: what a user may write)."""
+  flat = config.to_dict()
+  for name, value in overrides.items():
+    target = flat
+    *path, last = name.split(".")
+    for p in path:
+      target = target[p]
+    target[last] = value
+  return ml_collections.ConfigDict(flat)
 
 
 @pytest.mark.parametrize("config,overrides,message", BAD_INPUT, ids=[str(i) for i in range(len(BAD_INPUT))])
 def test_bad_input_is_refused_with_a_message_naming_the_field(tmp_path, config, overrides, message):
   name, _, arg = config.partition(":")
-  loaded = apply_overrides(load_config(name, arg or None), overrides)
+  loaded = with_values(load_config(name, arg or None), overrides)
   with pytest.raises(ConfigError) as refused:
     jobs.run(loaded, str(tmp_path / "wd"))
   assert message in str(refused.value)
@@ -190,3 +251,93 @@ def test_scorer_whose_features_do_not_match_the_job_is_refused(tmp_path):
   assert proc.returncode == 2 and "learnt g_0 reduced by 'mean'" in proc.stderr, proc.stderr[-2000:]
   assert "--config.prune.grad_reduction=mean" in proc.stderr and "Traceback" not in proc.stderr
   assert not (tmp_path / "wd").exists()
+
+
+JOB_CONFIGS = {"train": ("train", "lenet_digits"), "prune": ("prune", "lenet_digits"), "irp": ("irp", "lenet_digits"),
+               "sweep": ("pai_sweep", "lenet_digits"), "autos_train": ("autos_train", "mlp"), "ccc": ("ccc", None),
+               "pipeline": ("quickstart", None)}
+
+
+def bad_values(field):
+  """Values `field` must refuse: of the wrong type, and (where it has them) outside its range or choices."""
+  wrong_type = {"int": ["7", 1.5, True], "float": ["0.5", None], "bool": [1, "yes"], "str": [3, None],
+                "regex": [3, None], "ints": [5, ("a",)], "floats": [0.5, ("a",)], "strs": ["abc", (1,)]}
+  out = list(wrong_type.get(field.kind, []))
+  scalar = {"ints": "int", "floats": "float"}.get(field.kind, field.kind)
+  wrap = (lambda v: (v,)) if field.kind in ("ints", "floats", "strs") else (lambda v: v)
+  if field.low is not None:
+    below = field.low - (0 if field.low_open else (1 if scalar == "int" else 0.5))
+    if not (field.minus_one and below == -1):
+      out.append(wrap(int(below) if scalar == "int" else float(below)))
+  if field.high is not None:
+    out.append(wrap(field.high + (0 if field.high_open else 1)))
+  if field.choices is not None:
+    out.append(wrap("no_such_choice"))
+  if field.kind == "regex":
+    out.append("(unclosed")
+  return out
+
+
+@hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
+@hypothesis.given(hypothesis.strategies.data())
+def test_every_schema_field_refuses_a_value_of_the_wrong_type_or_range_naming_it(data):
+  field = data.draw(hypothesis.strategies.sampled_from([f for f in schema.FIELDS if f.kind != "any"]))
+  value = data.draw(hypothesis.strategies.sampled_from(bad_values(field)))
+  job = data.draw(hypothesis.strategies.sampled_from([j for j in field.jobs if j != "pipeline"] or ["pipeline"]))
+  name, arg = JOB_CONFIGS[job]
+  config = load_config(name, arg)
+  if field.name not in schema.flatten(schema.config_to_dict(config)):
+    return  # A field that job's config file does not carry (e.g. sparsities outside prune).
+  found = schema.problems(with_values(config, {field.name: value}))
+  assert any(f"config.{field.name}=" in p for p in found), (field.name, value, found)
+
+
+def test_the_schema_covers_every_field_every_job_config_has():
+  for job, (name, arg) in JOB_CONFIGS.items():
+    flat = schema.flatten(schema.config_to_dict(load_config(name, arg)))
+    unknown = [f for f in flat if f not in schema.BY_NAME and not f.startswith("sweep.variants.")
+               and not (job == "pipeline" and f.split(".")[0] in flat.get("stages", ()))]
+    assert not unknown, (job, unknown)
+
+
+def test_cli_faults_of_the_command_line_and_files_are_one_line_exit_2(tmp_path):
+  (tmp_path / "broken.py").write_text("def get_config(:\n")
+  (tmp_path / "a_file").write_text("not a directory")
+  cases = [([f"--config=configs/train.py:lenet_digits", "--config.train.epoch=3"],
+            "--config.train.epoch: config.train.epoch is not a config field. Did you mean config.train.epochs?"),
+           (["--config=configs/nope.py"], "--config=configs/nope.py: no such config file"),
+           ([f"--config={tmp_path / 'broken.py'}"], "could not be loaded"),
+           (["--config=configs/irp.py:lenet_digits", "--config.sparsity=0.5"],
+            "config.sparsity=0.5 is not read by the irp job"),
+           (["--config=configs/train.py:lenet_digits", "--config.irp.rounds=3"],
+            "this config has no field irp.rounds (it belongs to the config of: irp)")]
+  for args, message in cases:
+    proc = cli(*args, f"--workdir={tmp_path / 'wd'}")
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+  with pytest.raises(ConfigError, match="is a file, not a directory"):
+    jobs.run(load_config("train", "lenet_digits"), str(tmp_path / "a_file"))
+  assert not (tmp_path / "wd").exists()
+
+
+def test_non_finite_scores_stop_the_job_with_exit_3_and_write_no_results(tmp_path):
+  wd = tmp_path / "wd"
+  proc = cli("--config=configs/prune.py:lenet_digits", f"--workdir={wd}", "--config.imports=('tests.plugin_criterion',)",
+             "--config.criterion=plugin_nan_scores", "--config.sparsity=0.9")
+  assert proc.returncode == 3, proc.stderr[-2000:]
+  assert "criterion 'plugin_nan_scores' gave non-finite scores (NaN or Inf) in layer(s) Dense_2/kernel" in proc.stderr
+  assert "Traceback" not in proc.stderr and not (wd / "results.json").exists()
+
+
+def test_a_full_disk_while_writing_results_keeps_the_earlier_results(tmp_path, monkeypatch):
+  wd = workdir_lib.Workdir(str(tmp_path / "wd"), load_config("train", "lenet_digits"), is_writer=True)
+  wd.start()
+  wd.write_results({"test_accuracy": 0.5})
+  before = (tmp_path / "wd" / "results.json").read_bytes()
+
+  def full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(workdir_lib.json, "dump", full)
+  with pytest.raises(OutputError, match="No space left on device.*the earlier one is intact"):
+    wd.write_results({"test_accuracy": 0.9})
+  assert (tmp_path / "wd" / "results.json").read_bytes() == before
+  assert [p.name for p in (tmp_path / "wd").iterdir() if ".tmp." in p.name] == []

@@ -7,18 +7,10 @@ main.py is the CLI around `run`.
 """
 import importlib
 
-from autosparse_jax import distributed
+from autosparse_jax import distributed, schema
 from autosparse_jax.errors import ConfigError, unknown_name_message
 
-JOBS = {  # config.job -> module
-    "train": "autosparse_jax.jobs.train",
-    "prune": "autosparse_jax.jobs.prune",
-    "irp": "autosparse_jax.jobs.irp",
-    "sweep": "autosparse_jax.jobs.sweep",
-    "pipeline": "autosparse_jax.jobs.pipeline",
-    "autos_train": "autosparse_jax.jobs.autos_train",
-    "ccc": "autosparse_jax.jobs.ccc",
-}
+JOBS = {name: f"autosparse_jax.jobs.{name}" for name in schema.ALL}  # config.job -> its module.
 
 
 def job_module(name, field="config.job"):
@@ -40,7 +32,9 @@ def import_plugins(config):
 def validate(config):
   """The job's checks of `config` (ConfigError naming the field), without compute or files."""
   import_plugins(config)
-  job_module(config.get("job")).validate(config)
+  module = job_module(config.get("job"))
+  schema.check(config)
+  module.validate(config)
 
 
 def run(config, workdir):
@@ -49,5 +43,6 @@ def run(config, workdir):
   module = job_module(config.get("job"))
   if distributed.initialize(config):  # Several processes: before any other JAX call.
     distributed.check_config_agreement(config)
+  schema.check(config)
   module.validate(config)
   return module.run(config, workdir)

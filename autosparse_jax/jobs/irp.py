@@ -114,15 +114,16 @@ def initial_state(config, task, state):
                   init_params=state.params, g0=g0, survived=survived, seed_key=state.key)
 
 
-def prune_and_rewind(config, task, irp, counts, round_index, start_step=0):
+def prune_and_rewind(config, task, irp, counts, round_index, start_step=0, with_finite=False):
   """One seed: prune to `counts` (nested), count survivors, rewind. Pure; jit/vmap it.
 
   The rewound network restarts at `start_step` (irp.rewind_step once the late
-  rewinding point has been recorded, else 0).
+  rewinding point has been recorded, else 0). with_finite=True also returns
+  [per prunable layer: the round's scores are finite].
   """
   trainer = task.trainer
   st = irp.train
-  masks, _ = pruning.prune_round(
+  masks, scores = pruning.prune_round(
       config.criterion, st.params, st.masks, ModelState(st.batch_stats, trainer.model, trainer.spec),
       PruneData(task.train_images, task.train_labels), keys.prune_key(irp.seed_key, round_index),
       pruning.criterion_options(config), counts, drop_zero_scores=bool(config.irp.prune_zero_scores))
@@ -130,7 +131,8 @@ def prune_and_rewind(config, task, irp, counts, round_index, start_step=0):
   rewound = trainer.create_state(keys.irp_round_key(irp.seed_key, round_index), irp.rewind_params,
                                  irp.rewind_batch_stats, masks)
   rewound = rewound.replace(step=jnp.asarray(start_step, jnp.int32))
-  return irp.replace(train=rewound, survived=survived)
+  out = irp.replace(train=rewound, survived=survived)
+  return (out, pruning.finite_layers(scores, st.masks)) if with_finite else out
 
 
 def first_step(irp):
@@ -154,8 +156,12 @@ def prune_level(config, task, irp, level, progress, checkpoints):
     t = time.time()
     restart = int(config.irp.rewind_step) if progress.rewind_captured else 0
     program = task.program("irp_prune", lambda: jax.jit(jax.vmap(
-        lambda s, c, r, k: prune_and_rewind(config, task, s, c, r, k), in_axes=(0, None, None, None))))
-    irp = jax.block_until_ready(program(irp, jnp.asarray(level.counts), level.round, restart))
+        lambda s, c, r, k: prune_and_rewind(config, task, s, c, r, k, with_finite=True),
+        in_axes=(0, None, None, None))))
+    pruned, finite = jax.block_until_ready(program(irp, jnp.asarray(level.counts), level.round, restart))
+    pruning.check_finite(config.criterion, to_host(finite), jax.tree.map(lambda m: m[0], irp.train.masks),
+                         f"({level.tag}; the checkpoints before it are kept)")
+    irp = pruned
     seconds = time.time() - t
   progress = dataclasses.replace(progress, level=level.index, pruned=True, prune_seconds=seconds,
                                  level_seconds=0.0)

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from autosparse_jax import engine, pruning, report
+from autosparse_jax import engine, pruning, report, schema
+from autosparse_jax.config_tools import flatten
 from autosparse_jax.console import log
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.jobs.prune import mask_metrics
@@ -59,8 +60,13 @@ def variants(config):
         raise ConfigError(f"config.sweep.variants.{label} needs a 'criterion' field (the criterion "
                           "it runs, e.g. 'survival' or 'autos').")
       criterion = fields.pop("criterion")
+      where = f"config.sweep.variants.{label}"
+      found = [p for name, value in flatten(fields).items() if name in schema.BY_NAME
+               for p in schema.field_problems(schema.BY_NAME[name], value, f"{where}.{name}")]
+      if found:
+        raise ConfigError(found[0] if len(found) == 1 else "problems in the config:\n  - " + "\n  - ".join(found))
       vconfig = ml_collections.ConfigDict(config.to_dict())
-      set_fields(vconfig, fields, f"config.sweep.variants.{label}")
+      set_fields(vconfig, fields, where)
     else:
       criterion, vconfig = label, config
     out.append((label, criterion, vconfig))

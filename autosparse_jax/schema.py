@@ -1,0 +1,389 @@
+"""One declarative schema of every config field: its type, what it may be, which jobs read it, what it means.
+
+check(config) runs in-process before any compute and before the workdir is
+touched (jobs.run calls it), and reports every problem of a config at once, one
+line each, naming the field, the value, what is allowed and, for names, "did
+you mean". describe(config) prints the schema of a config's job (the CLI's
+--describe). Job-specific rules that need more than one field (IRP schedules
+that prune nothing, min_per_layer above the weights kept, batch sizes against
+the mesh) are in cross_checks.
+"""
+import dataclasses
+import difflib
+import re
+from typing import Callable, Optional, Tuple
+
+from autosparse_jax import masks as masks_lib
+from autosparse_jax.config_tools import config_to_dict, flatten
+from autosparse_jax.errors import ConfigError
+
+TRAINING = ("train", "prune", "irp", "sweep")  # Jobs that build a task and train networks.
+ALL = TRAINING + ("pipeline", "autos_train", "ccc")  # Every job: config.job (jobs/<name>.py).
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  name: str
+  kind: str                 # int | float | bool | str | regex | ints | floats | strs | any
+  jobs: Tuple[str, ...]
+  doc: str
+  low: Optional[float] = None
+  high: Optional[float] = None
+  low_open: bool = False    # low excluded
+  high_open: bool = False   # high excluded
+  choices: Optional[Callable[[], tuple]] = None  # Called at check time (registries can grow).
+  minus_one: bool = False   # -1 also allowed (a sentinel)
+  verb: str = "be"          # "must be in ..." ("lie" for sparsities, as the messages always said)
+
+  def allowed(self):
+    parts = []
+    if self.choices is not None:
+      parts.append("one of " + ", ".join(map(str, self.choices())))
+    if self.low is not None or self.high is not None:
+      lo = "" if self.low is None else f"{'(' if self.low_open else '['}{self.low:g}"
+      hi = "" if self.high is None else f"{self.high:g}{')' if self.high_open else ']'}"
+      if self.low is not None and self.high is not None:
+        parts.append(f"in {lo}, {hi}")
+      elif self.low is not None:
+        parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+      else:
+        parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+    if self.minus_one:
+      parts.append("or -1")
+    kind = {"ints": "a list of integers", "floats": "a list of numbers", "strs": "a list of strings",
+            "regex": "a regular expression", "float": "a number", "int": "an integer", "bool": "True or False",
+            "str": "a string", "any": "any value"}[self.kind]
+    return kind + (" " + " ".join(parts) if parts else "")
+
+
+def _models():
+  from autosparse_jax.models import MODELS
+  return tuple(MODELS)
+
+
+def _datasets():
+  from autosparse_jax.data.specs import DATASETS
+  return tuple(DATASETS)
+
+
+def _criteria():
+  from autosparse_jax import criteria
+  return ("none",) + criteria.names()
+
+
+def _schedules():
+  from autosparse_jax.pruning import SCHEDULE_ALIASES, SCHEDULES
+  return SCHEDULES + tuple(SCHEDULE_ALIASES)
+
+
+def _ablations():
+  from autosparse_jax.pruning import ABLATIONS
+  return ABLATIONS
+
+
+def _c(*values):
+  return lambda: values
+
+
+def _f(name, kind, jobs, doc, **kw):
+  return Field(name, kind, tuple(jobs), doc, **kw)
+
+
+T, P = TRAINING, ("train", "prune", "sweep")  # P: jobs that prune at init with config.prune's criterion.
+FIELDS = [
+    _f("job", "str", ALL, "which job runs", choices=lambda: ALL),
+    _f("imports", "strs", ALL, "modules imported first: where you register criteria (asj.register_criterion)"),
+    _f("model", "str", T, "network", choices=_models),
+    _f("width", "float", T, "channel-count scale (1.0 = the paper's networks)", low=0.0, low_open=True, high=64.0),
+    _f("dataset", "str", T, "dataset", choices=_datasets),
+    _f("data.data_dir", "str", T, "TFDS data dir ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)"),
+    _f("data.eval_batch_size", "int", T, "test-set batch size", low=1),
+    _f("data.synthetic.image_shape", "ints", T, "synthetic data: image shape (H, W, C)", low=1),
+    _f("data.synthetic.num_classes", "int", T, "synthetic data: classes", low=2),
+    _f("data.synthetic.num_train", "int", T, "synthetic data: training examples", low=1),
+    _f("data.synthetic.num_test", "int", T, "synthetic data: test examples", low=1),
+    _f("data.synthetic.seed", "int", T, "synthetic data: its seed", low=0),
+    _f("seed", "int", T + ("autos_train",), "first seed (theta_0 of seed s: keys.py)", low=0),
+    _f("num_seeds", "int", T, "seeds seed..seed+num_seeds-1, trained vmapped in one program", low=1),
+    _f("train_seed", "int", T, "-1, or T: theta_0 from the seed, everything else from T", low=0, minus_one=True),
+    _f("train.epochs", "int", T + ("autos_train",), "epochs of training (per IRP round)", low=1),
+    _f("train.batch_size", "int", T + ("autos_train",), "training batch size", low=1),
+    _f("train.optimizer", "str", T, "optimizer", choices=_c("sgd", "adam")),
+    _f("train.lr", "float", T + ("autos_train",), "learning rate", low=0.0, low_open=True),
+    _f("train.momentum", "float", T, "SGD momentum (0 = none)", low=0.0, high=1.0, high_open=True),
+    _f("train.nesterov", "bool", T, "Nesterov momentum"),
+    _f("train.weight_decay", "float", T, "coupled (PyTorch-style) weight decay", low=0.0),
+    _f("train.lr_drop_epochs", "ints", T, "epochs after which the learning rate drops (increasing)", low=1),
+    _f("train.lr_drop_factor", "float", T, "factor of each drop", low=0.0, low_open=True, high=1.0),
+    _f("train.log_every_steps", "int", T, "progress line every N steps (0 = each epoch)", low=0),
+    _f("train.loop", "str", T, "how an epoch is driven", choices=_c("auto", "scan", "python")),
+    _f("criterion", "str", ("train", "prune", "irp"), "pruning criterion ('none' = dense)", choices=_criteria),
+    _f("sparsity", "float", ("train", "prune"), "fraction of prunable weights removed", low=0.0, high=1.0,
+       high_open=True, verb="lie"),
+    _f("sparsities", "floats", ("prune",), "several sparsities in one prune job", low=0.0, low_open=True,
+       high=1.0, high_open=True, verb="lie"),
+    _f("prune.prunable", "regex", T, "regex over parameter paths: which leaves are prunable"),
+    _f("prune.distribution", "str", T, "layer budgets", choices=_c(*masks_lib.DISTRIBUTIONS)),
+    _f("prune.min_per_layer", "int", T, "keep at least this many weights per layer (global)", low=0),
+    _f("prune.batch_size", "int", T, "pruning data: batch size", low=1),
+    _f("prune.num_batches", "int", T, "pruning data: batches (0 = the whole training set)", low=0),
+    _f("prune.grad_reduction", "str", T, "g summed or averaged over batches", choices=_c("sum", "mean")),
+    _f("prune.grasp_samples_per_class", "int", T, "GraSP: samples per class", low=1),
+    _f("prune.grasp_temperature", "float", T, "GraSP: softmax temperature", low=0.0, low_open=True),
+    _f("prune.grasp_sampling", "str", T, "GraSP: samples balanced per class or random",
+       choices=_c("balanced", "random")),
+    _f("prune.rounds", "int", P, "rounds of pruning at init (0 = the criterion's default)", low=0),
+    _f("prune.round_schedule", "str", P, "densities of those rounds", choices=_schedules),
+    _f("prune.ablation", "str", P, "Frankle et al.'s sanity check", choices=_ablations),
+    _f("prune.npb_alpha", "float", P, "NPB: node vs path weight", low=0.0, high=1.0),
+    _f("prune.npb_beta", "float", P, "NPB: kernel regulariser", low=0.0),
+    _f("prune.npb_max_p", "int", P, "NPB: entries kept per kernel (0 = whole kernel)", low=0),
+    _f("prune.npb_dense_chunk", "int", P, "NPB: output units per Dense programme", low=1),
+    _f("prune.npb_conv_chunk", "int", P, "NPB: output channels per conv programme", low=1),
+    _f("prune.npb_time_limit", "float", P, "NPB: seconds per integer programme", low=0.0, low_open=True),
+    _f("prune.npb_mip_gap", "float", P, "NPB: relative optimality gap", low=0.0, high=1.0),
+    _f("prune.px_samples_per_class", "int", T, "PX: samples per class", low=1),
+    _f("prune.px_head_pattern", "regex", T, "PX: the classifier head's parameter paths"),
+    _f("prune.px_norm_pattern", "regex", T, "PX: normalisation layers' parameter paths"),
+    _f("prune.ntk_sap_epsilon", "float", T, "NTK-SAP: perturbation scale", low=0.0, low_open=True),
+    _f("prune.ntk_sap_resamples", "int", T, "NTK-SAP: fresh-weight samples per round", low=1),
+    _f("prune.ntk_sap_samples_per_class", "int", T, "NTK-SAP: random inputs per class", low=1),
+    _f("prune.ntk_sap_batch_size", "int", T, "NTK-SAP: largest batch of random inputs", low=1),
+    _f("prune.prospr_inner_steps", "int", T, "ProsPr: unrolled SGD steps", low=1),
+    _f("prune.prospr_inner_lr", "float", T, "ProsPr: their learning rate", low=0.0, low_open=True),
+    _f("prune.prospr_inner_momentum", "float", T, "ProsPr: their momentum", low=0.0, high=1.0, high_open=True),
+    _f("prune.prospr_batch_size", "int", T, "ProsPr: batch size", low=1),
+    _f("prune.force_num_batches", "int", T, "FORCE: batches per round", low=1),
+    _f("autos.scorer_dir", "str", P, "the `autos` criterion's scorer (an autos_train job's scorer_dir)"),
+    _f("autos.batch_size", "int", P, "AutoS scoring: weights per device batch", low=1),
+    _f("autos.chunk_weights", "int", P, "AutoS scoring: weights per host pass", low=1),
+    _f("autos.sharding", "str", P, "AutoS scoring over devices", choices=_c("shard_map", "pmap")),
+    _f("autos.datasets", "strs", ("autos_train",), "score datasets the scorer learns from"),
+    _f("autos.backbone", "str", ("autos_train",), "scorer network", choices=_c("resnet18", "vgg19", "mlp")),
+    _f("autos.features", "strs", ("autos_train",), "scorer inputs", choices=_c("theta0", "g0")),
+    _f("autos.width", "float", ("autos_train",), "scorer width scale", low=0.0, low_open=True, high=64.0),
+    _f("autos.dtype", "str", ("autos_train",), "scorer compute dtype", choices=_c("float32", "bfloat16")),
+    _f("autos.holdout_fraction", "float", ("autos_train",), "weights held out", low=0.0, low_open=True,
+       high=1.0, high_open=True),
+    _f("survival.score_datasets", "strs", P, "the `survival` criterion's IRP score datasets"),
+    _f("mesh.seeds", "int", T, "devices the seeds are spread over", low=1),
+    _f("mesh.data", "int", T, "data-parallel devices (-1 = the rest)", low=1, minus_one=True),
+    _f("mesh.shard_train_set", "bool", T, "training images split over the devices"),
+    _f("distributed.initialize", "str", ALL, "jax.distributed start-up", choices=_c("auto", "yes", "no")),
+    _f("distributed.timeout_s", "int", ALL, "seconds processes wait for each other", low=1),
+    _f("irp.rounds", "int", ("irp",), "pruning rounds", low=1),
+    _f("irp.final_density", "float", ("irp",), "density after the last round", low=0.0, low_open=True,
+       high=1.0, high_open=True),
+    _f("irp.schedule", "str", ("irp",), "densities of the rounds", choices=_c("count", "geometric")),
+    _f("irp.train_first", "bool", ("irp",), "train the dense network first (standard LTH)"),
+    _f("irp.rewind_step", "int", ("irp",), "rewind to theta_0 (0) or to the weights at this step", low=0),
+    _f("irp.prune_zero_scores", "bool", ("irp",), "also prune zero scores, as the original code"),
+    _f("irp.checkpoint_every_steps", "int", ("irp",), "checkpoint inside rounds (0 = after rounds)", low=0),
+    _f("irp.keep_checkpoints", "int", ("irp",), "checkpoints kept", low=1),
+    _f("sweep.criteria", "strs", ("sweep",), "criteria (or keys of sweep.variants)"),
+    _f("sweep.sparsities", "floats", ("sweep",), "sparsities of the grid", low=0.0, low_open=True, high=1.0,
+       high_open=True, verb="lie"),
+    _f("sweep.dense", "bool", ("sweep",), "add dense rows"),
+    _f("sweep.max_networks_per_program", "int", ("sweep",), "networks per vmapped program (0 = all)", low=0),
+    _f("sweep.variants", "any", ("sweep",), "labelled criteria with their own fields"),
+    _f("ccc.datasets", "strs", ("ccc",), "score datasets compared pairwise"),
+    _f("ccc.field", "str", ("ccc",), "which field", choices=_c("theta0", "g0", "survival", "score")),
+    _f("stages", "strs", ("pipeline",), "the stages in order (each config.<stage> is a job config)"),
+    _f("survival_figure_stage", "str", ("pipeline",), "an IRP stage to draw Figure 1 from ('' = none)"),
+]
+BY_NAME = {f.name: f for f in FIELDS}
+
+
+def _type_ok(kind, value):
+  number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  if kind == "int":
+    return isinstance(value, int) and not isinstance(value, bool)
+  if kind == "float":
+    return number(value)
+  if kind == "bool":
+    return isinstance(value, bool)
+  if kind in ("str", "regex"):
+    return isinstance(value, str)
+  if kind in ("ints", "floats", "strs"):
+    item = {"ints": lambda v: isinstance(v, int) and not isinstance(v, bool), "floats": number,
+            "strs": lambda v: isinstance(v, str)}[kind]
+    return isinstance(value, (list, tuple)) and all(item(v) for v in value)
+  return True
+
+
+def range_text(field):
+  """'be >= 1', 'be in (0, 1)', 'lie in [0, 1)', ... (what a number must satisfy)."""
+  if field.low is not None and field.high is not None:
+    text = (f"{field.verb} in {'(' if field.low_open else '['}{field.low:g}, "
+            f"{field.high:g}{')' if field.high_open else ']'}")
+  elif field.low is not None:
+    text = f"be {'>' if field.low_open else '>='} {field.low:g}"
+  else:
+    text = f"be {'<' if field.high_open else '<='} {field.high:g}"
+  return text + (" or -1" if field.minus_one else "")
+
+
+def _in_range(field, v):
+  if field.minus_one and v == -1:
+    return True
+  if field.low is not None and (v < field.low or (field.low_open and v == field.low)):
+    return False
+  if field.high is not None and (v > field.high or (field.high_open and v == field.high)):
+    return False
+  return True
+
+
+def field_problems(field, value, where):
+  """Problems of one field's value (empty when fine)."""
+  if not _type_ok(field.kind, value):
+    return [f"{where}={value!r} must be {field.allowed()} ({field.doc})."]
+  values = list(value) if field.kind in ("ints", "floats", "strs") else [value]
+  for v in values:  # A list's message names the element at fault.
+    if field.choices is not None and v not in field.choices():
+      guess = difflib.get_close_matches(str(v), [str(c) for c in field.choices()], n=1)
+      hint = f" Did you mean {guess[0]!r}?" if guess else ""
+      return [f"{where}={v!r} is not known. Allowed: {', '.join(map(str, field.choices()))}.{hint}"]
+    if field.kind == "regex":
+      try:
+        re.compile(v)
+      except re.error as e:
+        return [f"{where}={v!r} is not a valid regular expression ({e})."]
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and not _in_range(field, v):
+      return [f"{where}={v} must {range_text(field)} ({field.doc})."]
+  return []
+
+
+def unknown_field(name, where_prefix=""):
+  guess = difflib.get_close_matches(name, list(BY_NAME), n=1)
+  hint = f" Did you mean {where_prefix}{guess[0]}?" if guess else ""
+  return f"{where_prefix}{name} is not a config field.{hint}"
+
+
+def problems(config, prefix="config."):
+  """Every problem of `config` (a job config; pipelines: each stage too), as messages."""
+  flat = flatten(config_to_dict(config))
+  job = flat.get("job")
+  out = []
+  for name, value in flat.items():
+    if name.startswith("sweep.variants.") and job == "sweep":
+      continue  # Free-form; the sweep checks each variant's fields against the schema.
+    if job == "pipeline" and name.split(".")[0] in (flat.get("stages") or ()):
+      continue  # A stage: checked as a job config of its own below.
+    field = BY_NAME.get(name)
+    if field is None:
+      out.append(unknown_field(name, prefix))
+      continue
+    out += field_problems(field, value, prefix + name)
+  if job == "pipeline":
+    for stage in flat.get("stages") or ():
+      if stage in config:
+        out += problems(config[stage], f"{prefix}{stage}.")
+  elif not out:  # Rules over several fields assume each field is valid on its own.
+    out += cross_problems(config, prefix)
+  return out
+
+
+def cross_problems(config, prefix="config."):
+  """Rules over several fields of one job config."""
+  out = []
+  drops = list(config.get("train", {}).get("lr_drop_epochs", ()) or ())
+  if any(b <= a for a, b in zip(drops, drops[1:])):
+    out.append(f"{prefix}train.lr_drop_epochs={tuple(drops)} must be strictly increasing.")
+  if config.get("job") in TRAINING and not out:
+    out += _shape_problems(config, prefix)
+  return out
+
+
+def _shape_problems(config, prefix):
+  """Checks that need the network's shapes (computed abstractly: no compute, no data)."""
+  import jax
+  import jax.numpy as jnp
+
+  from autosparse_jax import pruning
+  from autosparse_jax.data.specs import SPECS
+  from autosparse_jax.models import MODELS, get_model
+  if config.model not in MODELS or config.dataset not in SPECS and config.dataset not in ("synthetic", "digits"):
+    return []
+  if config.dataset == "synthetic":
+    shape, classes = tuple(config.data.synthetic.image_shape), int(config.data.synthetic.num_classes)
+  elif config.dataset == "digits":
+    shape, classes = (8, 8, 1), 10  # scikit-learn's embedded digits (data/embedded.py).
+  else:
+    shape, classes = SPECS[config.dataset].image_shape, SPECS[config.dataset].num_classes
+  narrowest = {"lenet_300_100": 100}.get(config.model, 64)
+  if int(narrowest * float(config.width)) < 1:
+    return [f"{prefix}width={config.width} leaves layers with no units ({config.model}'s narrowest layer has "
+            f"{narrowest} at width 1): use width >= {1 / narrowest:g}."]
+  try:
+    model = get_model(config.model, classes, width=float(config.width))
+    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + tuple(shape)),
+                                               train=False))["params"]
+    masks = masks_lib.init_masks(params, config.prune.prunable)
+  except ValueError as e:
+    return [str(e).replace("config.", prefix, 1)]
+  layers = [m for _, m in masks_lib.prunable_items(masks, masks)]
+  total = sum(int(m.size) for m in layers)
+  out = []
+  sparsities = []
+  if config.job in ("train", "prune") and config.get("criterion", "none") != "none":
+    sparsities = list(config.get("sparsities", ()) or ()) or [config.sparsity]
+  if config.job == "sweep":
+    sparsities = list(config.sweep.sparsities)
+  if config.job == "irp":
+    sparsities = [1.0 - float(config.irp.final_density)]
+  minimum = int(config.prune.min_per_layer)
+  for s in sparsities:
+    kept = masks_lib.num_to_keep(1.0 - float(s), total) if 0 <= float(s) <= 1 else total
+    if minimum * len(layers) > kept:
+      out.append(f"{prefix}prune.min_per_layer={minimum} x {len(layers)} prunable layers = "
+                 f"{minimum * len(layers)} weights, more than the {kept} kept at sparsity {s:g}: lower it.")
+      break
+  if config.job == "irp" and 0 < float(config.irp.final_density) < 1 and int(config.irp.rounds) >= 1:
+    try:
+      densities = pruning.schedule(float(config.irp.final_density), int(config.irp.rounds),
+                                   config.irp.schedule, f"{prefix}irp.schedule", pruning.IRP_SCHEDULES)
+    except ConfigError:
+      return out
+    counts = [total] + [masks_lib.num_to_keep(d, total) for d in densities]
+    if any(b >= a for a, b in zip(counts, counts[1:])):
+      out.append(f"{prefix}irp.rounds={config.irp.rounds} to density {config.irp.final_density} prunes fewer "
+                 f"than one of the {total} weights in some round: use fewer rounds or a lower density.")
+  mesh = config.get("mesh")
+  if mesh is not None and int(mesh.data) > 0 and int(config.train.batch_size) % int(mesh.data):
+    out.append(f"{prefix}train.batch_size={config.train.batch_size} must divide by "
+               f"{prefix}mesh.data={mesh.data} (each data-parallel device takes an equal share).")
+  return out
+
+
+def check(config):
+  """Raises one ConfigError listing every problem of `config` (nothing when it is fine)."""
+  found = problems(config)
+  if found:
+    if len(found) == 1:
+      raise ConfigError(found[0])
+    raise ConfigError(f"{len(found)} problems in the config:\n  - " + "\n  - ".join(found))
+
+
+def unread_fields(config, defaults):
+  """Fields set away from the config file's defaults that the job does not read."""
+  job = config.get("job")
+  flat, base = flatten(config_to_dict(config)), flatten(config_to_dict(defaults))
+  out = []
+  for name, value in flat.items():
+    field = BY_NAME.get(name)
+    if field is not None and job not in field.jobs and base.get(name) != value and job != "pipeline":
+      out.append(f"config.{name}={value!r} is not read by the {job} job (it is read by: "
+                 f"{', '.join(field.jobs)}): remove it, or run a job that reads it.")
+  return out
+
+
+def describe(config):
+  """The schema of `config`'s job as text: every field it reads, its value, what is allowed, what it means."""
+  job = config.get("job")
+  flat = flatten(config_to_dict(config))
+  lines = [f"config fields read by the {job} job (name = value: allowed; meaning):"]
+  for field in FIELDS:
+    if job in field.jobs and field.name in flat:
+      lines.append(f"  {field.name} = {flat[field.name]!r}: {field.allowed()}; {field.doc}")
+  return "\n".join(lines)
+
