@@ -65,3 +65,43 @@ class Checkpoints:
 
   def close(self):
     self.manager.close()
+
+
+class RunCheckpoints:
+  """Mid-run checkpoints of one training run (a job's stacked networks): states + the step.
+
+  Saved at epoch ends and every config.checkpoint_every_steps steps, but not more often than
+  config.checkpoint_min_seconds apart (saves of tiny networks would cost more than redoing
+  their steps), and always when the job is being preempted. Chunk boundaries sit at fixed
+  positions, so a run resumed from any of them is bit-identical to an uninterrupted one.
+  """
+
+  def __init__(self, directory, config, keep=2):
+    self.directory = directory
+    self.every = int(config.get("checkpoint_every_steps", 0))
+    self.min_seconds = float(config.get("checkpoint_min_seconds", 0.0))
+    self.store = Checkpoints(directory, keep)
+    self.last_step, self.last_time = None, time.time()
+
+  def restore(self, target):
+    """(states, step, meta) of the newest readable checkpoint, or None."""
+    restored = self.store.restore_latest(target)
+    if restored is None:
+      return None
+    states, meta = restored
+    self.last_step = int(meta["step"])
+    return states, int(meta["step"]), meta
+
+  def due(self, step, steps_per_epoch):
+    if time.time() - self.last_time < self.min_seconds:
+      return False
+    if step % steps_per_epoch == 0:
+      return True
+    return bool(self.every) and step - (self.last_step or 0) >= self.every
+
+  def save(self, states, step, meta=None):
+    self.store.save(states, dict(meta or {}, step=int(step)))
+    self.last_step, self.last_time = int(step), time.time()
+
+  def close(self):
+    self.store.close()

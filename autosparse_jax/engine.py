@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import keys, masks as masks_lib, pruning, sharding, train
-from autosparse_jax.console import fmt_time, log
+from autosparse_jax import keys, masks as masks_lib, preemption, pruning, sharding, train
+from autosparse_jax.checkpoints import RunCheckpoints
+from autosparse_jax.console import fmt_time, log, plain_output
 from autosparse_jax.data import load_dataset, pipeline
 from autosparse_jax.distributed import to_host
 from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
@@ -145,11 +146,15 @@ class TrainingLoop:
   of the epoch a chunk boundary too (IRP's late-rewinding point).
   `chunks(states, start_step)` yields (states, step) after every chunk; the
   yielded states are donated to the next chunk, so copy what you keep.
-  `last` holds the last epoch's record.
+  `stopping` is True at a yield when the job is being preempted: save there;
+  the loop then raises preemption.Preempted. `last` holds the last epoch's record.
+  networks: a name per stacked network (TensorBoard curves); quiet: no epoch
+  lines when the output is not a terminal (IRP rounds report per round).
   """
 
-  def __init__(self, config, task, workdir, tag=None, align=0):
+  def __init__(self, config, task, workdir, tag=None, align=0, networks=None, quiet=False):
     self.config, self.task, self.workdir, self.tag = config, task, workdir, tag
+    self.networks, self.quiet, self.stopping = networks, quiet, False
     trainer = task.trainer
     self.spe = trainer.steps_per_epoch
     self.epochs = int(config.train.epochs)
@@ -175,15 +180,24 @@ class TrainingLoop:
           "epoch). The job stopped; nothing from this state was saved, and checkpoints already in the "
           "workdir are kept. Lower config.train.lr or check the data.")
 
-  def chunks(self, states, start_step=0):
+  def epoch_sums_json(self):
+    """This epoch's chunk metrics so far (exact float32 values): a checkpoint keeps them so a run
+    resumed mid-epoch reports the same epoch averages as an uninterrupted one."""
+    return [{k: np.asarray(v).tolist() for k, v in m.items()} for m in self._sums]
+
+  def chunks(self, states, start_step=0, epoch_sums=None):
     task, spe, prefix = self.task, self.spe, f"{self.tag} " if self.tag else ""
     evaluate = task.program("evaluate", lambda: train.jit_evaluate(task.trainer))
     if task.trainer.layout is not None:
       states = task.trainer.layout.put_states(states)
     start, step = time.time(), int(start_step)
+    carried = [{k: np.asarray(v, np.float32) for k, v in m.items()} for m in (epoch_sums or [])]
     while step < self.total:
       epoch = step // spe + 1
       epoch_start, first, sums = time.time(), step, []
+      if carried:  # Resumed mid-epoch with the chunks' metrics of the steps before.
+        first, sums, carried = (epoch - 1) * spe, carried, []
+      self._sums = sums
       while step < epoch * spe:
         pos = step % spe
         n = min(self.chunk - pos % self.chunk, spe - pos)
@@ -191,9 +205,16 @@ class TrainingLoop:
         sums.append(jax.tree.map(lambda m, n=n: m * n, metrics))
         before, step = step, step + n
         self._check_finite(metrics, epoch, before, step)
+        self.stopping = preemption.requested()
         yield states, step
+        if self.stopping:
+          log(f"preempted: {prefix}stopped at step {step} (epoch {epoch}, step {step % spe or spe} of {spe}) "
+              "after its checkpoint; run the same command again to resume.")
+          raise preemption.Preempted(step)
+        if plain_output():
+          continue  # Not a terminal: epoch lines only.
         if step < epoch * spe and (step % spe) // self.log_every > (before % spe) // self.log_every:
-          rate = (time.time() - epoch_start) / (step - first)
+          rate = (time.time() - epoch_start) / max(step - int(start_step), 1)
           log(f"  {prefix}epoch {epoch} step {step % spe}/{spe}  loss {float(np.mean(metrics['loss'])):.4f}"
               f"  epoch left {fmt_time(rate * (epoch * spe - step))}")
       done = step - first
@@ -201,7 +222,10 @@ class TrainingLoop:
       ev = jax.tree.map(np.asarray, evaluate(states, *task.eval_arrays))
       record = {"epoch": epoch, "step": step, "train_loss": totals["loss"].tolist(),
                 "train_accuracy": totals["accuracy"].tolist(), "test_loss": ev["loss"].tolist(),
-                "test_accuracy": ev["accuracy"].tolist(), "epoch_seconds": time.time() - epoch_start}
+                "test_accuracy": ev["accuracy"].tolist(), "epoch_seconds": time.time() - epoch_start,
+                "learning_rate": learning_rate(self.config, epoch - 1)}
+      if self.networks:
+        record["networks"] = list(self.networks)
       if done < spe:
         record["steps_in_this_run"] = done  # Resumed mid-epoch: train metrics cover these steps.
       if self.tag:
@@ -209,16 +233,47 @@ class TrainingLoop:
       self.workdir.log_metrics(record)
       self.last = record
       left = (time.time() - start) / (step - start_step) * (self.total - step)
+      if plain_output() and (self.quiet or not sparse_epoch(epoch, self.epochs)):
+        continue
       log(f"{prefix}epoch {epoch}/{self.epochs}  loss {np.mean(totals['loss']):.4f}  "
           f"train {100 * np.mean(totals['accuracy']):.2f}%  test {100 * np.mean(ev['accuracy']):.2f}%  "
           f"{record['epoch_seconds']:.1f} s/epoch  left {fmt_time(left)}")
 
 
-def run_training(config, task, states, workdir, tag=None, start_step=0):
-  """Trains `states` from `start_step` to config.train.epochs: (states, last epoch's record)."""
-  loop = TrainingLoop(config, task, workdir, tag)
-  for states, _ in loop.chunks(states, start_step):
-    pass
+def learning_rate(config, epoch):
+  """The learning rate during (0-based) `epoch`: config.train.lr after the drops before it."""
+  drops = sum(1 for e in config.train.lr_drop_epochs if int(e) <= epoch)
+  return float(config.train.lr) * float(config.train.lr_drop_factor) ** drops
+
+
+def sparse_epoch(epoch, epochs):
+  """Epochs that get a line when the output is not a terminal: the first, the last, and 3 between."""
+  every = max(1, -(-epochs // 4))
+  return epoch == 1 or epoch == epochs or epoch % every == 0
+
+
+def run_training(config, task, states, workdir, tag=None, start_step=0, checkpoint_dir=None, networks=None):
+  """Trains `states` from `start_step` to config.train.epochs: (states, last epoch's record).
+
+  checkpoint_dir: mid-run checkpoints there (RunCheckpoints); the newest resumes the run.
+  """
+  loop = TrainingLoop(config, task, workdir, tag, networks=networks)
+  ckpt = RunCheckpoints(checkpoint_dir, config) if checkpoint_dir else None
+  epoch_sums = None
+  if ckpt is not None:
+    restored = ckpt.restore(states)
+    if restored is not None:
+      states, start_step, meta = restored
+      epoch_sums = meta.get("epoch_sums")
+      log(f"{tag + ': ' if tag else ''}resuming from its checkpoint at step {start_step}")
+      workdir.log_metrics({"event": "resumed", "step": start_step, **({"tag": tag} if tag else {})})
+  try:
+    for states, step in loop.chunks(states, start_step, epoch_sums):
+      if ckpt is not None and step < loop.total and (loop.stopping or ckpt.due(step, loop.spe)):
+        ckpt.save(states, step, {"epoch_sums": loop.epoch_sums_json() if step % loop.spe else []})
+  finally:
+    if ckpt is not None:
+      ckpt.close()
   return states, loop.last
 
 

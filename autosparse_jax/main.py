@@ -5,7 +5,9 @@ Fields are overridden with --config.field=value. The job is chosen by config.job
 Exit codes: 0 done; 2 bad input (a config field, a flag, the config file, the
 workdir), one line per problem, nothing computed or written; 3 non-finite
 numbers (loss or scores), earlier checkpoints and results kept; 4 the results
-could not be written (e.g. a full disk), the earlier results kept.
+could not be written (e.g. a full disk), the earlier results kept; 75 preempted
+(config.preemption_signal, SIGTERM by default): the job stopped after a chunk
+with a checkpoint; the same command resumes it.
 Several processes (launch/): each runs this same command; see distributed.py.
 """
 import os
@@ -15,7 +17,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autosparse_jax import schema
+from autosparse_jax import preemption, schema
 from autosparse_jax.config_tools import module_from_path
 from autosparse_jax.data.raw import RawDataError
 from autosparse_jax.errors import ConfigError, NumericalError, OutputError
@@ -126,6 +128,7 @@ def main(argv):
                         f"{len(problems)} problems in the config:\n  - " + "\n  - ".join(problems))
     if _RESTART.value:
       set_aside_workdir(_WORKDIR.value)
+    preemption.install((config.get("preemption_signal", "TERM"),))
     run(config, _WORKDIR.value)
   except (ConfigError, RawDataError) as e:
     fail(e, 2)
@@ -133,6 +136,10 @@ def main(argv):
     fail(e, 3)
   except OutputError as e:
     fail(e, 4)
+  except preemption.Preempted as e:
+    print(f"preempted after step {e}: the checkpoint is written; run the same command again to resume "
+          f"(exit code {preemption.EXIT_CODE}).", file=sys.stderr)
+    sys.exit(preemption.EXIT_CODE)
 
 
 if __name__ == "__main__":

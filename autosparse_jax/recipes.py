@@ -101,6 +101,13 @@ def base_config():
   # shard_train_set: each device stores only its block of the training images (not a copy).
   c.mesh = ml_collections.ConfigDict(dict(seeds=1, data=-1, shard_train_set=False))
   c.distributed = ml_collections.ConfigDict(dict(initialize="auto", timeout_s=300))
+  # Long jobs (checkpoints.RunCheckpoints, preemption.py): mid-run checkpoints at epoch ends and
+  # every checkpoint_every_steps steps (0: epoch ends only), at most one per
+  # checkpoint_min_seconds; preemption_signal stops a job at its next chunk with a checkpoint.
+  c.checkpoint_every_steps = 0
+  c.checkpoint_min_seconds = 60.0
+  c.preemption_signal = "TERM"
+  c.tensorboard = True  # TensorBoard event files in WORKDIR/tensorboard beside metrics.jsonl.
   return c
 
 

@@ -1,14 +1,17 @@
-r"""Kill soak: SIGKILL an IRP job at K random moments, resume it each time, compare bit for bit.
+r"""Kill soak for any job: stop it at random moments (SIGKILL, or SIGTERM: graceful preemption),
+resume it each time with the same command, and compare the result with an uninterrupted run.
 
-  python -m autosparse_jax.soak --kills=10 --workdir=/tmp/soak [--seed=0]
+  python -m autosparse_jax.soak --kills=10 --workdir=/tmp/soak [--seed=0]      # IRP (default)
+  python -m autosparse_jax.soak --config=configs/pai_sweep.py:lenet_digits --kills=10 --terms=3 \
+    --set=config.train.epochs=3 --set=config.sweep.criteria="('snip','random')" --workdir=/tmp/soak_sweep
 
-Runs the IRP once without interruption (reference), then again in another
-workdir, killing it with SIGKILL after a random delay K times (each time
-resuming with the same command), and lets the last attempt finish. Then the
-final Orbax states (params, masks, optimizer state, BN statistics, keys,
-survival counts) and the exported score datasets of the two workdirs must be
-identical. Prints the kill times, how far each attempt got, and the verdict;
-exit code 1 if anything differs. About 3 minutes for K=10 on the 2-core CPU.
+Runs the job once without interruption (reference), then again in another
+workdir, stopping it K + T times after a random number of progress lines plus a
+random fraction of a second (SIGKILLs and SIGTERMs interleaved; a SIGTERMed job
+must exit with the preemption code 75 after writing its checkpoint), and lets
+the last attempt finish. The results (results.json without timings, a sweep's
+rows) must be identical; for IRP also the final Orbax states and the score
+datasets. Exit code 1 if anything differs. About 3 minutes for the default.
 """
 import json
 import os
@@ -21,6 +24,9 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("kills", 10, "Number of SIGKILLs.")
+flags.DEFINE_integer("terms", 0, "Number of SIGTERMs (graceful preemption), interleaved with the kills.")
+flags.DEFINE_string("config", "", "The job's --config (default: IRP on digits, --rounds rounds).")
+flags.DEFINE_multi_string("set", [], "--config.FIELD=VALUE overrides for the job (repeat the flag).")
 flags.DEFINE_string("workdir", "/tmp/autosparse_soak", "Where the two runs go (must not exist).")
 flags.DEFINE_integer("seed", 0, "Seed of the kill times.")
 flags.DEFINE_integer("rounds", 4, "IRP rounds of the soaked job.")
@@ -28,10 +34,27 @@ flags.DEFINE_integer("rounds", 4, "IRP rounds of the soaked job.")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def command(workdir, rounds):
+ENV = dict(os.environ, AUTOSPARSE_PLAIN_OUTPUT="0")  # Progress lines of every chunk: kill points.
+
+
+def command(workdir, rounds, config="", overrides=()):
+  if config:
+    return [sys.executable, "-m", "autosparse_jax.main", f"--config={config}", f"--workdir={workdir}",
+            "--config.checkpoint_min_seconds=0", *overrides]
   return [sys.executable, "-m", "autosparse_jax.main", "--config=configs/irp.py:lenet_digits",
           f"--workdir={workdir}", f"--config.irp.rounds={rounds}", "--config.train.epochs=2",
           "--config.train.log_every_steps=2", "--config.irp.checkpoint_every_steps=2", "--config.width=0.5"]
+
+
+def deterministic(obj):
+  """results.json / rows without the fields that measure time or name files."""
+  if isinstance(obj, dict):
+    return {k: deterministic(v) for k, v in obj.items()
+            if "seconds" not in k and k not in ("files", "figure", "stage_workdirs", "scorer_dir",
+                                                  "score_dataset_dir", "datasets")}
+  if isinstance(obj, list):
+    return [deterministic(v) for v in obj]
+  return obj
 
 
 def final_state(workdir):
@@ -44,10 +67,17 @@ def final_state(workdir):
 
 
 def compare(reference, soaked):
-  """[differences] between the two workdirs' final states and score datasets."""
+  """[differences] between the two workdirs' results (and, for IRP, final states and score datasets)."""
   import jax
   from autosparse_jax.score_dataset import FIELDS, load_score_dataset
-  diffs = []
+  from autosparse_jax.workdir import read_jsonl
+  results = [json.load(open(os.path.join(w, "results.json"))) for w in (reference, soaked)]
+  diffs = [] if deterministic(results[0]) == deterministic(results[1]) else ["results.json"]
+  rows = [sorted(map(json.dumps, deterministic(read_jsonl(os.path.join(w, "results.jsonl"))))) for w in
+          (reference, soaked)]
+  diffs += [] if rows[0] == rows[1] else ["results.jsonl"]
+  if results[0].get("job") != "irp":
+    return diffs
   a, b = final_state(reference), final_state(soaked)
   for (path, x), (_, y) in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)):
     if not np.array_equal(np.asarray(x), np.asarray(y)):
@@ -58,26 +88,28 @@ def compare(reference, soaked):
   return diffs
 
 
-def soak(kills, workdir, seed=0, rounds=4, log=print):
-  """Returns (number of kills that landed before the job ended, [differences])."""
+def soak(kills, workdir, seed=0, rounds=4, log=print, terms=0, config="", overrides=()):
+  """Returns (number of stops that landed before the job ended, [differences])."""
+  command_of = lambda w: command(w, rounds, config, overrides)
   if os.path.exists(workdir):
     raise SystemExit(f"--workdir={workdir} exists: choose a new one (the soak never reuses results).")
   reference, soaked = os.path.join(workdir, "reference"), os.path.join(workdir, "soaked")
   start = time.time()
-  subprocess.run(command(reference, rounds), cwd=REPO, check=True, capture_output=True)
+  subprocess.run(command_of(reference), cwd=REPO, check=True, capture_output=True, env=ENV)
   duration = time.time() - start
   log(f"reference run: {duration:.1f} s")
   rng = np.random.default_rng(seed)
   # Progress lines (one per 2-step chunk) of a whole run: spread the kills over them.
   ref_lines = sum(1 for _ in open(os.path.join(reference, "metrics.jsonl"))) * 11
   landed = 0
-  for k in range(kills):
+  stops = [str(x) for x in rng.permutation(["KILL"] * kills + ["TERM"] * terms)]
+  for k, how in enumerate(stops):
     # Kill after a random number of progress lines, then a random fraction of a second, so
     # kills land inside chunks, between chunks and during checkpoint saves.
-    lines_before_kill = int(rng.integers(1, max(2, ref_lines // (kills + 1))))
+    lines_before_kill = int(rng.integers(1, max(2, ref_lines // (len(stops) + 1))))
     extra = float(rng.uniform(0.0, 0.5))
-    proc = subprocess.Popen(command(soaked, rounds), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(command_of(soaked), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=ENV)
     seen = 0
     for line in proc.stdout:
       seen += "step" in line or "epoch" in line
@@ -87,24 +119,29 @@ def soak(kills, workdir, seed=0, rounds=4, log=print):
     if proc.poll() is not None:
       log(f"kill {k + 1}: the job had finished")
       break
-    proc.kill()
-    proc.wait()
+    if how == "KILL":
+      proc.kill()
+    else:
+      proc.terminate()
+    for _ in proc.stdout:  # Drain: a SIGTERMed job writes its checkpoint and says so.
+      pass
+    code = proc.wait()
     proc.stdout.close()
+    if how == "TERM" and code not in (75, 0):
+      raise SystemExit(f"stop {k + 1}: SIGTERM ended the job with exit code {code}, not 75 (preempted).")
     landed += 1
-    ckpts = sorted(int(n) for n in os.listdir(os.path.join(soaked, "checkpoints")) if n.isdigit()) \
-        if os.path.isdir(os.path.join(soaked, "checkpoints")) else []
-    log(f"kill {k + 1}: SIGKILL after {seen} progress lines + {extra:.2f} s; "
-        f"newest checkpoint {ckpts[-1] if ckpts else None}")
-  subprocess.run(command(soaked, rounds), cwd=REPO, check=True, capture_output=True)
+    log(f"stop {k + 1}: SIG{how} after {seen} progress lines + {extra:.2f} s; exit code {code}")
+  subprocess.run(command_of(soaked), cwd=REPO, check=True, capture_output=True, env=ENV)
   diffs = compare(reference, soaked)
-  log(f"{landed} SIGKILLs landed; final state and datasets "
-      + ("IDENTICAL to the uninterrupted run" if not diffs else f"DIFFER: {diffs}"))
+  log(f"{landed} stops landed; the results "
+      + ("are IDENTICAL to the uninterrupted run's" if not diffs else f"DIFFER: {diffs}"))
   return landed, diffs
 
 
 def main(argv):
   del argv
-  _, diffs = soak(FLAGS.kills, FLAGS.workdir, FLAGS.seed, FLAGS.rounds)
+  _, diffs = soak(FLAGS.kills, FLAGS.workdir, FLAGS.seed, FLAGS.rounds, terms=FLAGS.terms, config=FLAGS.config,
+                  overrides=[s if s.startswith("--") else f"--{s}" for s in FLAGS.set])
   sys.exit(1 if diffs else 0)
 
 

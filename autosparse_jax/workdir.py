@@ -9,6 +9,8 @@ import json
 import os
 import time
 
+import tensorboardX
+
 from autosparse_jax.config_tools import config_to_dict, flatten
 from autosparse_jax.console import log
 from autosparse_jax.distributed import is_writer as process_is_writer
@@ -120,9 +122,31 @@ class Workdir:
       os.replace(path, os.path.join(self.path, f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl"))
 
   def log_metrics(self, record):
+    """Appends a record to metrics.jsonl (the source of truth) and its scalars to TensorBoard."""
     if self.is_writer:
       with open(os.path.join(self.path, METRICS), "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
+      if self.config.get("tensorboard", True):
+        self._tensorboard(record)
+
+  def _tensorboard(self, record):
+    """Curves per network (seed, or sweep cell): losses, accuracies, learning rate; IRP densities."""
+    if getattr(self, "_writer", None) is None:
+      self._writer = tensorboardX.SummaryWriter(os.path.join(self.path, "tensorboard"), flush_secs=10)
+    w, tag = self._writer, record.get("tag", "")
+    group = f"{tag}/" if tag else ""
+    if "epoch" in record and "test_accuracy" in record:
+      names = record.get("networks") or [f"network_{i}" for i in range(len(record["test_accuracy"]))]
+      for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        for name, value in zip(names, record[key]):
+          w.add_scalar(f"{key}/{group}{name}", value, record["step"])
+      if "learning_rate" in record:
+        w.add_scalar(f"learning_rate/{group}".rstrip("/"), record["learning_rate"], record["step"])
+    if record.get("event") == "round_done" and record.get("round") is not None:
+      for i, (density, accuracy) in enumerate(zip(record["density"], record["test_accuracy"] or [])):
+        w.add_scalar(f"irp/density/seed_index_{i}", density, record["round"])
+        w.add_scalar(f"irp/test_accuracy/seed_index_{i}", accuracy, record["round"])
+    w.flush()
 
   def append_jsonl(self, name, records):
     """Appends records as JSON lines to `name` (flushed and synced: finished work survives a kill)."""

@@ -159,7 +159,7 @@ def test_the_prune_your_own_model_example_runs_and_prints_its_table():
   import subprocess
   import sys
   from tests.conftest import REPO
-  proc = subprocess.run([sys.executable, "examples/prune_your_own_model.py", "--epochs=5"], cwd=REPO,
+  proc = subprocess.run([sys.executable, "examples/prune_your_own_model.py", "--epochs=2"], cwd=REPO,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}

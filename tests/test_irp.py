@@ -46,7 +46,8 @@ def final_checkpoint(workdir):
 def run_until(command, marker, timeout=300):
   """Starts `command`, SIGKILLs it once a stdout line contains `marker`; returns the lines."""
   proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          cwd=os.path.dirname(os.path.dirname(__file__)))
+                          cwd=os.path.dirname(os.path.dirname(__file__)),
+                          env=dict(os.environ, AUTOSPARSE_PLAIN_OUTPUT="0"))  # Step lines: kill points.
   lines = []
   try:
     for line in proc.stdout:

@@ -90,6 +90,7 @@ def test_every_criterion_prunes_real_mnist_lenet_to_98_percent(prepared_data_dir
   config = load_config("prune", "lenet_mnist")
   config.criterion, config.sparsity = criterion, 0.98
   config.train.epochs = 1
+  config.prune.num_batches = 8  # 1024 pruning examples: enough to score; the whole set is minutes for some.
   config.data.data_dir = prepared_data_dir("mnist")
   results = main_lib.run(config, str(tmp_path / "wd"))
   run = results["runs"][0]

@@ -35,6 +35,7 @@ def test_quickstart_runs_every_stage_and_writes_the_table_and_figures(tmp_path):
   assert {c for c, _ in table} == {"dense", *criteria}
   assert {s for c, s in table if c != "dense"} == {0.8, 0.9, 0.95}
   assert "| autos |" in proc.stdout  # The table is printed at the end.
+  assert len(proc.stdout.splitlines()) < 200, len(proc.stdout.splitlines())  # Sparse when not a terminal.
   # The stages were wired: the sweep used this run's scorer and IRP datasets.
   sweep_config = json.load(open(os.path.join(sweep_dir, "config.json")))
   assert sweep_config["autos"]["scorer_dir"] == os.path.join(workdir, "autos", "scorer")

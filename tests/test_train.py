@@ -154,7 +154,8 @@ def test_scan_and_per_step_loops_train_the_same_network():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_conv_net_job_runs_one_step_per_call_on_cpu(tmp_path, capsys):
+def test_conv_net_job_runs_one_step_per_call_on_cpu(tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv("AUTOSPARSE_PLAIN_OUTPUT", "0")  # Progress lines as on a terminal.
   config = small_config(model="resnet18", width=1 / 16, criterion="magnitude", sparsity=0.5, **{
       "data.synthetic.image_shape": (8, 8, 3), "data.synthetic.num_train": 32,
       "data.synthetic.num_test": 16, "train.batch_size": 8, "train.epochs": 1,

@@ -29,7 +29,7 @@ import numpy as np
 
 from autosparse_jax import criteria, engine, keys, masks as masks_lib, pruning, train
 from autosparse_jax.checkpoints import Checkpoints
-from autosparse_jax.console import log
+from autosparse_jax.console import log, plain_output
 from autosparse_jax.criteria.base import ModelState, PruneData, initial_gradient
 from autosparse_jax.distributed import is_writer, to_host
 from autosparse_jax.errors import ConfigError
@@ -69,6 +69,7 @@ class Progress:
   history: list = dataclasses.field(default_factory=list)  # One record per finished level.
   level_seconds: float = 0.0   # Training time of this level in earlier attempts.
   prune_seconds: float = 0.0
+  epoch_sums: list = dataclasses.field(default_factory=list)  # Metrics of the epoch's chunks so far.
 
 
 def levels(config, masks_one_seed):
@@ -176,18 +177,21 @@ def train_level(config, task, workdir, irp, level, progress, checkpoints):
   spe = task.trainer.steps_per_epoch
   total = spe * int(config.train.epochs)
   loop = engine.TrainingLoop(config, task, workdir, tag=level.tag,
-                             align=0 if progress.rewind_captured else rewind_step % spe)
+                             align=0 if progress.rewind_captured else rewind_step % spe,
+                             networks=[f"seed_{s}" for s in engine.seed_list(config)], quiet=True)
   started, saved_at = time.time(), first_step(irp)
-  for states, step in loop.chunks(copy_tree(irp.train), start_step=first_step(irp)):
+  for states, step in loop.chunks(copy_tree(irp.train), start_step=first_step(irp),
+                                  epoch_sums=progress.epoch_sums):
     irp = irp.replace(train=states)
     if not progress.rewind_captured and step == rewind_step:
       # Late rewinding: later rounds restart from these weights at this step.
       irp = irp.replace(rewind_params=copy_tree(states.params),
                         rewind_batch_stats=copy_tree(states.batch_stats))
       progress = dataclasses.replace(progress, rewind_captured=True)
-    if every and step - saved_at >= every and step < total:
+    if (loop.stopping or every and step - saved_at >= every) and step < total:
       seconds = progress.level_seconds + time.time() - started
-      save(checkpoints, irp, dataclasses.replace(progress, level_seconds=seconds))
+      sums = loop.epoch_sums_json() if step % spe else []
+      save(checkpoints, irp, dataclasses.replace(progress, level_seconds=seconds, epoch_sums=sums))
       saved_at = step
   seconds = progress.level_seconds + time.time() - started + progress.prune_seconds
   return irp, progress, loop.last, seconds
@@ -229,8 +233,9 @@ def run(config, workdir_path):
       if not progress.pruned:
         irp, progress = prune_level(config, task, irp, level, progress, checkpoints)
       reports = engine.density_reports(irp.train)
-      log(f"{level.tag}: density {np.mean([x['density'] for x in reports]):.5f}"
-          + (f" (target {level.density:.5f})" if level.round is not None else ""))
+      if not plain_output():  # Sparse output: the round's one line below says it.
+        log(f"{level.tag}: density {np.mean([x['density'] for x in reports]):.5f}"
+            + (f" (target {level.density:.5f})" if level.round is not None else ""))
       engine.warn_empty_layers(reports, [f"seed {s}" for s in seeds], level.tag)
       irp, progress, last, seconds = train_level(config, task, workdir, irp, level, progress, checkpoints)
       record = {"round": level.round, "level": level.index,
@@ -244,7 +249,7 @@ def run(config, workdir_path):
           f"{time.time() - start:.0f} s so far in this run)")
       progress = dataclasses.replace(progress, level=level.index + 1, pruned=False,
                                      history=progress.history + [record], level_seconds=0.0,
-                                     prune_seconds=0.0)
+                                     prune_seconds=0.0, epoch_sums=[])
       save(checkpoints, irp, progress)
 
   results = finish(config, workdir, irp, progress, rounds, seeds, time.time() - start)

@@ -5,6 +5,7 @@ theta_0 is scored, masked and trained; results.json gives per sparsity the test
 accuracy, achieved density (overall and per layer), NPB's path metrics and the
 scoring time.
 """
+import os
 import time
 
 import jax
@@ -14,6 +15,9 @@ from autosparse_jax import criteria, engine, pruning
 from autosparse_jax.console import log
 from autosparse_jax.criteria.paths import path_metrics
 from autosparse_jax.errors import ConfigError
+from autosparse_jax.workdir import read_jsonl
+
+RUNS = "runs.jsonl"  # One line per finished sparsity: a re-run after an interruption skips them.
 
 
 def sparsity_list(config):
@@ -46,12 +50,16 @@ def mask_metrics(task, states):
 def run(config, workdir_path):
   sparsities = sparsity_list(config)
   start = time.time()
-  workdir, task = engine.start(config, workdir_path)
+  workdir, task = engine.start(config, workdir_path, resuming=True)
   if task is None:
     return workdir.results()
   seeds = engine.seed_list(config)
+  finished = {r["sparsity"]: r for r in read_jsonl(os.path.join(workdir.path, RUNS))}
   runs = []
   for sparsity in sparsities:
+    if sparsity in finished:  # Done before an interruption: kept, not redone.
+      runs.append(finished[sparsity])
+      continue
     tag = f"{config.criterion}@{sparsity:g}"
     states = engine.init_states(config, task)
     t = time.time()
@@ -62,10 +70,13 @@ def run(config, workdir_path):
     engine.warn_empty_layers(reports, [f"seed {s}" for s in seeds], tag)
     log(f"{tag}: scored in {scoring_seconds:.1f} s (compilation included), density "
         f"{np.mean([r['density'] for r in reports]):.5f}, log10 paths {np.mean(paths['log10_paths']):.2f}")
-    states, last = engine.run_training(config, task, states, workdir, tag=tag)
+    states, last = engine.run_training(config, task, states, workdir, tag=tag,
+                                       checkpoint_dir=os.path.join(workdir.path, "checkpoints", tag),
+                                       networks=[f"seed_{s}" for s in seeds])
     runs.append({"criterion": config.criterion, "sparsity": sparsity, "seeds": seeds,
                  **engine.accuracy_summary(last), **engine.density_summary(reports),
                  "scoring_seconds": scoring_seconds, **paths})
+    workdir.append_jsonl(RUNS, [runs[-1]])
   results = {"job": "prune", "model": config.model, "dataset": config.dataset,
              "criterion": config.criterion, "epochs": int(config.train.epochs),
              "grad_reduction": config.prune.grad_reduction,

@@ -17,8 +17,10 @@ variant is {"criterion": NAME, <config fields to set>}, e.g. the LTH masks of
 an IRP run: {"criterion": "survival", "survival": {"score_datasets": (...)}}.
 """
 import copy
+import hashlib
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -127,13 +129,21 @@ def grid_states(config, task, criterion, cells, seeds):
   return concat(parts), info
 
 
+def program_name(label, cells):
+  """The checkpoint directory name of a program: its cells name it (stable across resumes)."""
+  return f"{label}-" + hashlib.sha1(json.dumps([label, [list(c) for c in cells]]).encode()).hexdigest()[:12]
+
+
 def run_cells(config, task, workdir, label, criterion, cells, seeds):
   """Prunes and trains `cells` as one vmapped program; returns their rows."""
   states, info = grid_states(config, task, criterion, cells, seeds)
   engine.warn_empty_layers([item["report"] for item in info],
                            [f"{label}@{item['sparsity']:g} seed {item['seed']}" for item in info])
   t = time.time()
-  states, last = engine.run_training(config, task, states, workdir, tag=f"{label} x{len(cells)}")
+  program = program_name(label, cells)
+  states, last = engine.run_training(config, task, states, workdir, tag=f"{label} x{len(cells)}",
+                                     checkpoint_dir=os.path.join(workdir.path, "checkpoints", program),
+                                     networks=[f"{label}@{p:g}/seed_{s}" for p, s in cells])
   train_seconds = time.time() - t
   rows = []
   for i, item in enumerate(info):
@@ -176,6 +186,8 @@ def run(config, workdir_path):
       new_rows = run_cells(vconfig, task, workdir, label, criterion, chunk, seeds)
       workdir.append_jsonl(ROWS, new_rows)
       rows += new_rows
+      if workdir.is_writer:  # Its rows are safe: its mid-run checkpoints are no longer needed.
+        shutil.rmtree(os.path.join(workdir.path, "checkpoints", program_name(label, chunk)), ignore_errors=True)
   outputs = report.write_sweep_report(rows, workdir.path if workdir.is_writer else None,
                                       title=f"{config.model} / {config.dataset}, {config.train.epochs} epochs")
   results = {"job": "sweep", "model": config.model, "dataset": config.dataset, "seeds": seeds,

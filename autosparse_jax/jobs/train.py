@@ -2,6 +2,7 @@
 
 run(config, workdir) -> results dict (also written to results.json).
 """
+import os
 import time
 
 import jax
@@ -16,7 +17,7 @@ def validate(config):
 
 def run(config, workdir_path):
   start = time.time()
-  workdir, task = engine.start(config, workdir_path)
+  workdir, task = engine.start(config, workdir_path, resuming=True)
   if task is None:
     return workdir.results()
   seeds = engine.seed_list(config)
@@ -32,7 +33,9 @@ def run(config, workdir_path):
     scoring_seconds = time.time() - t
   reports = engine.density_reports(states)
   engine.warn_empty_layers(reports, [f"seed {s}" for s in seeds])
-  states, last = engine.run_training(config, task, states, workdir)
+  states, last = engine.run_training(config, task, states, workdir,
+                                     checkpoint_dir=os.path.join(workdir.path, "checkpoints"),
+                                     networks=[f"seed_{s}" for s in seeds])
   results = {
       "job": "train", "model": config.model, "dataset": config.dataset, "seeds": seeds,
       "criterion": config.criterion, "sparsity": float(config.sparsity),

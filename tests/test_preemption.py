@@ -1,0 +1,134 @@
+"""Every long job survives preemption: SIGKILL mid-epoch / between programs and SIGTERM (graceful,
+exit 75) resume to results bit-identical to an uninterrupted run; TensorBoard files; sparse output."""
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from autosparse_jax import preemption
+from autosparse_jax.workdir import read_jsonl
+from tests.conftest import REPO
+from tests.test_irp import run_until
+
+SMALL = ["--config.width=0.5", "--config.train.log_every_steps=5", "--config.checkpoint_every_steps=5",
+         "--config.checkpoint_min_seconds=0"]
+
+
+def command(config, workdir, *extra):
+  return [sys.executable, "-m", "autosparse_jax.main", f"--config={config}", f"--workdir={workdir}", *SMALL,
+          *extra]
+
+
+def finish(cmd):
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  return proc
+
+
+def results(workdir, name="results.json"):
+  with open(os.path.join(workdir, name)) as f:
+    data = json.load(f)
+  drop = lambda d: {k: v for k, v in d.items() if "seconds" not in k}
+  return drop(data) if "runs" not in data else dict(drop(data), runs=[drop(r) for r in data["runs"]])
+
+
+def test_train_and_prune_jobs_killed_mid_epoch_resume_bit_identical(tmp_path):
+  for config, extra, marker in [
+      ("configs/train.py:lenet_digits", ["--config.train.epochs=3", "--config.criterion=snip",
+                                         "--config.sparsity=0.9"], "epoch 2 step 10"),
+      ("configs/prune.py:lenet_digits", ["--config.train.epochs=2", "--config.criterion=magnitude",
+                                         "--config.sparsities=(0.8,0.9)"], "magnitude@0.9 epoch 1 step 15")]:
+    name = config.split("/")[1].split(".")[0]
+    straight, killed = str(tmp_path / f"{name}_straight"), str(tmp_path / f"{name}_killed")
+    finish(command(config, straight, *extra))
+    out, code = run_until(command(config, killed, *extra), marker)
+    assert code == -signal.SIGKILL, out
+    resumed = finish(command(config, killed, *extra))
+    assert "resuming from its checkpoint" in resumed.stdout
+    assert results(straight) == results(killed), name
+
+
+def test_sweep_killed_inside_and_between_programs_and_sigtermed_resumes_bit_identical(tmp_path):
+  extra = ["--config.train.epochs=2", "--config.sweep.criteria=('snip','random')", "--config.sweep.sparsities=(0.5,0.9)",
+           "--config.sweep.dense=False", "--config.num_seeds=1"]
+  config = "configs/pai_sweep.py:lenet_digits"
+  straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
+  finish(command(config, straight, *extra))
+  out, code = run_until(command(config, stopped, *extra), "snip x2 epoch 2 step 5")  # Inside program 1.
+  assert code == -signal.SIGKILL, out
+  out, code = run_until(command(config, stopped, *extra), "sweep: random: 2 networks")  # Between programs.
+  assert code == -signal.SIGKILL, out
+  assert len(read_jsonl(os.path.join(stopped, "results.jsonl"))) == 2  # Program 1's rows are safe.
+  # SIGTERM inside program 2: it stops after the current chunk with its checkpoint, exit 75.
+  proc = subprocess.Popen(command(config, stopped, *extra), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=dict(os.environ, AUTOSPARSE_PLAIN_OUTPUT="0"))
+  for line in proc.stdout:
+    if "random x2 epoch 1 step 10" in line:
+      proc.send_signal(signal.SIGTERM)
+      break
+  rest = proc.stdout.read()
+  assert proc.wait(timeout=120) == preemption.EXIT_CODE, rest
+  assert "preempted" in rest and os.listdir(os.path.join(stopped, "checkpoints"))
+  finish(command(config, stopped, *extra))
+  rows = lambda w: sorted(json.dumps({k: v for k, v in r.items() if "seconds" not in k}, sort_keys=True)
+                          for r in read_jsonl(os.path.join(w, "results.jsonl")))
+  assert rows(straight) == rows(stopped)
+  assert results(straight)["table"] == results(stopped)["table"]
+
+
+def test_autos_train_killed_and_resumed_gives_the_identical_scorer(tmp_path):
+  irp = str(tmp_path / "irp")
+  finish([sys.executable, "-m", "autosparse_jax.main", "--config=configs/irp.py:lenet_digits", f"--workdir={irp}",
+          "--config.irp.rounds=2", "--config.train.epochs=1", "--config.width=0.5"])
+  dataset = json.load(open(os.path.join(irp, "results.json")))["score_dataset_dir"]
+  cmd = lambda w: [sys.executable, "-m", "autosparse_jax.main", "--config=configs/autos_train.py:mlp",
+                   f"--workdir={w}", "--config.train.epochs=4", "--config.autos.width=0.25",
+                   f"--config.autos.datasets=('{dataset}',)"]
+  finish(cmd(str(tmp_path / "straight")))
+  out, code = run_until(cmd(str(tmp_path / "killed")), "epoch 2/4")
+  assert code == -signal.SIGKILL, out
+  finish(cmd(str(tmp_path / "killed")))
+  a, b = (json.load(open(os.path.join(tmp_path, w, "results.json"))) for w in ("straight", "killed"))
+  assert a["held_out_mse"] == b["held_out_mse"] and a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+  from autosparse_jax.autos import load_scorer
+  import jax
+  import numpy as np
+  va, vb = (load_scorer(os.path.join(tmp_path, w, "scorer")).variables for w in ("straight", "killed"))
+  for x, y in zip(jax.tree.leaves(va), jax.tree.leaves(vb)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def tensorboard_scalars(directory):
+  """{tag: [(step, value)]} read back from the event files (TFRecord framing, Event protos)."""
+  from tensorboardX.proto import event_pb2
+  out = {}
+  for name in os.listdir(directory):
+    with open(os.path.join(directory, name), "rb") as f:
+      data = f.read()
+    i = 0
+    while i < len(data):
+      (length,) = struct.unpack("<Q", data[i:i + 8])
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+      i += 12 + length + 4
+      for value in event.summary.value:
+        out.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return out
+
+
+def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
+  wd = str(tmp_path / "wd")
+  finish(command("configs/train.py:lenet_digits", wd, "--config.train.epochs=2", "--config.num_seeds=2"))
+  scalars = tensorboard_scalars(os.path.join(wd, "tensorboard"))
+  metrics = [r for r in read_jsonl(os.path.join(wd, "metrics.jsonl")) if "epoch" in r]
+  for seed in (0, 1):
+    got = scalars[f"test_accuracy/seed_{seed}"]
+    assert [s for s, _ in got] == [m["step"] for m in metrics]
+    assert [v for _, v in got] == pytest.approx([m["test_accuracy"][seed] for m in metrics], rel=1e-6)
+  assert "train_loss/seed_0" in scalars and "learning_rate" in scalars
+  off = str(tmp_path / "off")
+  finish(command("configs/train.py:lenet_digits", off, "--config.train.epochs=1", "--config.tensorboard=False"))
+  assert not os.path.exists(os.path.join(off, "tensorboard"))
