@@ -30,11 +30,9 @@ from autosparse_jax.data.specs import DatasetSpec
 
 # Criteria that reach into a Flax module of this package's registry (train-mode BatchNorm,
 # re-initialisation, per-layer interception) or into an IRP run: not for a plain apply_fn.
-NEEDS_REGISTRY_MODEL = {"npb": "per-layer path counts through the model's modules",
-                        "px": "train-mode forwards of the model's modules",
-                        "prospr": "train-mode forwards of the model's modules",
-                        "ntk_sap": "re-initialising the model with its own initialisers",
-                        "survival": "the score datasets of an IRP job"}
+NEEDS_REGISTRY_MODEL = {"survival": "the score datasets of an IRP job on a registered model"}
+# Data-free criteria that run the network: they need the input's shape.
+NEEDS_INPUT_SHAPE = ("synflow", "synflow_l2", "npb", "ntk_sap")
 DEFAULT_OPTIONS = pruning.criterion_options(recipes.base_config())  # The jobs' defaults, one source.
 # Options the API sets itself from its own arguments.
 _API_FIELDS = {"distribution", "min_per_layer", "prunable", "batch_size", "num_batches"}
@@ -68,6 +66,7 @@ class FunctionModel:
   """A network given as apply_fn(params, x) -> logits, in the shape criteria expect of a model."""
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   spec: DatasetSpec = flax.struct.field(pytree_node=False)
+  init_fn: Callable = flax.struct.field(pytree_node=False, default=None)  # key -> fresh params (NTK-SAP).
   batch_stats: Any = flax.struct.field(default_factory=dict)
 
   def logits(self, params, x, dtype=None):
@@ -112,7 +111,7 @@ def _data(batches, criterion):
   return np.concatenate(xs), np.concatenate(ys), len(ys[0])
 
 
-def _network(criterion, params, apply_fn, batches, input_shape, num_classes):
+def _network(criterion, params, apply_fn, batches, input_shape, num_classes, init_fn=None):
   """(FunctionModel, PruneData or None, batch size) for one call."""
   spec_attrs = criteria.get(criterion, "criterion")
   if criterion in NEEDS_REGISTRY_MODEL:
@@ -120,7 +119,10 @@ def _network(criterion, params, apply_fn, batches, input_shape, num_classes):
                      "asj.prune/asj.score use one of "
                      f"{', '.join(n for n in criteria.names() if n not in NEEDS_REGISTRY_MODEL)}, or run "
                      "the prune job with a registered model (config.imports).")
-  if apply_fn is None and (spec_attrs.data or criterion in ("synflow", "synflow_l2", "autos")):
+  if criterion == "ntk_sap" and init_fn is None:
+    raise ValueError("criterion 'ntk_sap' draws fresh weights every round: pass init_fn=lambda key: params "
+                     "(e.g. lambda k: net.init(k, x)['params']).")
+  if apply_fn is None and (spec_attrs.data or criterion in NEEDS_INPUT_SHAPE + ("autos",)):
     raise ValueError(f"criterion {criterion!r} runs the network: pass apply_fn=lambda params, x: logits.")
   data, batch = None, 1
   if spec_attrs.data:
@@ -130,7 +132,7 @@ def _network(criterion, params, apply_fn, batches, input_shape, num_classes):
     num_classes = num_classes or int(labels.max()) + 1
   elif input_shape is not None:
     shape = tuple(input_shape)[1:]
-  elif criterion in ("synflow", "synflow_l2"):
+  elif criterion in NEEDS_INPUT_SHAPE:
     raise ValueError(f"criterion {criterion!r} is data-free but needs the input's shape: pass "
                      "input_shape=(1, ...) (a batch of one, e.g. (1, 28, 28, 1)).")
   else:
@@ -139,7 +141,7 @@ def _network(criterion, params, apply_fn, batches, input_shape, num_classes):
     out = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1,) + tuple(shape), jnp.float32))
     num_classes = int(out.shape[-1])
   spec = DatasetSpec("user", tuple(shape), int(num_classes or 1), (0.0,), (1.0,))
-  return FunctionModel(apply_fn, spec), data, batch
+  return FunctionModel(apply_fn, spec, init_fn), data, batch
 
 
 _PROGRAMS = {}  # (what, criterion, apply_fn, spec, options) -> jitted program: compiled once per network.
@@ -178,13 +180,13 @@ def _key(key):
 
 
 def score(criterion, params, *, apply_fn=None, batches=None, input_shape=None, key=None, prunable=None,
-          masks=None, num_classes=None, **options):
+          masks=None, num_classes=None, init_fn=None, **options):
   """Scores shaped like `params` (the LOWEST are pruned): the criterion's one-shot scores.
 
   options: the criterion's keywords with the jobs' defaults (temperature as
   grasp_temperature=, samples_per_class as grasp_samples_per_class=, grad_reduction=, ...).
   """
-  net, data, batch = _network(criterion, params, apply_fn, batches, input_shape, num_classes)
+  net, data, batch = _network(criterion, params, apply_fn, batches, input_shape, num_classes, init_fn)
   opts = _options(criterion, options)
   opts.batch_size, opts.num_batches = batch, 0
   masks = init_masks(params, prunable) if masks is None else masks
@@ -210,7 +212,7 @@ def _host_options(opts, options):
 
 def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batches=None, input_shape=None,
           key=None, distribution="global", min_per_layer=0, prunable=None, masks=None, num_classes=None,
-          **options):
+          init_fn=None, **options):
   """A mask pytree like `params` keeping exactly round(density x n) prunable weights.
 
   sparsity (or density = 1 - sparsity); distribution: global | layerwise | erk;
@@ -231,7 +233,7 @@ def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batc
   if criterion == "autos" and scorer is None:
     raise ValueError("criterion 'autos' needs scorer=asj.autos.pretrained(NAME) (names: "
                      "asj.autos.pretrained_names()) or scorer=asj.autos.load_scorer(DIR).")
-  net, data, batch = _network(criterion, params, apply_fn, batches, input_shape, num_classes)
+  net, data, batch = _network(criterion, params, apply_fn, batches, input_shape, num_classes, init_fn)
   opts = _options(criterion, options)
   opts.batch_size, opts.num_batches = batch, 0
   opts.distribution, opts.min_per_layer = distribution, int(min_per_layer)

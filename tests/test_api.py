@@ -166,3 +166,37 @@ def test_the_prune_your_own_model_example_runs_and_prints_its_table():
   assert {"dense", "random", "magnitude", "snip", "grasp", "synflow"} <= set(rows)
   kept = {name: int(line.split("|")[2]) for name, line in rows.items() if name != "criterion"}
   assert len({v for k, v in kept.items() if k != "dense"}) == 1  # Every criterion kept exactly k.
+
+
+class SnippetNet(nn.Module):
+  """The README's snippet model."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(16, (3, 3))(x))
+    return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+def test_every_registered_criterion_prunes_a_user_model_to_the_exact_count():
+  net = SnippetNet()
+  params = net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
+  rng = np.random.default_rng(0)
+  batches = [(rng.normal(size=(40, 8, 8, 1)).astype(np.float32), rng.integers(0, 10, 40))]
+  common = dict(apply_fn=lambda p, x: net.apply({"params": p}, x), batches=batches, input_shape=(1, 8, 8, 1),
+                init_fn=lambda k: net.init(k, jnp.zeros((1, 8, 8, 1)))["params"], sparsity=0.9,
+                key=jax.random.key(1))
+  total = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params) if p.ndim >= 2)
+  fast = {"synflow": 10, "synflow_l2": 10, "px": 10, "ntk_sap": 4, "force": 4}  # Fewer rounds: CI time.
+  for criterion in asj.criterion_names():
+    if criterion == "survival":  # Replays an IRP run of a registered model: the jobs' criterion only.
+      with pytest.raises(ValueError, match="score datasets of an IRP job"):
+        asj.prune(criterion, params, **common)
+      continue
+    extra = {"scorer": asj.autos.pretrained("lenet_mnist")} if criterion == "autos" else {}
+    if criterion in fast:
+      extra["rounds"] = fast[criterion]
+    masks = asj.prune(criterion, params, **common, **extra)
+    kept = sum(int(m.sum()) for _, m in masks_lib.prunable_items(masks, masks))
+    assert kept == int(np.floor(0.1 * total + 0.5)), criterion
+  with pytest.raises(ValueError, match="pass init_fn="):
+    asj.prune("ntk_sap", params, apply_fn=common["apply_fn"], input_shape=(1, 8, 8, 1), sparsity=0.9)

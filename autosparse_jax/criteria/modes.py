@@ -6,7 +6,10 @@ import jax.numpy as jnp
 
 def train_logits(model_state, params, x, dtype=None):
   """Train-mode forward: BN normalises with the batch's statistics (gradients flow through
-  them, as in PyTorch's train mode); the running-average update is discarded."""
+  them, as in PyTorch's train mode); the running-average update is discarded. A network given
+  as a function (the public API's apply_fn) has one mode: its own."""
+  if not hasattr(model_state, "model"):
+    return model_state.logits(params, x, dtype)
   model = model_state.model if dtype is None else model_state.model.clone(dtype=dtype)
   variables = {"params": params}
   if model_state.batch_stats:

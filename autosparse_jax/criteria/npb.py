@@ -240,6 +240,11 @@ def npb_masks(params, masks, model_state, budgets, settings):
   theta = {name: np.asarray(p) for name, p in items}
   current = jax.tree.map(lambda m: np.asarray(m).copy(), masks)
   order = [name for name in channel_paths(params, current, model_state) if name in budgets]
+  if set(order) != set(budgets):
+    missing = sorted(set(budgets) - set(order))
+    raise ValueError(f"NPB saw no Flax Dense/Conv call for the prunable layer(s) {', '.join(missing[:4])}: it "
+                     "counts paths through flax.linen modules whose paths match the params' (a linen model's "
+                     "apply); other networks cannot use it.")
   for name in order:  # Forward order: each layer sees the paths of the masks before it.
     paths = channel_paths(params, current, model_state)[name]
     p = paths / paths.max() if paths.max() > 0 else np.zeros_like(paths)

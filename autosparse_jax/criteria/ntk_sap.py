@@ -87,9 +87,12 @@ def ntk_sap_scores(params, masks, model_state, prune_data, key, cfg):
 
   def one(k):
     init_key, x_key, delta_key = jax.random.split(k, 3)
-    variables = model_state.model.init(init_key, dummy)
-    fresh = variables["params"]
-    state = model_state.replace(batch_stats=variables.get("batch_stats", model_state.batch_stats))
+    if hasattr(model_state, "model"):
+      variables = model_state.model.init(init_key, dummy)
+      fresh = variables["params"]
+      state = model_state.replace(batch_stats=variables.get("batch_stats", model_state.batch_stats))
+    else:  # A network given as a function: the user's init_fn(key) -> params draws fresh weights.
+      fresh, state = model_state.init_fn(init_key), model_state
     x = jax.random.normal(x_key, (batch,) + tuple(spec.image_shape), jnp.float32)
     delta = perturbation(delta_key, fresh, masks, eps)
     return jax.grad(lambda m: fd_trace(state, fresh, m, x, delta))(masks_float)
