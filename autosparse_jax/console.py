@@ -1,8 +1,11 @@
 """The one `log`: progress lines on stdout, from process 0 only (the processes compute the same).
 
-When stdout is not a terminal (CI, SLURM logs, a pipe), jobs print sparse lines
-(plain_output): a few epochs per program, one line per IRP round.
-AUTOSPARSE_PLAIN_OUTPUT=1 / 0 forces either.
+Three modes: on a terminal, live progress bars (rich: one per training run with
+its rate and time left, one for a pipeline's stages) above the epoch lines; when
+stdout is not a terminal (CI, SLURM logs, a pipe), sparse lines (plain_output):
+a few epochs per program, one line per IRP round. AUTOSPARSE_PLAIN_OUTPUT=1
+forces the sparse lines, =0 every progress line without bars (what the kill
+tests read).
 """
 import os
 import sys
@@ -10,9 +13,48 @@ import sys
 import jax
 
 
+_BARS = {}  # The live rich.progress.Progress of this process, when bars are on.
+
+
 def log(message):
   if jax.process_index() == 0:
-    print(message, flush=True)
+    if "progress" in _BARS:
+      _BARS["progress"].console.print(message, highlight=False, markup=False)
+    else:
+      print(message, flush=True)
+
+
+def bars_on():
+  return os.environ.get("AUTOSPARSE_PLAIN_OUTPUT") is None and sys.stdout.isatty() and jax.process_index() == 0
+
+
+def bar(description, total, completed=0):
+  """A progress bar (its id), or None when bars are off."""
+  if not bars_on():
+    return None
+  if "progress" not in _BARS:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    _BARS["progress"] = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    _BARS["progress"].start()
+  return _BARS["progress"].add_task(description, total=total, completed=completed, rate="")
+
+
+def advance(task, completed, rate=""):
+  if task is not None and "progress" in _BARS:
+    _BARS["progress"].update(task, completed=completed, rate=rate)
+
+
+def done(task):
+  """Removes a finished bar (the last one stops the display)."""
+  if task is None or "progress" not in _BARS:
+    return
+  progress = _BARS["progress"]
+  progress.remove_task(task)
+  if not progress.tasks:
+    progress.stop()
+    del _BARS["progress"]
 
 
 def fmt_time(seconds):

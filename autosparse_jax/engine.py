@@ -22,6 +22,7 @@ import numpy as np
 
 from autosparse_jax import keys, masks as masks_lib, preemption, pruning, sharding, train
 from autosparse_jax.checkpoints import RunCheckpoints
+from autosparse_jax import console
 from autosparse_jax.console import fmt_time, log, plain_output
 from autosparse_jax.data import load_dataset, pipeline
 from autosparse_jax.distributed import to_host
@@ -192,6 +193,14 @@ class TrainingLoop:
       states = task.trainer.layout.put_states(states)
     start, step = time.time(), int(start_step)
     carried = [{k: np.asarray(v, np.float32) for k, v in m.items()} for m in (epoch_sums or [])]
+    progress_bar = console.bar(self.tag or "training", self.total, step)
+    try:
+      yield from self._chunks(states, step, start, carried, evaluate, progress_bar, prefix)
+    finally:
+      console.done(progress_bar)
+
+  def _chunks(self, states, step, start, carried, evaluate, progress_bar, prefix):
+    task, spe, start_step = self.task, self.spe, step
     while step < self.total:
       epoch = step // spe + 1
       epoch_start, first, sums = time.time(), step, []
@@ -205,14 +214,15 @@ class TrainingLoop:
         sums.append(jax.tree.map(lambda m, n=n: m * n, metrics))
         before, step = step, step + n
         self._check_finite(metrics, epoch, before, step)
+        console.advance(progress_bar, step, f"{(step - start_step) / max(time.time() - start, 1e-9):.1f} steps/s")
         self.stopping = preemption.requested()
         yield states, step
         if self.stopping:
           log(f"preempted: {prefix}stopped at step {step} (epoch {epoch}, step {step % spe or spe} of {spe}) "
               "after its checkpoint; run the same command again to resume.")
           raise preemption.Preempted(step)
-        if plain_output():
-          continue  # Not a terminal: epoch lines only.
+        if plain_output() or progress_bar is not None:
+          continue  # Epoch lines only (a bar shows the steps).
         if step < epoch * spe and (step % spe) // self.log_every > (before % spe) // self.log_every:
           rate = (time.time() - epoch_start) / max(step - int(start_step), 1)
           log(f"  {prefix}epoch {epoch} step {step % spe}/{spe}  loss {float(np.mean(metrics['loss'])):.4f}"

@@ -18,7 +18,7 @@ import time
 
 import ml_collections
 
-from autosparse_jax import criteria, jobs
+from autosparse_jax import console, criteria, jobs
 from autosparse_jax.console import log
 from autosparse_jax.data.specs import DATASETS
 from autosparse_jax.errors import ConfigError, unknown_name_message
@@ -124,8 +124,11 @@ def run(config, workdir_path):
     return done
   workdir.start(resuming=True)
   results, seconds = {}, {}
-  for name in config.stages:
-    log(f"pipeline: stage {name} ({config[name].job}) in {os.path.join(workdir.path, name)}")
+  stages_bar = console.bar("pipeline stages", len(config.stages))
+  for k, name in enumerate(config.stages):
+    console.advance(stages_bar, k, f"stage {k + 1} of {len(config.stages)}: {name}")
+    log(f"pipeline: stage {k + 1} of {len(config.stages)}, {name} ({config[name].job}), in "
+        f"{os.path.join(workdir.path, name)}")
     t = time.time()
     results[name] = jobs.run(stage_config(config, name, results), os.path.join(workdir.path, name))
     seconds[name] = time.time() - t
@@ -133,6 +136,7 @@ def run(config, workdir_path):
       path = os.path.join(workdir.path, "survival_score.png")
       if workdir.is_writer and not os.path.exists(path):
         survival_figure(stage_config(config, name, results), results[name], path)
+  console.done(stages_bar)
   last = results[config.stages[-1]]
   summary = {"job": "pipeline", "stages": list(config.stages),
              "stage_workdirs": {n: os.path.join(workdir.path, n) for n in config.stages},
