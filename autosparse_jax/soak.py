@@ -25,6 +25,7 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("kills", 10, "Number of SIGKILLs.")
 flags.DEFINE_integer("terms", 0, "Number of SIGTERMs (graceful preemption), interleaved with the kills.")
+flags.DEFINE_enum("signal", "KILL", ["KILL", "TERM"], "The signal of the --kills stops (TERM: all graceful).")
 flags.DEFINE_string("config", "", "The job's --config (default: IRP on digits, --rounds rounds).")
 flags.DEFINE_multi_string("set", [], "--config.FIELD=VALUE overrides for the job (repeat the flag).")
 flags.DEFINE_string("workdir", "/tmp/autosparse_soak", "Where the two runs go (must not exist).")
@@ -140,7 +141,8 @@ def soak(kills, workdir, seed=0, rounds=4, log=print, terms=0, config="", overri
 
 def main(argv):
   del argv
-  _, diffs = soak(FLAGS.kills, FLAGS.workdir, FLAGS.seed, FLAGS.rounds, terms=FLAGS.terms, config=FLAGS.config,
+  kills, terms = (FLAGS.kills, FLAGS.terms) if FLAGS.signal == "KILL" else (0, FLAGS.kills + FLAGS.terms)
+  _, diffs = soak(kills, FLAGS.workdir, FLAGS.seed, FLAGS.rounds, terms=terms, config=FLAGS.config,
                   overrides=[s if s.startswith("--") else f"--{s}" for s in FLAGS.set])
   sys.exit(1 if diffs else 0)
 
