@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO
 
@@ -52,6 +53,7 @@ def results(workdir):
     return json.load(f)
 
 
+@pytest.mark.slow  # ~25 s cold; CI's budget: the API's pretrained-scorer and autos_train resume tests cover it.
 def test_scorer_from_lenet_irp_prunes_a_resnet_through_the_cli(tmp_path):
   irp_dir, scorer_dir, prune_dir = (str(tmp_path / n) for n in ("irp", "scorer", "prune"))
   cli("--config=configs/irp.py:lenet_digits", f"--workdir={irp_dir}", "--config.irp.rounds=3",

@@ -6,7 +6,10 @@ import sys
 
 import pytest
 
+import numpy as np
+
 from autosparse_jax import main as main_lib
+from autosparse_jax.workdir import read_jsonl
 from autosparse_jax.errors import ConfigError
 from tests.conftest import REPO, load_config
 
@@ -84,9 +87,13 @@ def test_every_config_loads_and_documents_its_command():
     load_config("train", "lenet_mnst")
 
 
-@pytest.mark.parametrize("criterion", ["random", "magnitude", "snip", "grasp", "synflow", "npb", "grasp_abs",
-                                       "synflow_l2", "px", "ntk_sap", "prospr", "force", "fisher"])
+@pytest.mark.parametrize("criterion", ["snip", pytest.param("random", marks=pytest.mark.slow),
+                                       pytest.param("magnitude", marks=pytest.mark.slow),
+                                       pytest.param("grasp", marks=pytest.mark.slow),
+                                       pytest.param("synflow", marks=pytest.mark.slow),
+                                       pytest.param("npb", marks=pytest.mark.slow)])
 def test_every_criterion_prunes_real_mnist_lenet_to_98_percent(prepared_data_dir, tmp_path, criterion):
+  """The prune job (configs/prune.py) end to end; CI runs snip here and every criterion in the sweep below."""
   config = load_config("prune", "lenet_mnist")
   config.criterion, config.sparsity = criterion, 0.98
   config.train.epochs = 1
@@ -98,6 +105,24 @@ def test_every_criterion_prunes_real_mnist_lenet_to_98_percent(prepared_data_dir
   assert run["test_accuracy"] > 0.2  # Chance is 0.1.
   assert run["effective_paths"][0] > 0 and run["effective_params"][0] <= run["kept_per_seed"][0]
   assert set(run["layer_density"]) == {"Dense_0/kernel", "Dense_1/kernel", "Dense_2/kernel"}
+
+
+def test_every_criterion_prunes_real_mnist_lenet_to_98_percent_in_one_sweep(prepared_data_dir, tmp_path):
+  """Every jittable and NPB criterion through the same pruning path as configs/prune.py, in one sweep
+  job (one task, one compiled training step: CI's time budget)."""
+  config = load_config("pai_sweep", "lenet_mnist")
+  newer = ("random", "magnitude", "snip", "grasp", "synflow", "npb", "grasp_abs", "synflow_l2", "ntk_sap", "px",
+           "prospr", "force", "fisher")
+  config.sweep.criteria, config.sweep.sparsities, config.sweep.dense = newer, (0.98,), False
+  config.num_seeds, config.train.epochs, config.prune.num_batches = 1, 1, 8
+  config.data.data_dir = prepared_data_dir("mnist")
+  jobs_run = main_lib.run(config, str(tmp_path / "wd"))
+  rows = {r["criterion"]: r for r in read_jsonl(os.path.join(str(tmp_path / "wd"), "results.jsonl"))}
+  assert set(rows) == set(newer) and jobs_run["sparsities"] == [0.98]
+  for criterion, row in rows.items():
+    assert row["kept"] == int(np.floor(0.02 * row["total"] + 0.5)), criterion  # Exact density.
+    assert row["test_accuracy"] > 0.2, criterion  # Chance is 0.1.
+    assert row["effective_paths"] > 0, criterion
 
 
 def test_a_job_run_twice_in_fresh_processes_compiles_its_programs_once(tmp_path):

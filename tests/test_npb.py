@@ -80,9 +80,10 @@ def _random_like(masks, rng):
   return jax.tree.map(one, masks)
 
 
-@pytest.mark.parametrize("name,dataset,width", [("lenet_300_100", "mnist", 1.0),
-                                                ("resnet18", "cifar10", 0.25),
-                                                ("vgg16", "cifar10", 0.25)])
+@pytest.mark.parametrize("name,dataset,width", [
+    ("lenet_300_100", "mnist", 1.0),
+    pytest.param("resnet18", "cifar10", 0.25, marks=pytest.mark.slow),  # Conv nets: CI's time budget.
+    pytest.param("vgg16", "cifar10", 0.25, marks=pytest.mark.slow)])
 def test_npb_keeps_erk_counts_and_beats_random_on_nodes_and_paths(name, dataset, width):
   params, masks, state = _network(name, dataset, width)
   density = 0.1

@@ -49,8 +49,10 @@ def fake_scorer(directory):
   return directory
 
 
-@pytest.mark.parametrize("criterion", ["autos", "npb", "snip"])
-@pytest.mark.parametrize("distribution", ["erk", "layerwise"])
+@pytest.mark.parametrize("criterion,distribution", [
+    ("autos", "erk"), ("autos", "layerwise"), ("npb", "layerwise"),
+    pytest.param("npb", "erk", marks=pytest.mark.slow), pytest.param("snip", "erk", marks=pytest.mark.slow),
+    pytest.param("snip", "layerwise", marks=pytest.mark.slow)])  # slow: CI's time budget.
 def test_every_criterion_keeps_the_exact_per_layer_counts_of_the_distribution(tmp_path, criterion,
                                                                                   distribution):
   config = small_config(criterion=criterion, sparsity=0.9, num_seeds=2, **{

@@ -12,9 +12,9 @@ from autosparse_jax import report
 from tests.conftest import REPO
 
 # The README command with smaller sizes; every stage and criterion still runs.
-SMALLER = ["--config.irp_snip.irp.rounds=4", "--config.irp_snip.train.epochs=1",
-           "--config.irp_lth.irp.rounds=4", "--config.irp_lth.train.epochs=1",
-           "--config.autos.train.epochs=1", "--config.sweep.train.epochs=2"]
+SMALLER = ["--config.irp_snip.irp.rounds=3", "--config.irp_snip.train.epochs=1",
+           "--config.irp_lth.irp.rounds=3", "--config.irp_lth.train.epochs=1",
+           "--config.autos.train.epochs=1", "--config.sweep.train.epochs=1"]
 
 
 def test_quickstart_runs_every_stage_and_writes_the_table_and_figures(tmp_path):

@@ -103,6 +103,7 @@ def test_vmapped_seeds_equal_separate_runs_bit_for_bit():
   assert not np.array_equal(together.params["Dense_0"]["kernel"][0], together.params["Dense_0"]["kernel"][1])
 
 
+@pytest.mark.slow  # ~55 s on a cold CI machine (conv nets on XLA:CPU); CI's 12-minute budget.
 def test_vmapped_conv_seeds_match_separate_runs_to_float_tolerance():
   # XLA lowers a conv vmapped over per-seed kernels to a grouped conv, whose sums run in
   # another order than the single conv: ~1e-7 relative per conv, which BatchNorm over a
