@@ -64,8 +64,9 @@ def test_vgg_counts():
 
 
 @pytest.mark.parametrize("name,shape,classes", [
-    ("lenet_300_100", (2, 28, 28, 1), 10), ("resnet18", (2, 32, 32, 3), 10),
-    ("vgg16", (2, 32, 32, 3), 10), ("vgg19", (2, 64, 64, 3), 200)])
+    ("lenet_300_100", (2, 28, 28, 1), 10), pytest.param("resnet18", (2, 32, 32, 3), 10, marks=pytest.mark.slow),
+    pytest.param("vgg16", (2, 32, 32, 3), 10, marks=pytest.mark.slow),
+    pytest.param("vgg19", (2, 64, 64, 3), 200, marks=pytest.mark.slow)])  # slow: CI's budget.
 def test_forward_shapes_narrow(name, shape, classes):
   model = get_model(name, classes, width=1 / 16)
   x = jnp.ones(shape)

@@ -36,6 +36,7 @@ def results(workdir, name="results.json"):
   return drop(data) if "runs" not in data else dict(drop(data), runs=[drop(r) for r in data["runs"]])
 
 
+@pytest.mark.slow  # CI's 12-minute budget: the sweep test below covers the same engine loop in CI.
 def test_train_and_prune_jobs_killed_mid_epoch_resume_bit_identical(tmp_path):
   for config, extra, marker in [
       ("configs/train.py:lenet_digits", ["--config.train.epochs=3", "--config.criterion=snip",
@@ -80,6 +81,7 @@ def test_sweep_killed_inside_and_between_programs_and_sigtermed_resumes_bit_iden
   assert results(straight)["table"] == results(stopped)["table"]
 
 
+@pytest.mark.slow  # CI's 12-minute budget (an IRP and two scorer trainings in subprocesses).
 def test_autos_train_killed_and_resumed_gives_the_identical_scorer(tmp_path):
   irp = str(tmp_path / "irp")
   finish([sys.executable, "-m", "autosparse_jax.main", "--config=configs/irp.py:lenet_digits", f"--workdir={irp}",

@@ -128,6 +128,7 @@ def metrics(workdir):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow  # ~30 s cold: CI's 12-minute budget.
 def test_two_processes_of_two_devices_train_and_score_as_one_process(tmp_path):
   multi, single = tmp_path / "multi", tmp_path / "single"
   # The one-process, one-device reference runs alongside (compilation is mostly single-threaded).
