@@ -21,6 +21,7 @@ class Checkpoints:
 
   def __init__(self, directory, keep):
     self.directory = directory
+    self.saved_at = time.time()  # The last save (or the start): see due().
     self.manager = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                         enable_async_checkpointing=False))
@@ -31,7 +32,14 @@ class Checkpoints:
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)))
     self.manager.wait_until_finished()
+    self.saved_at = time.time()
     return step
+
+  def due(self, config):
+    """Whether a checkpoint at a regular point is worth its cost: config.checkpoint_min_seconds
+    since the last one (a resumed run redoes the steps after it, bit for bit). Saves at
+    preemption and at a job's end do not ask."""
+    return time.time() - self.saved_at >= float(config.get("checkpoint_min_seconds", 0.0))
 
   def restore_latest(self, target):
     """(state, meta) of the newest checkpoint that reads back, or None.

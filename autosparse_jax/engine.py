@@ -13,6 +13,7 @@ Pruning is pruning.py's; the jobs (jobs/) are: validate -> run on the engine ->
 write results.
 """
 import dataclasses
+import json
 import math
 import time
 
@@ -22,12 +23,13 @@ import numpy as np
 
 from autosparse_jax import keys, masks as masks_lib, preemption, pruning, sharding, train
 from autosparse_jax.checkpoints import RunCheckpoints
+from autosparse_jax.config_tools import config_to_dict
 from autosparse_jax import console
 from autosparse_jax.console import fmt_time, log, plain_output
 from autosparse_jax.data import load_dataset, pipeline
 from autosparse_jax.distributed import to_host
 from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
-from autosparse_jax.models import MODELS, get_model
+from autosparse_jax.models import DTYPES, MODELS, get_model
 from autosparse_jax.workdir import Workdir
 
 
@@ -66,6 +68,8 @@ def validate(config, needs_sparsity=True):
     raise ConfigError(f"config.train.batch_size={config.train.batch_size} must be >= 1.")
   if config.model not in MODELS:
     raise ConfigError(unknown_name_message("config.model", config.model, MODELS))
+  if config.get("dtype", "float32") not in DTYPES:
+    raise ConfigError(unknown_name_message("config.dtype", config.dtype, tuple(DTYPES)))
   if config.train.get("loop", "auto") not in train.LOOPS:
     raise ConfigError(unknown_name_message("config.train.loop", config.train.loop, train.LOOPS))
   if config.prune.distribution not in masks_lib.DISTRIBUTIONS:
@@ -78,7 +82,34 @@ def validate(config, needs_sparsity=True):
                         "(or set config.criterion='none' for a dense run).")
 
 
+# The last task built in this process, keyed by the fields that define it: the stages of a
+# pipeline (IRP-SNIP, IRP-LTH, the sweep) share its data on device and its compiled programs
+# instead of building each program once per stage. One slot: another task replaces it.
+_TASK_FIELDS = ("dataset", "data", "model", "width", "dtype", "conv", "train", "mesh")
+_TASK_UNUSED = ("train.epochs", "train.log_every_steps")  # Read by the jobs, not by the task.
+_last_task = [None, None]
+
+
+def task_key(config):
+  fields = {name: config_to_dict(config[name]) if hasattr(config[name], "to_dict") else config[name]
+            for name in _TASK_FIELDS if name in config}
+  for dotted in _TASK_UNUSED:
+    group, name = dotted.split(".")
+    fields.get(group, {}).pop(name, None)
+  return json.dumps(fields, sort_keys=True, default=str)
+
+
 def build_task(config):
+  """The task of `config`: the same Task (data and compiled programs) as the last call when the
+  config defines the same task (task_key), else a new one (see _build_task)."""
+  key = task_key(config)
+  if _last_task[0] != key:
+    _last_task[:] = [None, None]  # Free the old task's device memory before loading the new one.
+    _last_task[:] = [key, _build_task(config)]
+  return _last_task[1]
+
+
+def _build_task(config):
   """Loads the data onto the devices of config.mesh (every process reads the whole set).
 
   With a mesh, the test set and the labels are replicated on every device, and the
@@ -89,7 +120,8 @@ def build_task(config):
   """
   layout = sharding.layout_from_config(config)
   dataset = load_dataset(config.dataset, config.data.data_dir, config.data.get("synthetic"))
-  model = get_model(config.model, dataset.spec.num_classes, width=float(config.width))
+  model = get_model(config.model, dataset.spec.num_classes, width=float(config.width),
+                    dtype=DTYPES[config.get("dtype", "float32")])
   try:
     trainer = train.make_trainer(config, dataset.spec, len(dataset.train_images), model, layout)
   except ValueError as e:
@@ -148,7 +180,8 @@ class TrainingLoop:
   `chunks(states, start_step)` yields (states, step) after every chunk; the
   yielded states are donated to the next chunk, so copy what you keep.
   `stopping` is True at a yield when the job is being preempted: save there;
-  the loop then raises preemption.Preempted. `last` holds the last epoch's record.
+  the loop then raises preemption.Preempted (after the last chunk it finishes
+  instead: the job keeps the complete run). `last` holds the last epoch's record.
   networks: a name per stacked network (TensorBoard curves); quiet: no epoch
   lines when the output is not a terminal (IRP rounds report per round).
   """
@@ -217,7 +250,7 @@ class TrainingLoop:
         console.advance(progress_bar, step, f"{(step - start_step) / max(time.time() - start, 1e-9):.1f} steps/s")
         self.stopping = preemption.requested()
         yield states, step
-        if self.stopping:
+        if self.stopping and step < self.total:  # At the end the run is complete: the job saves it.
           log(f"preempted: {prefix}stopped at step {step} (epoch {epoch}, step {step % spe or spe} of {spe}) "
               "after its checkpoint; run the same command again to resume.")
           raise preemption.Preempted(step)

@@ -17,7 +17,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autosparse_jax import preemption, schema
+from autosparse_jax import compile_stats, console, preemption, schema
 from autosparse_jax.config_tools import module_from_path
 from autosparse_jax.data.raw import RawDataError
 from autosparse_jax.errors import ConfigError, NumericalError, OutputError
@@ -129,7 +129,10 @@ def main(argv):
     if _RESTART.value:
       set_aside_workdir(_WORKDIR.value)
     preemption.install((config.get("preemption_signal", "TERM"),))
+    compile_stats.install()
     run(config, _WORKDIR.value)
+    if compile_stats.line():
+      console.log(compile_stats.line())
   except (ConfigError, RawDataError) as e:
     fail(e, 2)
   except NumericalError as e:

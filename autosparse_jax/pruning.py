@@ -271,8 +271,16 @@ def ablated_state(trainer, state, masks, options):
   return trainer.create_state(state.key, params, batch_stats, masks)
 
 
-def _model_state(trainer, state):
-  return ModelState(state.batch_stats, trainer.model, trainer.spec)
+def model_state(trainer, batch_stats):
+  """What criteria see of a task's network: its float32 model, whatever config.dtype trains in.
+
+  Scores rank weights against each other across layers: bf16's 8 bits of mantissa
+  would tie and reorder them, so pruning (and g_0) is always computed in float32.
+  """
+  model = trainer.model
+  if getattr(model, "dtype", jnp.float32) != jnp.float32:
+    model = model.clone(dtype=jnp.float32)
+  return ModelState(batch_stats, model, trainer.spec)
 
 
 def prune_states(config, task, states, criterion, sparsity, score_cache=None):
@@ -294,7 +302,7 @@ def prune_states(config, task, states, criterion, sparsity, score_cache=None):
     return _host_prune_states(task, states, criterion, options, plan, score_cache)
 
   def prune_one(state, images, labels, plan):
-    masks, scores, finite = prune_network(criterion, state.params, state.masks, _model_state(trainer, state),
+    masks, scores, finite = prune_network(criterion, state.params, state.masks, model_state(trainer, state.batch_stats),
                                           PruneData(images, labels), state.key, options, plan, with_finite=True)
     return ablated_state(trainer, state, masks, options), scores, finite
 
@@ -316,7 +324,7 @@ def _host_prune_states(task, states, criterion, options, plan, score_cache):
   for i in range(jax.tree.leaves(states.params)[0].shape[0]):
     state = jax.tree.map(lambda x, i=i: x[i], states)
     cached = score_cache.get(i) if cacheable else None
-    masks, scores = host_prune(criterion, state.params, state.masks, _model_state(trainer, state), data,
+    masks, scores = host_prune(criterion, state.params, state.masks, model_state(trainer, state.batch_stats), data,
                                state.key, options, plan[-1], scores=cached)
     check_finite(criterion, finite_layers(scores, state.masks), state.masks, f"(seed index {i})")
     if cacheable:

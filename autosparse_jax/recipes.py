@@ -2,6 +2,7 @@
 
 Field meanings (the same in every job that has them):
   model, width         network name; width scales channel counts (1.0 = paper).
+  dtype                compute dtype: float32 | bfloat16 (params and optimizer state stay f32).
   dataset, data.*      dataset name; data.data_dir = TFDS data dir ('' = $TFDS_DATA_DIR
                        or ~/tensorflow_datasets).
   seed, num_seeds      seeds seed..seed+num_seeds-1, trained vmapped in one program.
@@ -60,6 +61,9 @@ def base_config():
   c.imports = ()
   c.model = "lenet_300_100"
   c.width = 1.0
+  # Compute dtype (models.DTYPES): bfloat16 runs the forward and backward passes in bf16;
+  # params, optimizer state, BatchNorm statistics, the loss and pruning scores stay float32.
+  c.dtype = "float32"
   c.dataset = "mnist"
   c.data = ml_collections.ConfigDict(dict(
       data_dir="", eval_batch_size=1000,

@@ -95,6 +95,8 @@ FIELDS = [
     _f("imports", "strs", ALL, "modules imported first: where you register criteria (asj.register_criterion)"),
     _f("model", "str", T, "network", choices=_models),
     _f("width", "float", T, "channel-count scale (1.0 = the paper's networks)", low=0.0, low_open=True, high=64.0),
+    _f("dtype", "str", T + ("autos_train",), "compute dtype (params, optimizer state, BN statistics, loss "
+       "and pruning scores stay float32)", choices=_c("float32", "bfloat16")),
     _f("dataset", "str", T, "dataset", choices=_datasets),
     _f("data.data_dir", "str", T, "TFDS data dir ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)"),
     _f("data.eval_batch_size", "int", T, "test-set batch size", low=1),
@@ -162,7 +164,6 @@ FIELDS = [
     _f("autos.backbone", "str", ("autos_train",), "scorer network", choices=_c("resnet18", "vgg19", "mlp")),
     _f("autos.features", "strs", ("autos_train",), "scorer inputs", choices=_c("theta0", "g0")),
     _f("autos.width", "float", ("autos_train",), "scorer width scale", low=0.0, low_open=True, high=64.0),
-    _f("autos.dtype", "str", ("autos_train",), "scorer compute dtype", choices=_c("float32", "bfloat16")),
     _f("autos.holdout_fraction", "float", ("autos_train",), "weights held out", low=0.0, low_open=True,
        high=1.0, high_open=True),
     _f("survival.score_datasets", "strs", P, "the `survival` criterion's IRP score datasets"),

@@ -23,14 +23,18 @@ import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("kills", 10, "Number of SIGKILLs.")
-flags.DEFINE_integer("terms", 0, "Number of SIGTERMs (graceful preemption), interleaved with the kills.")
-flags.DEFINE_enum("signal", "KILL", ["KILL", "TERM"], "The signal of the --kills stops (TERM: all graceful).")
-flags.DEFINE_string("config", "", "The job's --config (default: IRP on digits, --rounds rounds).")
-flags.DEFINE_multi_string("set", [], "--config.FIELD=VALUE overrides for the job (repeat the flag).")
-flags.DEFINE_string("workdir", "/tmp/autosparse_soak", "Where the two runs go (must not exist).")
-flags.DEFINE_integer("seed", 0, "Seed of the kill times.")
-flags.DEFINE_integer("rounds", 4, "IRP rounds of the soaked job.")
+
+
+def define_flags():
+  """The CLI's flags: defined only when run as a program (tests import soak() beside main's flags)."""
+  flags.DEFINE_integer("kills", 10, "Number of SIGKILLs.")
+  flags.DEFINE_integer("terms", 0, "Number of SIGTERMs (graceful preemption), interleaved with the kills.")
+  flags.DEFINE_enum("signal", "KILL", ["KILL", "TERM"], "The signal of the --kills stops (TERM: all graceful).")
+  flags.DEFINE_string("config", "", "The job's --config (default: IRP on digits, --rounds rounds).")
+  flags.DEFINE_multi_string("set", [], "--config.FIELD=VALUE overrides for the job (repeat the flag).")
+  flags.DEFINE_string("workdir", "/tmp/autosparse_soak", "Where the two runs go (must not exist).")
+  flags.DEFINE_integer("seed", 0, "Seed of the kill times.")
+  flags.DEFINE_integer("rounds", 4, "IRP rounds of the soaked job.")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +48,8 @@ def command(workdir, rounds, config="", overrides=()):
             "--config.checkpoint_min_seconds=0", *overrides]
   return [sys.executable, "-m", "autosparse_jax.main", "--config=configs/irp.py:lenet_digits",
           f"--workdir={workdir}", f"--config.irp.rounds={rounds}", "--config.train.epochs=2",
-          "--config.train.log_every_steps=2", "--config.irp.checkpoint_every_steps=2", "--config.width=0.5"]
+          "--config.train.log_every_steps=2", "--config.irp.checkpoint_every_steps=2", "--config.width=0.5",
+          "--config.checkpoint_min_seconds=0"]
 
 
 def deterministic(obj):
@@ -148,4 +153,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

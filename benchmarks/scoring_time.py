@@ -142,7 +142,7 @@ def main(argv):
     # GraSP's cost in gradient evaluations over its own samples.
     trainer = task.trainer
     state = jax.tree.map(lambda x: x[0], states)
-    ms = criteria.ModelState(state.batch_stats, trainer.model, trainer.spec)
+    ms = pruning.model_state(trainer, state.batch_stats)
     data = criteria.PruneData(task.train_images, task.train_labels)
     batches = saliency.grasp_batches(data, jax.random.PRNGKey(0), config.prune, trainer.spec.num_classes)
     grad = jax.jit(lambda p: base.accumulated_gradient(ms, p, state.masks, data, batches, "mean", 200.0))

@@ -20,7 +20,7 @@ from tests.conftest import apply_overrides, load_config
 # LeNet-300-100 on the embedded digits: 22 steps per epoch; chunks of 5 steps
 # (log_every_steps) so checkpoints land inside epochs.
 IRP_ARGS = ["--config.irp.rounds=3", "--config.train.epochs=2", "--config.train.log_every_steps=5",
-            "--config.irp.checkpoint_every_steps=5", "--config.width=0.5"]
+            "--config.irp.checkpoint_every_steps=5", "--config.width=0.5", "--config.checkpoint_min_seconds=0"]
 
 
 def irp_config(**overrides):

@@ -246,7 +246,8 @@ def test_launch_scripts_parse_and_the_array_script_runs_its_grid_cell(tmp_path):
 def test_two_process_irp_with_seeds_across_processes_checkpoints_and_resumes(tmp_path):
   """Seeds sharded over the processes (mesh 2x2); Orbax saves and restores the global arrays."""
   args = ["--config=configs/irp.py:lenet_digits", "--config.irp.rounds=2", "--config.train.epochs=1",
-          "--config.irp.checkpoint_every_steps=10", "--config.num_seeds=2"]
+          "--config.irp.checkpoint_every_steps=10", "--config.num_seeds=2",
+          "--config.checkpoint_min_seconds=0"]
   multi, single = tmp_path / "multi", tmp_path / "single"
 
   def run_multi():

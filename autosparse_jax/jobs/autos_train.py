@@ -24,11 +24,11 @@ from autosparse_jax.autos.apply import FEATURES, save_scorer
 from autosparse_jax.autos.scorer import BACKBONES, make_scorer
 from autosparse_jax.checkpoints import Checkpoints
 from autosparse_jax.console import log
+from autosparse_jax.models import DTYPES
 from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
 from autosparse_jax.score_dataset import load_score_dataset
 from autosparse_jax.workdir import Workdir
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @flax.struct.dataclass
@@ -49,8 +49,8 @@ def validate(config):
   for f in a.features:
     if f not in FEATURES:
       raise ConfigError(unknown_name_message("config.autos.features", f, FEATURES))
-  if a.dtype not in DTYPES:
-    raise ConfigError(unknown_name_message("config.autos.dtype", a.dtype, tuple(DTYPES)))
+  if config.dtype not in DTYPES:
+    raise ConfigError(unknown_name_message("config.dtype", config.dtype, tuple(DTYPES)))
   if not 0.0 < float(a.holdout_fraction) < 1.0:
     raise ConfigError(f"config.autos.holdout_fraction={a.holdout_fraction} must be in (0, 1).")
   if int(config.train.epochs) < 1 or int(config.train.batch_size) < 2:
@@ -92,7 +92,7 @@ def run(config, workdir_path):
   xn = (x - mean) / std
   batch = min(int(config.train.batch_size), len(train_idx))
   steps = len(train_idx) // batch
-  module = make_scorer(a.backbone, len(features), float(a.width), DTYPES[a.dtype])
+  module = make_scorer(a.backbone, len(features), float(a.width), DTYPES[config.dtype])
   tx = optax.adam(float(config.train.lr))
   key = keys.scorer_key(config.seed)
   variables = module.init(keys.init_key(key), jnp.zeros((2, len(features))), train=False)
@@ -136,7 +136,7 @@ def run(config, workdir_path):
       state, meta = restored
       log(f"resuming from epoch {meta['epoch']}")
   epochs = int(config.train.epochs)
-  log(f"autos_train: {a.backbone} scorer ({a.dtype}) on {len(train_idx)} weights from {len(metas)} "
+  log(f"autos_train: {a.backbone} scorer ({config.dtype}) on {len(train_idx)} weights from {len(metas)} "
       f"dataset(s), {len(held_idx)} held out; features {features}; {epochs} epochs of {steps} steps")
   for epoch in range(int(meta["epoch"]), epochs):
     t = time.time()
@@ -156,7 +156,7 @@ def run(config, workdir_path):
   predictions = held_out_predictions(state)
   scorer_dir = os.path.join(workdir.path, "scorer")
   info = {"backbone": a.backbone, "width": float(a.width), "features": list(features),
-          "dtype": a.dtype, "g0_reduction": metas[0].get("g0_reduction"),
+          "dtype": config.dtype, "g0_reduction": metas[0].get("g0_reduction"),
           "trained_on": [{k: m.get(k) for k in ("model", "dataset", "criterion", "rounds", "seed")}
                          for m in metas]}
   save_scorer(scorer_dir, info, {"params": state.params, "batch_stats": state.batch_stats}, mean, std)

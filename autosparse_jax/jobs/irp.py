@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import criteria, engine, keys, masks as masks_lib, pruning, train
+from autosparse_jax import criteria, engine, keys, masks as masks_lib, preemption, pruning, train
 from autosparse_jax.checkpoints import Checkpoints
 from autosparse_jax.console import log, plain_output
-from autosparse_jax.criteria.base import ModelState, PruneData, initial_gradient
+from autosparse_jax.criteria.base import PruneData, initial_gradient
 from autosparse_jax.distributed import is_writer, to_host
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.score_dataset import export_score_dataset, load_score_dataset
@@ -108,7 +108,7 @@ def initial_state(config, task, state):
   """IrpState of one seed from its freshly initialised TrainState (computes g_0)."""
   trainer = task.trainer
   data = PruneData(task.train_images, task.train_labels)
-  model_state = ModelState(state.batch_stats, trainer.model, trainer.spec)
+  model_state = pruning.model_state(trainer, state.batch_stats)
   g0 = initial_gradient(model_state, state.params, state.masks, data, keys.g0_key(state.key), config.prune)
   survived = jax.tree.map(lambda m: jnp.zeros(m.shape, jnp.int32), state.masks)
   return IrpState(train=state, rewind_params=state.params, rewind_batch_stats=state.batch_stats,
@@ -125,7 +125,7 @@ def prune_and_rewind(config, task, irp, counts, round_index, start_step=0, with_
   trainer = task.trainer
   st = irp.train
   masks, scores = pruning.prune_round(
-      config.criterion, st.params, st.masks, ModelState(st.batch_stats, trainer.model, trainer.spec),
+      config.criterion, st.params, st.masks, pruning.model_state(trainer, st.batch_stats),
       PruneData(task.train_images, task.train_labels), keys.prune_key(irp.seed_key, round_index),
       pruning.criterion_options(config), counts, drop_zero_scores=bool(config.irp.prune_zero_scores))
   survived = jax.tree.map(lambda v, m: v + m.astype(jnp.int32) if m.ndim else v, irp.survived, masks)
@@ -164,9 +164,10 @@ def prune_level(config, task, irp, level, progress, checkpoints):
                          f"({level.tag}; the checkpoints before it are kept)")
     irp = pruned
     seconds = time.time() - t
+  # Not checkpointed: a resumed run redoes this pruning from the level before (same bits),
+  # which costs less than saving the whole state once more per round.
   progress = dataclasses.replace(progress, level=level.index, pruned=True, prune_seconds=seconds,
                                  level_seconds=0.0)
-  save(checkpoints, irp, progress)
   return irp, progress
 
 
@@ -188,7 +189,7 @@ def train_level(config, task, workdir, irp, level, progress, checkpoints):
       irp = irp.replace(rewind_params=copy_tree(states.params),
                         rewind_batch_stats=copy_tree(states.batch_stats))
       progress = dataclasses.replace(progress, rewind_captured=True)
-    if (loop.stopping or every and step - saved_at >= every) and step < total:
+    if (loop.stopping or every and step - saved_at >= every and checkpoints.due(config)) and step < total:
       seconds = progress.level_seconds + time.time() - started
       sums = loop.epoch_sums_json() if step % spe else []
       save(checkpoints, irp, dataclasses.replace(progress, level_seconds=seconds, epoch_sums=sums))
@@ -250,7 +251,12 @@ def run(config, workdir_path):
       progress = dataclasses.replace(progress, level=level.index + 1, pruned=False,
                                      history=progress.history + [record], level_seconds=0.0,
                                      prune_seconds=0.0, epoch_sums=[])
-      save(checkpoints, irp, progress)
+      stopping = preemption.requested()
+      if level.index + 1 == len(plan) or stopping or checkpoints.due(config):
+        save(checkpoints, irp, progress)
+      if stopping and level.index + 1 < len(plan):
+        log(f"preempted: stopped after {level.tag} with its checkpoint; run the same command again to resume.")
+        raise preemption.Preempted(first_step(irp))
 
   results = finish(config, workdir, irp, progress, rounds, seeds, time.time() - start)
   checkpoints.close()

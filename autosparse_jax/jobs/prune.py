@@ -40,7 +40,7 @@ def mask_metrics(task, states):
 
   def one(state):
     return path_metrics(state.params, state.masks,
-                        criteria.ModelState(state.batch_stats, trainer.model, trainer.spec))
+                        pruning.model_state(trainer, state.batch_stats))
 
   with jax.enable_x64(True):
     out = task.program("path_metrics", lambda: jax.jit(jax.vmap(one)))(states)

@@ -9,6 +9,10 @@ from autosparse_jax.models.vgg import STAGES, VGG
 
 MODELS = ("lenet_300_100", "resnet18", "vgg16", "vgg19")
 
+# config.dtype: the compute dtype of the forward and backward passes. Parameters, optimizer
+# state, BatchNorm statistics, the loss and pruning scores stay float32 (see train.py).
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
 
 def get_model(name, num_classes, width=1.0, dtype=jnp.float32):
   """Returns the flax module. `width` scales channel counts (1.0 = the paper's nets)."""
