@@ -201,3 +201,31 @@ def test_random_crop_flip_is_a_crop_of_the_padded_image():
 def test_spec_normalisation_matches_reference():
   assert SPECS["mnist"].mean == (0.1307,) and SPECS["mnist"].std == (0.3081,)
   assert SPECS["cifar10"].augment and not SPECS["mnist"].augment
+
+
+def test_decoded_arrays_are_cached_next_to_the_tfds_files(tmp_path, monkeypatch):
+  import autosparse_jax.data as data_lib
+  rng = np.random.default_rng(2)
+  raw_dir = tmp_path / "cifar-100-binary"
+  raw_dir.mkdir()
+  for split, n in (("train", 12), ("test", 4)):
+    records, _, _ = _cifar100_records(n, rng)
+    (raw_dir / f"{split}.bin").write_bytes(records.tobytes())
+  data_dir = str(tmp_path / "tfds")
+  prepare("cifar100", data_dir=data_dir, raw_dir=str(raw_dir), log=lambda *_: None)
+  first = load_dataset("cifar100", data_dir)  # Decodes the TFDS files and writes the cache.
+  cache = tmp_path / "tfds" / "autosparse_cifar100.decoded"
+  (entry,) = os.listdir(cache)
+  data_lib._DECODED.clear()  # A new process: nothing decoded in memory.
+  monkeypatch.setattr(data_lib, "load_tfds_arrays", lambda *a: pytest.fail("decoded the TFDS files again"))
+  second = load_dataset("cifar100", data_dir)
+  for a, b in zip((first.train_images, first.train_labels, first.test_images, first.test_labels),
+                  (second.train_images, second.train_labels, second.test_images, second.test_labels)):
+    np.testing.assert_array_equal(a, b)
+  # A damaged cache file is not trusted: the TFDS files are decoded again and the cache rewritten.
+  monkeypatch.undo()
+  (cache / entry / "train_images.npy").write_bytes(b"garbage")
+  data_lib._DECODED.clear()
+  third = load_dataset("cifar100", data_dir)
+  np.testing.assert_array_equal(third.train_images, first.train_images)
+  assert np.load(cache / entry / "train_images.npy").shape == first.train_images.shape

@@ -135,12 +135,18 @@ def test_a_job_run_twice_in_fresh_processes_compiles_its_programs_once(tmp_path)
   env = dict(os.environ, AUTOSPARSE_COMPILATION_CACHE=str(cache))
   args = [f"--config={CONFIGS}/train.py:lenet_digits", "--config.train.epochs=1", "--config.criterion=snip",
           "--config.sparsity=0.9"]
-  runs = []
+  runs, stats = [], []
   for name in ("first", "second"):
+    stats_file = tmp_path / f"{name}.json"
     proc = subprocess.run([sys.executable, "-m", "autosparse_jax.main", *args, f"--workdir={tmp_path / name}"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+                          capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env=dict(env, AUTOSPARSE_COMPILE_STATS=str(stats_file)))
     assert proc.returncode == 0, proc.stderr
     runs.append(sorted(os.listdir(cache)))
+    stats.append(json.loads(stats_file.read_text()))
   assert len(runs[0]) >= 3 and runs[1] == runs[0]  # Every program of the second run came from the cache.
+  # JAX's cache-hit records (compile_stats): the first process compiled each program once, the second none.
+  assert stats[0]["compiled"] == stats[0]["programs"] >= 3 and not stats[0]["built_twice"], stats[0]
+  assert stats[1]["compiled"] == 0 and stats[1]["from_cache"] == stats[1]["programs"] == stats[0]["programs"]
   first, second = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("first", "second"))
   assert first["test_loss"] == second["test_loss"]  # Cached executables compute the same bits.

@@ -21,8 +21,14 @@ def test_quickstart_runs_every_stage_and_writes_the_table_and_figures(tmp_path):
   workdir = str(tmp_path / "quickstart")
   command = [sys.executable, "-m", "autosparse_jax.main", "--config=configs/quickstart.py",
              f"--workdir={workdir}", *SMALLER]
-  proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  stats_file = str(tmp_path / "compile_stats.json")
+  proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, AUTOSPARSE_COMPILE_STATS=stats_file))
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  # Each XLA program of the whole pipeline is built once (the stages share their task's programs):
+  # JAX's persistent-cache records name every executable by the hash of its HLO (compile_stats).
+  stats = json.load(open(stats_file))
+  assert stats["programs"] > 50 and stats["built_twice"] == {}, stats
   results = json.load(open(os.path.join(workdir, "results.json")))
   assert results["stages"] == ["irp_snip", "irp_lth", "autos", "sweep"]
   sweep_dir = results["stage_workdirs"]["sweep"]

@@ -6,7 +6,11 @@ sum/mean); a scorer trained on g_0 of another reduction is refused. Runs on the
 host side per seed: g_0 by one jitted gradient pass, then the sharded scorer
 (autos/apply.py) over all devices.
 """
+import functools
+import json
+
 import jax
+import ml_collections
 import numpy as np
 
 from autosparse_jax import keys, masks as masks_lib
@@ -37,6 +41,13 @@ def check_features(scorer, scorer_dir, grad_reduction, field="config.autos.score
                       "the features match.")
 
 
+@functools.lru_cache(maxsize=8)
+def _g0_program(options_json):
+  """g_0's program for these options, built once per process (every seed, sparsity and job)."""
+  options = ml_collections.ConfigDict(json.loads(options_json))
+  return jax.jit(lambda p, m, s, d, k: initial_gradient(s, p, m, d, k, options))
+
+
 def autos_scores(params, masks, model_state, prune_data, key, options):
   """The scorer's prediction for every prunable weight (higher = survives longer)."""
   scorer_dir = options.autos.scorer_dir
@@ -45,7 +56,7 @@ def autos_scores(params, masks, model_state, prune_data, key, options):
   # key is the pruning stream: round 0's key is keys.g0_key of this network, the key of
   # the IRP's g_0, so the same seed sees the same batches. Data and key are arguments,
   # not closed over: no training set baked into the program.
-  g0 = jax.jit(lambda p, m, s, d, k: initial_gradient(s, p, m, d, k, options))(
+  g0 = _g0_program(json.dumps(options.to_dict(), sort_keys=True, default=str))(
       params, masks, model_state, prune_data, keys.round_key(key, 0))
   items = masks_lib.prunable_items(params, masks)
   theta = [np.asarray(p) for _, p in items]

@@ -95,7 +95,8 @@ def run(config, workdir_path):
   module = make_scorer(a.backbone, len(features), float(a.width), DTYPES[config.dtype])
   tx = optax.adam(float(config.train.lr))
   key = keys.scorer_key(config.seed)
-  variables = module.init(keys.init_key(key), jnp.zeros((2, len(features))), train=False)
+  # One compiled program (eager init would compile each of its ~200 small ops).
+  variables = jax.jit(lambda k: module.init(k, jnp.zeros((2, len(features))), train=False))(keys.init_key(key))
   state = ScorerState(variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"]),
                       jnp.zeros((), jnp.int32))
   x_train, y_train = jnp.asarray(xn[train_idx]), jnp.asarray(y[train_idx])

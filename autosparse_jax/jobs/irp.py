@@ -18,6 +18,7 @@ readable checkpoint resumes the run bit-identically. Randomness: keys.py
 trains with keys.irp_round_key(k, r)).
 """
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Optional
@@ -136,6 +137,12 @@ def prune_and_rewind(config, task, irp, counts, round_index, start_step=0, with_
   return (out, pruning.finite_layers(scores, st.masks)) if with_finite else out
 
 
+def irp_program_key(config):
+  """What the IRP programs read of config beyond the task (tasks are shared: engine.build_task)."""
+  options = json.dumps(pruning.criterion_options(config).to_dict(), sort_keys=True, default=str)
+  return (config.criterion, options, bool(config.irp.prune_zero_scores))
+
+
 def first_step(irp):
   """The training step of seed 0 (all seeds are at the same step)."""
   return int(to_host(irp.train.step)[0])
@@ -156,7 +163,7 @@ def prune_level(config, task, irp, level, progress, checkpoints):
   if level.round is not None:
     t = time.time()
     restart = int(config.irp.rewind_step) if progress.rewind_captured else 0
-    program = task.program("irp_prune", lambda: jax.jit(jax.vmap(
+    program = task.program(("irp_prune",) + irp_program_key(config), lambda: jax.jit(jax.vmap(
         lambda s, c, r, k: prune_and_rewind(config, task, s, c, r, k, with_finite=True),
         in_axes=(0, None, None, None))))
     pruned, finite = jax.block_until_ready(program(irp, jnp.asarray(level.counts), level.round, restart))
@@ -216,7 +223,10 @@ def run(config, workdir_path):
   checkpoints = Checkpoints(ckpt_dir, int(config.irp.keep_checkpoints))
   seeds = engine.seed_list(config)
   with criteria.precision_scope(config.criterion):
-    fresh = jax.jit(jax.vmap(lambda st: initial_state(config, task, st)))(engine.init_states(config, task))
+    g0_options = json.dumps(config.prune.to_dict(), sort_keys=True, default=str)  # All g_0 reads.
+    initial = task.program(("irp_initial", g0_options, criteria.get(config.criterion).float64),
+                           lambda: jax.jit(jax.vmap(lambda st: initial_state(config, task, st))))
+    fresh = initial(engine.init_states(config, task))
     restored = checkpoints.restore_latest(fresh) if resuming else None
     if restored is None:
       irp, progress = fresh, Progress(rewind_captured=rewind_step == 0)
