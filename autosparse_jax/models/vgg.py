@@ -9,6 +9,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from autosparse_jax.models.conv import conv_general_dilated_for
 from autosparse_jax.models.layers import batch_norm, kaiming_fan_in, kaiming_fan_out
 
 STAGES = {
@@ -22,6 +23,7 @@ class VGG(nn.Module):
   num_classes: int = 10
   width_scale: float = 1.0
   dtype: jnp.dtype = jnp.float32
+  conv: str = "xla"  # How every conv runs (models/conv.py); the params do not depend on it.
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -31,7 +33,8 @@ class VGG(nn.Module):
         x = nn.max_pool(x, (2, 2), (2, 2))
       for i, width in enumerate(widths):
         x = nn.Conv(max(1, int(width * self.width_scale)), (3, 3), padding=((1, 1), (1, 1)),
-                    kernel_init=kaiming_fan_out, dtype=self.dtype, name=f"conv{s + 1}_{i + 1}")(x)
+                    kernel_init=kaiming_fan_out, dtype=self.dtype, name=f"conv{s + 1}_{i + 1}",
+                    conv_general_dilated=conv_general_dilated_for(self.conv))(x)
         x = batch_norm(use_running_average=not train, dtype=self.dtype, name=f"bn{s + 1}_{i + 1}")(x)
         x = nn.relu(x)
     x = jnp.mean(x, axis=(1, 2))
