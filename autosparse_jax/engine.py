@@ -121,7 +121,7 @@ def _build_task(config):
   layout = sharding.layout_from_config(config)
   dataset = load_dataset(config.dataset, config.data.data_dir, config.data.get("synthetic"))
   model = get_model(config.model, dataset.spec.num_classes, width=float(config.width),
-                    dtype=DTYPES[config.get("dtype", "float32")])
+                    dtype=DTYPES[config.get("dtype", "float32")], conv=config.get("conv", "xla"))
   try:
     trainer = train.make_trainer(config, dataset.spec, len(dataset.train_images), model, layout)
   except ValueError as e:

@@ -96,7 +96,10 @@ FIELDS = [
     _f("model", "str", T, "network", choices=_models),
     _f("width", "float", T, "channel-count scale (1.0 = the paper's networks)", low=0.0, low_open=True, high=64.0),
     _f("dtype", "str", T + ("autos_train",), "compute dtype (params, optimizer state, BN statistics, loss "
-       "and pruning scores stay float32)", choices=_c("float32", "bfloat16")),
+       "and pruning scores stay float32)", choices=lambda: tuple(__import__(
+           "autosparse_jax.models", fromlist=["DTYPES"]).DTYPES)),
+    _f("conv", "str", T, "how conv nets convolve: auto (im2col where XLA:CPU is slow), xla, im2col",
+       choices=lambda: __import__("autosparse_jax.models.conv", fromlist=["CONV_IMPLS"]).CONV_IMPLS),
     _f("dataset", "str", T, "dataset", choices=_datasets),
     _f("data.data_dir", "str", T, "TFDS data dir ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)"),
     _f("data.eval_batch_size", "int", T, "test-set batch size", low=1),

@@ -44,7 +44,7 @@ flags.DEFINE_float("width", 1.0, "Scorer width (1 = full size; small for CPU smo
 flags.DEFINE_integer("matmul_n", 0, "Matmul peak size (0 = 2048 on CPU, 8192 elsewhere).")
 flags.DEFINE_string("json", "", "Also write the figures to this JSON file (rewritten after each result).")
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from autosparse_jax.models import DTYPES  # noqa: E402
 
 
 def resnet18_prunable_weights():

@@ -43,7 +43,7 @@ flags.DEFINE_integer("matmul_n", 0, "Matmul peak size (0 = 2048 on CPU, 8192 els
 flags.DEFINE_string("json", "", "Also write the figures to this JSON file.")
 
 RECIPE = {"resnet18": "resnet18_cifar10", "vgg16": "vgg16_cifar10", "vgg19": "vgg19_cifar100"}
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from autosparse_jax.models import DTYPES  # noqa: E402
 
 
 def step_flops(trainer, states, args):

@@ -221,19 +221,3 @@ def test_synflow_full_size_at_999_keeps_exactly_k_with_no_underflow(name, classe
   # three 1x1 shortcut convs (the identity path carries the flow); they are reported.
   assert float(metrics["effective_paths"]) > 0
 
-
-def test_gradient_chunks_of_several_batches_sum_to_the_per_batch_sum(monkeypatch):
-  # 8 batches of 8 examples in chunks of 3 batches: 2 chunks and 2 leftover batches.
-  model, spec, params, data = tiny_lenet()
-  masks = masks_lib.init_masks(params)
-  state = ModelState({}, model, spec)
-  batches = jnp.arange(64).reshape(8, 8)
-  grad = lambda: criteria.base.accumulated_gradient(state, params, masks, data, batches)
-  monkeypatch.setattr(criteria.base, "CHUNK_INPUT_ELEMENTS", 0)  # One batch at a time.
-  assert criteria.base.chunked(batches, 16)[0].shape == (8, 8)
-  per_batch = grad()
-  monkeypatch.setattr(criteria.base, "CHUNK_INPUT_ELEMENTS", 3 * 8 * 16)
-  chunks, rest = criteria.base.chunked(batches, 16)
-  assert chunks.shape == (2, 24) and rest.shape == (2, 8)
-  for a, b in zip(jax.tree.leaves(per_batch), jax.tree.leaves(grad())):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

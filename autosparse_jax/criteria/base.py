@@ -4,7 +4,6 @@ A criterion is a pure function
     score(params, masks, model_state, prune_data, key, cfg) -> scores
 with scores shaped like params (unprunable leaves ignored; the LOWEST are pruned).
 """
-import math
 from typing import Any
 
 import flax
@@ -80,28 +79,10 @@ def class_balanced_indices(prune_data, key, per_class, num_classes):
 UNROLL_BATCHES = 8
 
 
-# Input elements per gradient evaluation when summing batch-mean gradients: k batches are
-# evaluated as one chunk of k x batch examples, whose summed loss / batch is the sum of
-# the k batch means (per-example losses are independent: criteria see BatchNorm in eval
-# mode). Same sum, other rounding; bigger matmuls: SNIP over MNIST's 468 batches of 128
-# runs as 47 chunks of 1280.
-CHUNK_INPUT_ELEMENTS = 1 << 20
-
-
-def loss_on(model_state, params, prune_data, idx, temperature=1.0, per=None):
-  """Mean cross-entropy over examples `idx` (per=n: their sum / n instead)."""
+def loss_on(model_state, params, prune_data, idx, temperature=1.0):
   x = model_state.inputs(prune_data.images[idx])
   logits = model_state.logits(params, x).astype(jnp.float32) / temperature
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, prune_data.labels[idx])
-  return losses.mean() if per is None else losses.sum() / per
-
-
-def chunked(batches, example_elements):
-  """[num, batch] indices -> ([chunks, k * batch] whole chunks, [rest, batch] leftover batches)."""
-  num, batch = batches.shape
-  k = max(1, min(num, CHUNK_INPUT_ELEMENTS // max(1, batch * example_elements)))
-  whole = num // k * k
-  return batches[:whole].reshape(num // k, k * batch), batches[whole:]
+  return optax.softmax_cross_entropy_with_integer_labels(logits, prune_data.labels[idx]).mean()
 
 
 def accumulated_gradient(model_state, params, masks, prune_data, batches, reduction="sum",
@@ -109,21 +90,18 @@ def accumulated_gradient(model_state, params, masks, prune_data, batches, reduct
   """Sum (or mean) over `batches` of the batch-mean loss gradient at the masked params."""
   if reduction not in ("sum", "mean"):
     raise ConfigError(f"config.prune.grad_reduction={reduction!r} is not known. Allowed: sum, mean.")
-  batch = batches.shape[1]
   grad_fn = jax.grad(lambda p, idx: loss_on(model_state, apply_masks(p, masks), prune_data, idx,
-                                            temperature, per=batch))
+                                            temperature))
 
   def body(total, idx):
     return jax.tree.map(jnp.add, total, grad_fn(params, idx)), None
 
   total = jax.tree.map(jnp.zeros_like, params)
-  chunks, rest = chunked(batches, math.prod(prune_data.images.shape[1:]))
-  for group in (chunks, rest):
-    if group.shape[0] <= UNROLL_BATCHES:  # Straight-line code: see UNROLL_BATCHES.
-      for b in range(group.shape[0]):
-        total, _ = body(total, group[b])
-    else:
-      total, _ = jax.lax.scan(body, total, group)
+  if batches.shape[0] <= UNROLL_BATCHES:  # Straight-line code: see UNROLL_BATCHES.
+    for b in range(batches.shape[0]):
+      total, _ = body(total, batches[b])
+  else:
+    total, _ = jax.lax.scan(body, total, batches)
   if reduction == "mean":
     total = jax.tree.map(lambda g: g / batches.shape[0], total)
   return total
