@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 install: $(VENV)/.installed
 
 # The main job on the embedded digits dataset: IRP -> AutoS -> every criterion at 3 sparsities x 2
-# seeds -> table + figures; no download, ~2 min on 2 CPU cores.
+# seeds -> table + figures; no download, ~1 min on 2 CPU cores.
 quickstart: install
 	$(PY) -m autosparse_jax.main --config=configs/quickstart.py --workdir=$(WORKDIR)
 

@@ -15,7 +15,7 @@ accuracy_vs_sparsity.png, layer_density.png; WORKDIR/survival_score.png (paper F
 WORKDIR/autos/scorer_predictions.png (Figure 4).
 
 digits (default): scikit-learn's embedded 8x8 digits, no download. Measured on the 2-core
-CPU: 100 s in all, compilation included (IRP 24 s, scorer 27 s, sweep 45 s). Expected table
+CPU: 51 s with the compilation cache warm, 73 s cold (276 XLA programs, each built once). Expected table
 (30 epochs, 2 seeds): SNIP-iter, SynFlow, SNIP and LTH lead at 95%, magnitude collapses
 there (layer collapse); README.md has the numbers.
 mnist: real MNIST prepared offline (python -m autosparse_jax.data.prepare mnist ...),
