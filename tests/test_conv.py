@@ -167,3 +167,31 @@ def test_models_same_params_and_logits(name, size, auto_im2col):
   n = len([p for p in jax.tree.leaves(variables["params"]) if p.ndim == 4])
   counts = {impl: count_convs(m, x, variables) for impl, m in models.items()}
   assert counts == {"xla": n, "im2col": 0, "auto": n - auto_im2col}, counts
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_matmul_stats_batchnorm_equals_flax_batchnorm(dtype):
+  import flax.linen as nn
+  from autosparse_jax.models.layers import BN_SETTINGS, MatmulStatsBatchNorm
+  x = jnp.asarray(np.random.default_rng(3).normal(2.0, 3.0, size=(4, 5, 6, 7)), jnp.float32)
+  ours, flax_bn = (cls(use_running_average=False, dtype=dtype, **BN_SETTINGS)
+                   for cls in (MatmulStatsBatchNorm, nn.BatchNorm))
+  variables = flax_bn.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.structure(ours.init(jax.random.PRNGKey(0), x)) == jax.tree.structure(variables)
+  variables = jax.tree.map(lambda v: v + 0.1 * jnp.arange(v.size, dtype=v.dtype).reshape(v.shape), variables)
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+
+  def run(module, v, x):
+    y, updates = module.apply(v, x, mutable=["batch_stats"])
+    return jnp.sum(jnp.sin(y.astype(jnp.float32))), (y, updates)
+
+  (_, (y_ours, up_ours)), g_ours = jax.value_and_grad(run, argnums=(1, 2), has_aux=True)(ours, variables, x)
+  (_, (y_flax, up_flax)), g_flax = jax.value_and_grad(run, argnums=(1, 2), has_aux=True)(flax_bn, variables, x)
+  assert y_ours.dtype == y_flax.dtype == dtype
+  np.testing.assert_allclose(np.asarray(y_ours, np.float32), np.asarray(y_flax, np.float32), rtol=tol, atol=tol)
+  for a, b in zip(jax.tree.leaves((up_ours, g_ours)), jax.tree.leaves((up_flax, g_flax))):
+    assert a.dtype == b.dtype
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol * 10)
+  np.testing.assert_allclose(
+      ours.clone(use_running_average=True).apply(variables, x),
+      flax_bn.clone(use_running_average=True).apply(variables, x), rtol=tol, atol=tol)  # Eval mode.

@@ -20,7 +20,7 @@ class BasicBlock(nn.Module):
         f, (k, k), (s, s), padding=((k // 2, k // 2),) * 2, use_bias=False,
         kernel_init=kaiming_fan_out, dtype=self.dtype, name=name,
         conv_general_dilated=conv_general_dilated_for(self.conv))
-    norm = lambda name: batch_norm(use_running_average=not train, dtype=self.dtype, name=name)
+    norm = lambda name: batch_norm(self.conv, use_running_average=not train, dtype=self.dtype, name=name)
     y = nn.relu(norm("bn1")(conv(self.features, 3, self.strides, "conv1")(x)))
     y = norm("bn2")(conv(self.features, 3, 1, "conv2")(y))
     if self.strides != 1 or x.shape[-1] != self.features:
@@ -41,7 +41,7 @@ class ResNet(nn.Module):
     x = nn.Conv(self.base_width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                 kernel_init=kaiming_fan_out, dtype=self.dtype, name="stem_conv",
                 conv_general_dilated=conv_general_dilated_for(self.conv))(x)
-    x = nn.relu(batch_norm(use_running_average=not train, dtype=self.dtype, name="stem_bn")(x))
+    x = nn.relu(batch_norm(self.conv, use_running_average=not train, dtype=self.dtype, name="stem_bn")(x))
     for stage, blocks in enumerate(self.stage_sizes):
       for block in range(blocks):
         strides = 2 if stage > 0 and block == 0 else 1

@@ -35,7 +35,8 @@ class VGG(nn.Module):
         x = nn.Conv(max(1, int(width * self.width_scale)), (3, 3), padding=((1, 1), (1, 1)),
                     kernel_init=kaiming_fan_out, dtype=self.dtype, name=f"conv{s + 1}_{i + 1}",
                     conv_general_dilated=conv_general_dilated_for(self.conv))(x)
-        x = batch_norm(use_running_average=not train, dtype=self.dtype, name=f"bn{s + 1}_{i + 1}")(x)
+        x = batch_norm(self.conv, use_running_average=not train, dtype=self.dtype,
+                       name=f"bn{s + 1}_{i + 1}")(x)
         x = nn.relu(x)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, kernel_init=kaiming_fan_in, dtype=self.dtype, name="head")(x)
