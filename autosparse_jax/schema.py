@@ -193,7 +193,8 @@ FIELDS = [
     _f("sweep.sparsities", "floats", ("sweep",), "sparsities of the grid", low=0.0, low_open=True, high=1.0,
        high_open=True, verb="lie"),
     _f("sweep.dense", "bool", ("sweep",), "add dense rows"),
-    _f("sweep.max_networks_per_program", "int", ("sweep",), "networks per vmapped program (0 = all)", low=0),
+    _f("sweep.max_networks_per_program", "int", ("sweep",), "networks per vmapped program (0 = all, -1 = auto: "
+       "one for conv nets on CPU, all otherwise)", low=0, minus_one=True),
     _f("sweep.variants", "any", ("sweep",), "labelled criteria with their own fields"),
     _f("ccc.datasets", "strs", ("ccc",), "score datasets compared pairwise"),
     _f("ccc.field", "str", ("ccc",), "which field", choices=_c("theta0", "g0", "survival", "score")),

@@ -6,7 +6,8 @@ r"""Pruning at initialization, swept: criteria x sparsities x seeds, with a tabl
 
 RECIPE as in configs/train.py. For each criterion, every (sparsity, seed) network is
 pruned from its seed's theta_0 and all of them train vmapped in one compiled program
-(--config.sweep.max_networks_per_program=K splits it when memory is short). Output in
+(--config.sweep.max_networks_per_program=K splits it when memory is short; the default -1
+trains conv nets on CPU one network per program, where a vmapped conv grid is ~2x slower). Output in
 DIR: results.jsonl (one row per network: accuracy, density overall and per layer,
 effective paths/nodes, scoring time), table.md / table.csv (mean +- std over seeds),
 accuracy_vs_sparsity.png (paper Figures 3 and 6), layer_density.png, results.json.
@@ -20,9 +21,7 @@ AutoS and IRP masks join the sweep as variants, e.g.
 
 Cost on the 2-core CPU: the quickstart's sweep stage (digits, 9 criteria x 3 sparsities x 2
 seeds, 30 epochs) takes 45 s. LeNet-300-100 / MNIST: one vmapped grid of 12 networks
-trains at 7.5 s per epoch (measured with other jobs on the machine); ResNet-18 / CIFAR-10 is a GPU job (BENCHMARKS.md). Conv nets on
-CPU: add --config.sweep.max_networks_per_program=1 (a vmapped conv grid is 2.5x slower
-there than one network at a time; BENCHMARKS.md).
+trains at 7.5 s per epoch (measured with other jobs on the machine); ResNet-18 / CIFAR-10 is a GPU job (BENCHMARKS.md).
 """
 import ml_collections
 
@@ -39,7 +38,7 @@ def get_config(arg="lenet_digits"):
       criteria=ONE_SHOT,
       sparsities=(0.9, 0.95, 0.98, 0.99),
       dense=True,                  # Also train the dense network (one row per seed).
-      max_networks_per_program=0,  # 0: a criterion's whole grid in one program.
+      max_networks_per_program=-1,  # -1: auto (conv nets on CPU one at a time); 0: the whole grid.
       # label -> {"criterion": NAME, fields to set}; a label in `criteria` runs it.
       variants=ml_collections.ConfigDict(dict(
           lth=dict(criterion="survival", survival=dict(score_datasets=())),

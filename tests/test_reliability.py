@@ -109,7 +109,7 @@ BAD_INPUT = [
     ("irp:lenet_digits", {"irp.rounds": 100000}, "prunes fewer than one of the 50200 weights in some round"),
     ("irp:lenet_digits", {"irp.keep_checkpoints": 0}, "config.irp.keep_checkpoints=0 must be >= 1"),
     ("irp:lenet_digits", {"prune.ablation": "invert"}, "IRP does not take it"),
-    ("pai_sweep:lenet_digits", {"sweep.max_networks_per_program": -1}, "max_networks_per_program=-1"),
+    ("pai_sweep:lenet_digits", {"sweep.max_networks_per_program": -2}, "max_networks_per_program=-2"),
     ("pai_sweep:lenet_digits", {"sweep.sparsities": (0.5, 1.2)}, "config.sweep.sparsities=1.2 must lie in (0, 1)"),
     ("quickstart", {"sweep.train.lr": -1.0, "irp_snip.train.epochs": 0},
      "config.irp_snip.train.epochs=0 must be >= 1"),  # Every stage of a pipeline, before stage 1.

@@ -128,7 +128,7 @@ def test_sweep_config_errors_name_the_field():
       ({"sweep.sparsities": (0.5, 1.0)}, "config.sweep.sparsities="),
       ({"sweep.criteria": ("snipp",)}, "config.sweep.criteria='snipp' is not known.*Did you mean 'snip'"),
       ({"sweep.criteria": ("lth",)}, "needs config.survival.score_datasets"),
-      ({"sweep.max_networks_per_program": -1}, "max_networks_per_program=-1"),
+      ({"sweep.max_networks_per_program": -2}, "max_networks_per_program=-2"),
   ]:
     with pytest.raises(ConfigError, match=message):
       sweep.validate(sweep_config(**overrides))
@@ -153,3 +153,15 @@ def test_survival_criterion_replays_the_final_irp_masks_and_refuses_other_inits(
   other = apply_overrides(config, {"seed": 7, "num_seeds": 1})
   with pytest.raises(ConfigError, match="was made from this network's theta_0"):
     prune_states(other, task, init_states(other, task), "survival", 0.9)
+
+
+def test_auto_networks_per_program_runs_conv_nets_one_at_a_time_on_cpu():
+  import types
+  conv, mlp = (types.SimpleNamespace(trainer=types.SimpleNamespace(has_conv=lambda v=v: v)) for v in (True, False))
+  config = sweep_config()
+  assert config.sweep.max_networks_per_program == -1  # The default: auto.
+  on_cpu = jax.default_backend() == "cpu"
+  assert sweep.networks_per_program(config, conv) == (1 if on_cpu else 0)
+  assert sweep.networks_per_program(config, mlp) == 0
+  config.sweep.max_networks_per_program = 3
+  assert sweep.networks_per_program(config, conv) == 3

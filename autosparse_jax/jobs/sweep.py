@@ -90,9 +90,9 @@ def validate(config):
   for s in config.sweep.sparsities:
     pruning.check_sparsity(s, f"config.sweep.sparsities={tuple(config.sweep.sparsities)} holds {s}:"
                            " a sparsity")
-  if int(config.sweep.max_networks_per_program) < 0:
+  if int(config.sweep.max_networks_per_program) < -1:
     raise ConfigError(f"config.sweep.max_networks_per_program={config.sweep.max_networks_per_program} "
-                      "must be >= 0 (0 = a criterion's whole grid in one program).")
+                      "must be >= -1 (-1 = auto, 0 = a criterion's whole grid in one program).")
   for label, criterion, vconfig in variants(config):
     if criterion == pruning.NO_PRUNING:
       raise ConfigError(f"config.sweep.criteria: {label!r} does not prune; use config.sweep.dense=True.")
@@ -159,6 +159,16 @@ def run_cells(config, task, workdir, label, criterion, cells, seeds):
   return rows
 
 
+def networks_per_program(config, task):
+  """config.sweep.max_networks_per_program, with -1 (auto) resolved: one network per program for
+  conv nets on CPU (vmap turns their convolutions into grouped ones, which XLA:CPU runs ~2x slower
+  than the networks one at a time: BENCHMARKS.md), a criterion's whole grid otherwise (0)."""
+  limit = int(config.sweep.max_networks_per_program)
+  if limit == -1:
+    return 1 if jax.default_backend() == "cpu" and task.trainer.has_conv() else 0
+  return limit
+
+
 def run(config, workdir_path):
   start = time.time()
   workdir, task = engine.start(config, workdir_path, resuming=True)
@@ -176,7 +186,7 @@ def run(config, workdir_path):
   plan = [(DENSE, DENSE, config, [(0.0, s) for s in seeds])] if config.sweep.dense else []
   plan += [(label, criterion, vconfig, [(p, s) for p in sparsities for s in seeds])
            for label, criterion, vconfig in variants(config)]
-  limit = int(config.sweep.max_networks_per_program)
+  limit = networks_per_program(config, task)
   for label, criterion, vconfig, cells in plan:
     todo = [c for c in cells if (label,) + c not in done]
     step = limit or max(len(todo), 1)
