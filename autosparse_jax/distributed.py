@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from autosparse_jax import preemption
 from autosparse_jax.config_tools import config_to_dict, flatten
 from autosparse_jax.errors import ConfigError, unknown_name_message
 
@@ -68,6 +69,10 @@ def initialize(config):
                                initialization_timeout=timeout)
   else:
     jax.distributed.initialize(initialization_timeout=timeout)
+  # jax.distributed installs its own SIGTERM handler (its preemption notifier, for Orbax's sync
+  # points): it would swallow the signal, and the job would train on until SIGKILL. Ours go back
+  # on top; preemption.requested() all-gathers them, so every process stops after the same chunk.
+  preemption.reinstall()
   return True
 
 

@@ -22,10 +22,20 @@ class Preempted(Exception):
   """Raised after the checkpoint of a preempted job is written."""
 
 
+_INSTALLED = []  # The signal names of the last install().
+
+
 def install(names=("TERM",)):
   """Handlers for these signals (names without SIG): record the signal; training stops at the next chunk."""
+  _INSTALLED[:] = list(names)
   for name in names:
     signal.signal(getattr(signal, f"SIG{name}"), lambda signum, frame: _RECEIVED.append(signum))
+
+
+def reinstall():
+  """install() again (after a library replaced the handlers: jax.distributed.initialize does)."""
+  if _INSTALLED:
+    install(tuple(_INSTALLED))
 
 
 def requested():

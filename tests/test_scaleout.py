@@ -279,3 +279,68 @@ def test_two_process_irp_with_seeds_across_processes_checkpoints_and_resumes(tmp
   assert [r["kept"] for r in first["rounds"]] == [r["kept"] for r in ref["rounds"]]
   np.testing.assert_allclose(first["test_accuracy_seeds"]["per_seed"], ref["test_accuracy_seeds"]["per_seed"],
                              atol=2 / 360)  # At most two of the 360 test digits flip.
+
+
+def _pid_of_process(rank, workdir):
+  """The PID of the jax.distributed process `rank` whose command line names `workdir`."""
+  for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+      continue
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read().decode(errors="replace")
+      with open(f"/proc/{pid}/environ", "rb") as f:
+        environ = f.read().decode(errors="replace").split("\0")
+    except OSError:
+      continue
+    if f"--workdir={workdir}" in cmdline and f"AUTOSPARSE_PROCESS_ID={rank}" in environ:
+      return int(pid)
+  return None
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_after_one_checkpoint_and_resumes_identically(tmp_path):
+  """preemption.requested() is an all-gather: process 1 alone gets SIGTERM, both stop after the same
+  chunk with one (collective) checkpoint and exit 75; the same command then finishes the run, equal
+  to an uninterrupted 2-process run."""
+  import signal
+  import time
+  args = ["--config=configs/train.py:lenet_digits", "--config.train.epochs=2", "--config.criterion=snip",
+          "--config.sparsity=0.9", "--config.train.log_every_steps=5", "--config.checkpoint_every_steps=5",
+          "--config.checkpoint_min_seconds=0", "--config.tensorboard=False"]
+
+  def launch(workdir):
+    command = [sys.executable, os.path.join(REPO, "launch", "local_multiprocess.py"), "--num_processes=2",
+               "--cpu_devices=1", f"--timeout={2 * TIMEOUT}", f"--log_dir={workdir}.logs", "--",
+               sys.executable, "-m", "autosparse_jax.main", f"--workdir={workdir}", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env=dict(env_with_repo(), AUTOSPARSE_PLAIN_OUTPUT="0"))
+
+  straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+  proc = launch(straight)
+  out = proc.communicate(timeout=2 * TIMEOUT + 30)[0]
+  assert proc.returncode == 0, out[-4000:]
+  proc = launch(stopped)
+  lines = []
+  for line in proc.stdout:  # Process 0's output; process 1 gets the signal.
+    lines.append(line)
+    if "epoch 1 step 10/" in line:
+      pid = None
+      for _ in range(50):
+        pid = pid or _pid_of_process(1, stopped)
+        if pid:
+          break
+        time.sleep(0.1)
+      assert pid, "process 1 not found"
+      os.kill(pid, signal.SIGTERM)
+      break
+  out = "".join(lines) + proc.communicate(timeout=2 * TIMEOUT + 30)[0]
+  assert proc.returncode == 75, out[-4000:]
+  assert "preempted" in out  # Process 0 stopped too, without a signal of its own.
+  assert not (stopped / "results.json").exists()
+  proc = launch(stopped)
+  out = proc.communicate(timeout=2 * TIMEOUT + 30)[0]
+  assert proc.returncode == 0, out[-4000:]
+  assert any(r.get("event") == "resumed" for r in metrics(stopped))
+  a, b = (json.loads((d / "results.json").read_text()) for d in (straight, stopped))
+  for key in ("test_accuracy", "test_loss", "train_loss", "density"):
+    assert a[key] == b[key], key
