@@ -13,7 +13,6 @@ same scores, same exact top-k, same tie-breaking, and for the same theta_0 and
 key the same masks as `configs/prune.py`.
 """
 import difflib
-import json
 from typing import Any, Callable
 
 import flax
@@ -24,6 +23,7 @@ import numpy as np
 import optax
 
 from autosparse_jax import criteria, keys, masks as masks_lib, pruning, recipes
+from autosparse_jax.config_tools import canonical_json
 from autosparse_jax.criteria.autos import cached_scorer
 from autosparse_jax.criteria.base import PruneData
 from autosparse_jax.data.specs import DatasetSpec
@@ -150,7 +150,7 @@ _PROGRAMS = {}  # (what, criterion, apply_fn, spec, options) -> jitted program: 
 def _program(what, criterion, net, opts):
   """jit(vmap) of one network's scoring or pruning over a leading axis of one, as the jobs run
   every network (the same bits); data and keep counts are arguments, not constants."""
-  key = (what, criterion, net.apply_fn, net.spec, json.dumps(opts.to_dict(), sort_keys=True, default=str))
+  key = (what, criterion, net.apply_fn, net.spec, canonical_json(opts))
   if key not in _PROGRAMS:
     if what == "score":
       def fn(p, m, k, data, plan):

@@ -27,6 +27,11 @@ def config_to_dict(config):
       config, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)) else dict(config)
 
 
+def canonical_json(config):
+  """One string per content of a ConfigDict (or dict): sorted keys; the key of compiled programs."""
+  return json.dumps(config_to_dict(config), sort_keys=True, default=str)
+
+
 def module_from_path(path, name=None):
   name = name or "configs_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
   spec = importlib.util.spec_from_file_location(name, path)

@@ -13,7 +13,6 @@ Pruning is pruning.py's; the jobs (jobs/) are: validate -> run on the engine ->
 write results.
 """
 import dataclasses
-import json
 import math
 import time
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from autosparse_jax import keys, masks as masks_lib, preemption, pruning, sharding, train
 from autosparse_jax.checkpoints import RunCheckpoints
-from autosparse_jax.config_tools import config_to_dict
+from autosparse_jax.config_tools import canonical_json, config_to_dict
 from autosparse_jax import console
 from autosparse_jax.console import fmt_time, log, plain_output
 from autosparse_jax.data import load_dataset, pipeline
@@ -96,7 +95,7 @@ def task_key(config):
   for dotted in _TASK_UNUSED:
     group, name = dotted.split(".")
     fields.get(group, {}).pop(name, None)
-  return json.dumps(fields, sort_keys=True, default=str)
+  return canonical_json(fields)
 
 
 def build_task(config):

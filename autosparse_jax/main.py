@@ -131,8 +131,9 @@ def main(argv):
     preemption.install((config.get("preemption_signal", "TERM"),))
     compile_stats.install()
     run(config, _WORKDIR.value)
-    if compile_stats.line():
-      console.log(compile_stats.line())
+    compiled = compile_stats.line()
+    if compiled:
+      console.log(compiled)
   except (ConfigError, RawDataError) as e:
     fail(e, 2)
   except NumericalError as e:

@@ -22,7 +22,6 @@ Layer budgets: every criterion honours `distribution`. NPB needs per-layer
 budgets: with the default `global` it keeps ERK budgets (results say
 "distribution_used": "erk"), and with `layerwise` or `erk` it takes those.
 """
-import json
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from autosparse_jax import criteria, keys, masks as masks_lib
+from autosparse_jax.config_tools import canonical_json
 from autosparse_jax.criteria.autos import cached_scorer, check_features
 from autosparse_jax.criteria.base import ModelState, PruneData
 from autosparse_jax.distributed import to_host
@@ -306,7 +306,7 @@ def prune_states(config, task, states, criterion, sparsity, score_cache=None):
                                           PruneData(images, labels), state.key, options, plan, with_finite=True)
     return ablated_state(trainer, state, masks, options), scores, finite
 
-  program_key = ("prune", criterion, json.dumps(options.to_dict(), sort_keys=True, default=str))
+  program_key = ("prune", criterion, canonical_json(options))
   program = task.program(program_key, lambda: jax.jit(jax.vmap(prune_one, in_axes=(0, None, None, None))))
   with criteria.precision_scope(criterion):
     pruned, scores, finite = program(states, task.train_images, task.train_labels, plan)

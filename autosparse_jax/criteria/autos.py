@@ -15,6 +15,7 @@ import numpy as np
 
 from autosparse_jax import keys, masks as masks_lib
 from autosparse_jax.autos.apply import FEATURES, feature_columns, load_scorer, score_features
+from autosparse_jax.config_tools import canonical_json
 from autosparse_jax.criteria.base import initial_gradient
 from autosparse_jax.errors import ConfigError
 
@@ -56,7 +57,7 @@ def autos_scores(params, masks, model_state, prune_data, key, options):
   # key is the pruning stream: round 0's key is keys.g0_key of this network, the key of
   # the IRP's g_0, so the same seed sees the same batches. Data and key are arguments,
   # not closed over: no training set baked into the program.
-  g0 = _g0_program(json.dumps(options.to_dict(), sort_keys=True, default=str))(
+  g0 = _g0_program(canonical_json(options))(
       params, masks, model_state, prune_data, keys.round_key(key, 0))
   items = masks_lib.prunable_items(params, masks)
   theta = [np.asarray(p) for _, p in items]

@@ -18,7 +18,6 @@ readable checkpoint resumes the run bit-identically. Randomness: keys.py
 trains with keys.irp_round_key(k, r)).
 """
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Optional
@@ -30,6 +29,7 @@ import numpy as np
 
 from autosparse_jax import criteria, engine, keys, masks as masks_lib, preemption, pruning, train
 from autosparse_jax.checkpoints import Checkpoints
+from autosparse_jax.config_tools import canonical_json
 from autosparse_jax.console import log, plain_output
 from autosparse_jax.criteria.base import PruneData, initial_gradient
 from autosparse_jax.distributed import is_writer, to_host
@@ -139,7 +139,7 @@ def prune_and_rewind(config, task, irp, counts, round_index, start_step=0, with_
 
 def irp_program_key(config):
   """What the IRP programs read of config beyond the task (tasks are shared: engine.build_task)."""
-  options = json.dumps(pruning.criterion_options(config).to_dict(), sort_keys=True, default=str)
+  options = canonical_json(pruning.criterion_options(config))
   return (config.criterion, options, bool(config.irp.prune_zero_scores))
 
 
@@ -223,7 +223,7 @@ def run(config, workdir_path):
   checkpoints = Checkpoints(ckpt_dir, int(config.irp.keep_checkpoints))
   seeds = engine.seed_list(config)
   with criteria.precision_scope(config.criterion):
-    g0_options = json.dumps(config.prune.to_dict(), sort_keys=True, default=str)  # All g_0 reads.
+    g0_options = canonical_json(config.prune)  # All g_0 reads.
     initial = task.program(("irp_initial", g0_options, criteria.get(config.criterion).float64),
                            lambda: jax.jit(jax.vmap(lambda st: initial_state(config, task, st))))
     fresh = initial(engine.init_states(config, task))
