@@ -12,53 +12,39 @@ These are thin wrappers over the jobs' own code path (pruning.py, criteria/):
 same scores, same exact top-k, same tie-breaking, and for the same theta_0 and
 key the same masks as `configs/prune.py`.
 """
-import difflib
+import dataclasses
 from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
-from autosparse_jax import criteria, keys, masks as masks_lib, pruning, recipes
-from autosparse_jax.config_tools import canonical_json
+from autosparse_jax import criteria, keys, masks as masks_lib, programs, prune_spec, pruning
 from autosparse_jax.criteria.autos import cached_scorer
 from autosparse_jax.criteria.base import PruneData
 from autosparse_jax.data.specs import DatasetSpec
+from autosparse_jax.errors import ConfigError
 
 # Criteria that reach into a Flax module of this package's registry (train-mode BatchNorm,
 # re-initialisation, per-layer interception) or into an IRP run: not for a plain apply_fn.
 NEEDS_REGISTRY_MODEL = {"survival": "the score datasets of an IRP job on a registered model"}
 # Data-free criteria that run the network: they need the input's shape.
 NEEDS_INPUT_SHAPE = ("synflow", "synflow_l2", "npb", "ntk_sap")
-DEFAULT_OPTIONS = pruning.criterion_options(recipes.base_config())  # The jobs' defaults, one source.
-# Options the API sets itself from its own arguments.
-_API_FIELDS = {"distribution", "min_per_layer", "prunable", "batch_size", "num_batches"}
+# Options the API sets itself from its own arguments (batches=, scorer=): not keywords.
+_FIXED_OPTIONS = ("batch_size", "num_batches", "scorer_dir")
+# Compiled programs of the API, least recently used dropped first: a program holds its executable
+# (device memory), so a long session that prunes many networks keeps only the recent ones.
+_PROGRAMS = programs.BoundedCache(32, "api programs")
 
-
-def default_prunable(path, leaf):
-  """Dense and Conv kernels (every leaf with ndim >= 2); biases and norms stay dense."""
-  del path
-  return jnp.ndim(leaf) >= 2
+default_prunable = masks_lib.default_prunable
 
 
 def init_masks(params, prunable=None):
-  """All-ones masks; `prunable`: None (ndim >= 2), a regex over leaf paths, or (path, leaf) -> bool."""
-  if prunable is None:
-    prunable = default_prunable
-  if isinstance(prunable, str):
-    return masks_lib.init_masks(params, prunable)
-  if not callable(prunable):
-    raise ValueError(f"prunable={prunable!r} must be a regex over leaf paths (e.g. r'kernel$') or a "
-                     "function (path, leaf) -> bool.")
-  masks = jax.tree_util.tree_map_with_path(
-      lambda path, p: jnp.ones(jnp.shape(p), jnp.bool_) if prunable(masks_lib.path_name(path), p)
-      else jnp.ones((), jnp.bool_), params)
-  if not any(m.ndim > 0 for m in jax.tree.leaves(masks)):
-    raise ValueError("prunable= selects no leaf of params: nothing to prune.")
-  return masks
+  """All-ones masks; `prunable`: None / 'default' (default_prunable), a regex over leaf paths, or a
+  function (path, leaf) -> bool."""
+  return masks_lib.init_masks(params, prunable, field="prunable")
 
 
 @flax.struct.dataclass
@@ -80,171 +66,328 @@ class FunctionModel:
     return x  # The user's batches are the network's inputs as they are.
 
 
-def _options(criterion, overrides):
-  """The criterion's options: the jobs' defaults, with keyword overrides checked by name."""
-  options = ml_collections.ConfigDict(DEFAULT_OPTIONS.to_dict())
-  for name, value in overrides.items():
-    if name not in options or name in _API_FIELDS or isinstance(options[name], ml_collections.ConfigDict):
-      known = sorted(k for k in options if k not in _API_FIELDS
-                     and not isinstance(options[k], ml_collections.ConfigDict))
-      guess = difflib.get_close_matches(name, known, n=1)
-      raise ValueError(f"{name}= is not an option of asj.prune/asj.score for {criterion!r}"
-                       + (f": did you mean {guess[0]}=?" if guess else "")
-                       + f" Options: {', '.join(known)}.")
-    options[name] = value
-  return options
+# ---- Checks of the arguments: each a ValueError naming the argument and the fix, before any compute.
 
-
-def _data(batches, criterion):
-  """(images [N, ...] float32, labels [N] int32, batch size) of an iterable of (x, y)."""
-  if batches is None:
-    raise ValueError(f"criterion {criterion!r} reads data: pass batches=[(x, y), ...] (x the network's "
-                     "input batch, y the integer labels).")
-  xs, ys = [], []
-  for i, item in enumerate(batches):
-    if not (isinstance(item, (tuple, list)) and len(item) == 2):
-      raise ValueError(f"batches[{i}] must be a pair (x, y); got {type(item).__name__}.")
-    xs.append(np.asarray(item[0], np.float32))
-    ys.append(np.asarray(item[1]).astype(np.int32).reshape(-1))
-  if not xs:
-    raise ValueError(f"batches= is empty: criterion {criterion!r} needs at least one (x, y) batch.")
-  return np.concatenate(xs), np.concatenate(ys), len(ys[0])
-
-
-def _network(criterion, params, apply_fn, batches, input_shape, num_classes, init_fn=None):
-  """(FunctionModel, PruneData or None, batch size) for one call."""
-  spec_attrs = criteria.get(criterion, "criterion")
-  if criterion in NEEDS_REGISTRY_MODEL:
-    raise ValueError(f"criterion {criterion!r} needs {NEEDS_REGISTRY_MODEL[criterion]}; through "
+def _criterion(name):
+  if not isinstance(name, str):
+    raise ValueError(f"criterion={name!r} must be a criterion's name (a string): one of "
+                     f"{', '.join(criteria.names())}.")
+  try:
+    criterion = criteria.get(name, "criterion", extra=())
+  except ConfigError as e:
+    raise ValueError(str(e)) from None
+  if name in NEEDS_REGISTRY_MODEL:
+    raise ValueError(f"criterion {name!r} needs {NEEDS_REGISTRY_MODEL[name]}; through "
                      "asj.prune/asj.score use one of "
                      f"{', '.join(n for n in criteria.names() if n not in NEEDS_REGISTRY_MODEL)}, or run "
                      "the prune job with a registered model (config.imports).")
-  if criterion == "ntk_sap" and init_fn is None:
-    raise ValueError("criterion 'ntk_sap' draws fresh weights every round: pass init_fn=lambda key: params "
-                     "(e.g. lambda k: net.init(k, x)['params']).")
-  if apply_fn is None and (spec_attrs.data or criterion in NEEDS_INPUT_SHAPE + ("autos",)):
-    raise ValueError(f"criterion {criterion!r} runs the network: pass apply_fn=lambda params, x: logits.")
-  data, batch = None, 1
-  if spec_attrs.data:
-    images, labels, batch = _data(batches, criterion)
-    data = PruneData(jnp.asarray(images), jnp.asarray(labels))
-    shape = images.shape[1:]
-    num_classes = num_classes or int(labels.max()) + 1
-  elif input_shape is not None:
-    shape = tuple(input_shape)[1:]
-  elif criterion in NEEDS_INPUT_SHAPE:
-    raise ValueError(f"criterion {criterion!r} is data-free but needs the input's shape: pass "
-                     "input_shape=(1, ...) (a batch of one, e.g. (1, 28, 28, 1)).")
-  else:
-    shape = ()
-  if apply_fn is not None and not num_classes and shape:
-    out = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1,) + tuple(shape), jnp.float32))
-    num_classes = int(out.shape[-1])
-  spec = DatasetSpec("user", tuple(shape), int(num_classes or 1), (0.0,), (1.0,))
-  return FunctionModel(apply_fn, spec, init_fn), data, batch
+  return criterion
 
 
-_PROGRAMS = {}  # (what, criterion, apply_fn, spec, options) -> jitted program: compiled once per network.
+def _leaf_names(tree):
+  return [masks_lib.path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)]
 
 
-def _program(what, criterion, net, opts):
-  """jit(vmap) of one network's scoring or pruning over a leading axis of one, as the jobs run
-  every network (the same bits); data and keep counts are arguments, not constants."""
-  key = (what, criterion, net.apply_fn, net.spec, canonical_json(opts))
-  if key not in _PROGRAMS:
-    if what == "score":
-      def fn(p, m, k, data, plan):
-        scores = criteria.get(criterion).score(p, m, net, data, keys.prune_key(k, 0), opts)
-        return scores, pruning.finite_layers(scores, m)
-    else:
-      def fn(p, m, k, data, plan):
-        new, _, finite = pruning.prune_network(criterion, p, m, net, data, k, opts, plan, with_finite=True)
-        return new, finite
-    _PROGRAMS[key] = jax.jit(jax.vmap(fn, in_axes=(0, 0, 0, None, None)))
-  return _PROGRAMS[key]
+def _check_params(params):
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  if not leaves:
+    raise ValueError("params= has no array leaves: pass the network's parameter pytree (e.g. "
+                     "net.init(key, x)['params'], or the State of nnx.split).")
+  for path, leaf in leaves:
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(f"params leaf {masks_lib.path_name(path)!r} has dtype {dtype or type(leaf).__name__}: "
+                       "criteria differentiate and rank floating-point weights only. Keep integer or other "
+                       "state out of params= (e.g. in another Flax collection, or split it off with "
+                       "nnx.split(model, nnx.Param, ...)).")
 
 
-def _run(what, criterion, net, opts, params, masks, key, data, plan=None):
-  add = lambda t: jax.tree.map(lambda x: jnp.asarray(x)[None], t)
-  with criteria.precision_scope(criterion):
-    out, finite = _program(what, criterion, net, opts)(add(params), add(masks), add(key), data, plan)
-  pruning.check_finite(criterion, finite, masks)
-  return jax.tree.map(lambda x: x[0], out)
+def _check_masks(params, masks):
+  if jax.tree.structure(masks) != jax.tree.structure(params):
+    ours, theirs = set(_leaf_names(params)), set(_leaf_names(masks))
+    detail = (f"only in params: {sorted(ours - theirs)[:3]}; only in masks: {sorted(theirs - ours)[:3]}"
+              if ours != theirs else f"params' tree is {jax.tree.structure(params)}")
+    raise ValueError(f"masks= must have the tree structure of params= ({detail}). Build it with "
+                     "asj.init_masks(params) or take it from an earlier asj.prune(...) on the same params.")
+  for (path, p), m in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(masks)):
+    shape = np.shape(m)
+    if getattr(m, "dtype", None) != np.bool_ or (shape and shape != np.shape(p)):
+      raise ValueError(f"masks= leaf {masks_lib.path_name(path)!r} is {getattr(m, 'dtype', type(m).__name__)} "
+                       f"of shape {shape}: each mask leaf must be bool, of its param's shape {np.shape(p)} "
+                       "(prunable) or 0-d True (not prunable), as asj.init_masks(params) makes them.")
+  if not any(np.ndim(m) > 0 for m in jax.tree.leaves(masks)):
+    raise ValueError("masks= has no prunable leaf (every leaf is 0-d): nothing to prune.")
 
 
 def _key(key):
+  """Raw uint32[2] key data of `key` (a jax.random.key or PRNGKey); None = key 0."""
   if key is None:
     return jax.random.PRNGKey(0)
-  key = jnp.asarray(key)
-  return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    raise ValueError(f"key={key!r} is an integer, not a PRNG key: pass key=jax.random.key({key}).")
+  try:
+    key = jnp.asarray(key)
+  except TypeError:
+    raise ValueError(f"key={key!r} must be a PRNG key: jax.random.key(seed) or jax.random.PRNGKey(seed).") from None
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise ValueError(f"key= must be one PRNG key, got an array of keys of shape {key.shape}: pass one, "
+                       "e.g. keys[0].")
+    return jax.random.key_data(key)
+  if key.shape != (2,) or key.dtype != jnp.uint32:
+    raise ValueError(f"key= must be a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), got an "
+                     f"array of dtype {key.dtype} and shape {key.shape}.")
+  return key
+
+
+def _data(batches, criterion):
+  """(x [N, ...] float32, y [N] int32, batch size) of an iterable of (x, y) pairs, checked."""
+  if batches is None:
+    raise ValueError(f"criterion {criterion!r} reads data: pass batches=[(x, y), ...] (x the network's "
+                     "input batch, y the integer labels).")
+  if isinstance(batches, tuple) and len(batches) == 2 and np.ndim(batches[1]) == 1 and np.ndim(batches[0]) > 1:
+    raise ValueError("batches= looks like one (x, y) pair: pass a list of pairs, batches=[(x, y)].")
+  try:
+    items = list(batches)
+  except TypeError:
+    raise ValueError(f"batches= must be an iterable of (x, y) pairs, got {type(batches).__name__}.") from None
+  if not items:
+    raise ValueError(f"batches= is empty: criterion {criterion!r} needs at least one (x, y) batch.")
+  xs, ys = [], []
+  for i, item in enumerate(items):
+    if not (isinstance(item, (tuple, list)) and len(item) == 2):
+      raise ValueError(f"batches[{i}] must be a pair (x, y) of an input batch and its integer labels; got "
+                       f"{type(item).__name__}{f' of length {len(item)}' if hasattr(item, '__len__') else ''}.")
+    x, y = np.asarray(item[0]), np.asarray(item[1])
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) or x.ndim < 2:
+      raise ValueError(f"batches[{i}][0] (x) must be a numeric array [batch, ...] (ndim >= 2), got dtype "
+                       f"{x.dtype} and shape {x.shape}.")
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+      hint = " (one-hot labels? pass y.argmax(-1))" if y.ndim == 2 else ""
+      raise ValueError(f"batches[{i}][1] (y) must be integer class labels of shape [batch], got dtype {y.dtype} "
+                       f"and shape {y.shape}{hint}.")
+    if len(y) != len(x):
+      raise ValueError(f"batches[{i}]: x has {len(x)} examples but y has {len(y)} labels.")
+    if xs and x.shape[1:] != xs[0].shape[1:]:
+      raise ValueError(f"batches[{i}][0] has example shape {x.shape[1:]}, batches[0][0] has {xs[0].shape[1:]}: "
+                       "every batch must hold inputs of one shape.")
+    xs.append(x.astype(np.float32))
+    ys.append(y.astype(np.int32))
+  return np.concatenate(xs), np.concatenate(ys), len(ys[0])
+
+
+def _logits_width(apply_fn, params, example_shape, argument):
+  """The logits' width of apply_fn on a batch of `example_shape`, by one abstract evaluation (no compute)."""
+  x = jax.ShapeDtypeStruct((2,) + tuple(example_shape), jnp.float32)
+  try:
+    out = jax.eval_shape(apply_fn, params, x)
+  except Exception as e:  # noqa: BLE001  (whatever the user's network raises on a wrong shape)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(f"apply_fn(params, x) fails on x of {argument} with example shape {tuple(example_shape)} "
+                     f"({type(e).__name__}: {first[:300]}). Pass inputs in the layout your network expects "
+                     "(e.g. NHWC images for Flax convolutions, not NCHW or flattened).") from None
+  if not hasattr(out, "shape") or len(out.shape) != 2 or out.shape[0] != 2:
+    raise ValueError(f"apply_fn(params, x) must return logits [batch, classes]; on x of {argument} with example "
+                     f"shape {tuple(example_shape)} it returns {getattr(out, 'shape', type(out).__name__)}.")
+  return int(out.shape[1])
+
+
+def _network(criterion, params, apply_fn, batches, input_shape, num_classes, init_fn):
+  """(FunctionModel, PruneData or None, batch size, apply_fn's fingerprint) of one call, checked."""
+  attrs = criteria.get(criterion)
+  runs_network = attrs.data or criterion in NEEDS_INPUT_SHAPE + ("autos",)
+  if criterion == "ntk_sap" and not callable(init_fn):
+    raise ValueError("criterion 'ntk_sap' draws fresh weights every round: pass init_fn=lambda key: params "
+                     "(e.g. lambda k: net.init(k, x)['params']).")
+  if apply_fn is None and runs_network:
+    raise ValueError(f"criterion {criterion!r} runs the network: pass apply_fn=lambda params, x: logits.")
+  if apply_fn is not None and not callable(apply_fn):
+    raise ValueError(f"apply_fn= must be a function (params, x) -> logits, got {type(apply_fn).__name__}.")
+  if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
+                                  or num_classes < 1):
+    raise ValueError(f"num_classes={num_classes!r} must be a positive integer (the logits' width).")
+  data, batch, shape = None, 1, ()
+  if attrs.data:
+    images, labels, batch = _data(batches, criterion)
+    data, shape, argument = PruneData(jnp.asarray(images), jnp.asarray(labels)), images.shape[1:], "batches="
+  elif input_shape is not None:
+    if (not isinstance(input_shape, (tuple, list)) or len(input_shape) < 2
+            or not all(isinstance(d, (int, np.integer)) and d > 0 for d in input_shape)):
+      raise ValueError(f"input_shape={input_shape!r} must be a batch's shape (1, ...) of positive integers, "
+                       "e.g. (1, 28, 28, 1).")
+    shape, argument = tuple(int(d) for d in input_shape)[1:], "input_shape="
+  elif criterion in NEEDS_INPUT_SHAPE:
+    raise ValueError(f"criterion {criterion!r} is data-free but needs the input's shape: pass "
+                     "input_shape=(1, ...) (a batch of one, e.g. (1, 28, 28, 1)).")
+  fingerprint = None
+  if apply_fn is not None and runs_network:
+    width = _logits_width(apply_fn, params, shape, argument)
+    if num_classes is not None and int(num_classes) != width:
+      raise ValueError(f"num_classes={num_classes} but apply_fn returns {width} logits: drop num_classes= "
+                       "(it is read from the logits) or fix the network.")
+    num_classes = width
+    if data is not None:
+      low, high = int(data.labels.min()), int(data.labels.max())
+      if low < 0 or high >= width:
+        raise ValueError(f"the labels in batches= span {low}..{high}, but apply_fn returns {width} logits: "
+                         f"labels must be class indices in [0, {width}) (e.g. 1..10 -> y - 1).")
+    fingerprint = programs.function_fingerprint(apply_fn, params, jax.ShapeDtypeStruct((1,) + tuple(shape),
+                                                                                       jnp.float32))
+    if init_fn is not None and criterion == "ntk_sap":
+      fingerprint = (fingerprint, programs.function_fingerprint(init_fn, jax.random.PRNGKey(0)))
+  spec = DatasetSpec("user", tuple(shape), int(num_classes or 1), (0.0,), (1.0,))
+  return FunctionModel(apply_fn, spec, init_fn), data, batch, fingerprint
+
+
+def _scorer_dir(criterion, scorer):
+  """The AutoS scorer's directory of `scorer=` (autos only)."""
+  if criterion != "autos":
+    if scorer is not None:
+      raise ValueError(f"scorer= is for criterion 'autos' only, not {criterion!r}: drop it.")
+    return None
+  if scorer is None:
+    raise ValueError("criterion 'autos' needs scorer=asj.autos.pretrained(NAME) (names: "
+                     "asj.autos.pretrained_names()) or scorer=asj.autos.load_scorer(DIR).")
+  directory = scorer if isinstance(scorer, str) else getattr(scorer, "directory", None)
+  if not isinstance(directory, str) or not hasattr(cached_scorer_or_none(directory), "features"):
+    raise ValueError(f"scorer={scorer!r} is not an AutoS scorer: pass asj.autos.pretrained(NAME), "
+                     "asj.autos.load_scorer(DIR) or the scorer_dir (a path) an autos_train job wrote.")
+  return directory
+
+
+def cached_scorer_or_none(directory):
+  try:
+    return cached_scorer(directory)
+  except (OSError, ValueError, KeyError, ConfigError):
+    return None
+
+
+def _spec(criterion, density, options, scorer_dir, batch_size, **settings):
+  """The call's PruneSpec; batch_size / num_batches come from batches=, scorer_dir from scorer=."""
+  fixed = [n for n in _FIXED_OPTIONS if n in options]
+  if fixed:
+    raise ValueError(f"{fixed[0]}= is set by asj.prune/asj.score itself (batch_size and num_batches from "
+                     "batches=, scorer_dir from scorer=): drop it.")
+  preset = dict(batch_size=batch_size, num_batches=0)  # The user's batches, all of them.
+  if scorer_dir is not None:
+    preset["scorer_dir"] = scorer_dir
+    if "grad_reduction" not in options:  # The g_0 features the scorer learnt from.
+      options = dict(options, grad_reduction=cached_scorer(scorer_dir).info.get("g0_reduction") or "sum")
+  try:
+    return prune_spec.from_keywords(criterion, density=density, fixed=_FIXED_OPTIONS, preset=preset,
+                                    **settings, **options)
+  except ConfigError as e:
+    raise ValueError(str(e)) from None
+
+
+def _prepare(criterion, params, apply_fn, batches, input_shape, key, prunable, masks, num_classes, init_fn,
+             scorer, density, options, **settings):
+  """Every check of one call, in order, before any compute: (criterion, spec, net, data, masks, key, fp)."""
+  attrs = _criterion(criterion)
+  _check_params(params)
+  scorer_dir = _scorer_dir(criterion, scorer)
+  prunable_spec = prunable if prunable is not None else masks_lib.DEFAULT_PRUNABLE
+  spec = _spec(criterion, density, options, scorer_dir, 1, prunable=prunable_spec, **settings)
+  if masks is None:
+    masks = init_masks(params, prunable)
+  else:
+    if prunable is not None:
+      raise ValueError("pass masks= or prunable=, not both: masks= already says which leaves are prunable.")
+    _check_masks(params, masks)
+  key = _key(key)
+  net, data, batch, fingerprint = _network(criterion, params, apply_fn, batches, input_shape, num_classes,
+                                           init_fn)
+  if batch != 1:  # The batch size of the user's batches.
+    spec = _spec(criterion, density, options, scorer_dir, batch, prunable=prunable_spec, **settings)
+  return attrs, spec, net, data, masks, key, fingerprint
+
+
+def _program(what, attrs, spec, net, fingerprint, params):
+  """jit(vmap) of one network's scoring or pruning over a leading axis of one, as the jobs run
+  every network (the same bits); data and keep counts are arguments, not constants. Cached by
+  programs.program_key: the criterion's record, the spec, the network's fingerprint, the shapes."""
+  key = programs.program_key(f"api_{what}", spec=spec, criterion=attrs, model=(fingerprint, net.spec),
+                             args=(params,))
+
+  def build():
+    if what == "score":
+      def fn(p, m, k, data, plan):
+        scores = attrs.score(p, m, net, data, keys.prune_key(k, 0), spec.options)
+        return scores, pruning.finite_layers(scores, m)
+    else:
+      def fn(p, m, k, data, plan):
+        new, _, finite = pruning.prune_network(spec, p, m, net, data, k, plan, with_finite=True)
+        return new, finite
+    return jax.jit(jax.vmap(fn, in_axes=(0, 0, 0, None, None)))
+
+  return _PROGRAMS.get(key, build)
+
+
+def _run(what, attrs, spec, net, fingerprint, params, masks, key, data, plan=None):
+  add = lambda t: jax.tree.map(lambda x: jnp.asarray(x)[None], t)
+  program = _program(what, attrs, spec, net, fingerprint, params)
+  with criteria.precision_scope(attrs.name):
+    out, finite = program(add(params), add(masks), add(key), data, plan)
+  pruning.check_finite(attrs.name, finite, masks)
+  return jax.tree.map(lambda x: x[0], out)
 
 
 def score(criterion, params, *, apply_fn=None, batches=None, input_shape=None, key=None, prunable=None,
-          masks=None, num_classes=None, init_fn=None, **options):
-  """Scores shaped like `params` (the LOWEST are pruned): the criterion's one-shot scores.
+          masks=None, num_classes=None, init_fn=None, scorer=None, **options):
+  """Scores shaped like `params` (the LOWEST are pruned): the criterion's one-shot scores (round 0).
 
-  options: the criterion's keywords with the jobs' defaults (temperature as
-  grasp_temperature=, samples_per_class as grasp_samples_per_class=, grad_reduction=, ...).
+  options: the criterion's own options (its record: prune_spec.option_names(criterion)),
+  e.g. grasp_temperature=, grasp_samples_per_class=, grad_reduction=.
   """
-  net, data, batch = _network(criterion, params, apply_fn, batches, input_shape, num_classes, init_fn)
-  opts = _options(criterion, options)
-  opts.batch_size, opts.num_batches = batch, 0
-  masks = init_masks(params, prunable) if masks is None else masks
-  spec = criteria.get(criterion)
-  if not spec.jittable:
-    _, scores = pruning.host_prune(criterion, params, masks, net, data, _key(key), _host_options(opts, options),
-                                   masks_lib.keep_counts(masks, 1.0))
+  attrs, spec, net, data, masks, key, fingerprint = _prepare(
+      criterion, params, apply_fn, batches, input_shape, key, prunable, masks, num_classes, init_fn, scorer,
+      1.0, options)
+  if not attrs.jittable:
+    _, scores = pruning.host_prune(spec, params, masks, net, data, key, masks_lib.keep_counts(masks, 1.0))
     pruning.check_finite(criterion, pruning.finite_layers(scores, masks), masks)
     return scores
-  return _run("score", criterion, net, opts, params, masks, _key(key), data)  # Round 0's key.
-
-
-def _host_options(opts, options):
-  """Options of a host criterion: the AutoS scorer's directory, and its g_0 reduction by default."""
-  scorer = options.get("scorer")
-  if scorer is not None:
-    opts.autos.scorer_dir = scorer if isinstance(scorer, str) else scorer.directory
-    if "grad_reduction" not in options:  # The features the scorer learnt from.
-      trained = cached_scorer(opts.autos.scorer_dir).info.get("g0_reduction")
-      opts.grad_reduction = trained or opts.grad_reduction
-  return opts
+  return _run("score", attrs, spec, net, fingerprint, params, masks, key, data)
 
 
 def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batches=None, input_shape=None,
-          key=None, distribution="global", min_per_layer=0, prunable=None, masks=None, num_classes=None,
-          init_fn=None, **options):
+          key=None, distribution="global", min_per_layer=0, rounds=0, round_schedule="exponential",
+          ablation="none", prunable=None, masks=None, num_classes=None, init_fn=None, scorer=None, **options):
   """A mask pytree like `params` keeping exactly round(density x n) prunable weights.
 
   sparsity (or density = 1 - sparsity); distribution: global | layerwise | erk;
-  min_per_layer: keep at least this many weights per layer (global). Iterative
-  criteria run their rounds (SynFlow 100, rounds= to change; SynFlow and synflow_l2
-  call apply_fn with float64 params and input: layers that fix their dtype compute
-  in it, others in float64). For `autos`:
+  min_per_layer: keep at least this many weights per layer (global only). Iterative
+  criteria run their rounds (SynFlow 100; rounds= to change, round_schedule= their
+  densities; SynFlow and synflow_l2 call apply_fn with float64 params and input:
+  layers that fix their dtype compute in it, others in float64). ablation=: Frankle et
+  al.'s sanity checks ('invert' prunes the highest scores). For `autos`:
   scorer=asj.autos.pretrained(NAME) (or load_scorer(DIR), or a scorer_dir).
   """
   if (sparsity is None) == (density is None):
     raise ValueError("pass exactly one of sparsity= (fraction removed, e.g. 0.9) or density= (kept).")
-  target = 1.0 - pruning.check_sparsity(sparsity, "sparsity") if density is None else \
-      1.0 - pruning.check_sparsity(1.0 - float(density), "1 - density")
-  if distribution not in masks_lib.DISTRIBUTIONS:
-    raise ValueError(f"distribution={distribution!r} is not known: use one of "
-                     f"{', '.join(masks_lib.DISTRIBUTIONS)}.")
-  scorer = options.pop("scorer", None)
-  if criterion == "autos" and scorer is None:
-    raise ValueError("criterion 'autos' needs scorer=asj.autos.pretrained(NAME) (names: "
-                     "asj.autos.pretrained_names()) or scorer=asj.autos.load_scorer(DIR).")
-  net, data, batch = _network(criterion, params, apply_fn, batches, input_shape, num_classes, init_fn)
-  opts = _options(criterion, options)
-  opts.batch_size, opts.num_batches = batch, 0
-  opts.distribution, opts.min_per_layer = distribution, int(min_per_layer)
-  masks = init_masks(params, prunable) if masks is None else masks
-  plan = pruning.init_plan(criterion, masks, opts, target)
-  if not criteria.get(criterion).jittable:
-    new, scores = pruning.host_prune(criterion, params, masks, net, data, _key(key),
-                                     _host_options(opts, dict(options, scorer=scorer)), plan[-1])
-    pruning.check_finite(criterion, pruning.finite_layers(scores, masks), masks)
+  try:
+    target = 1.0 - pruning.check_sparsity(sparsity, "sparsity") if density is None else \
+        1.0 - pruning.check_sparsity(1.0 - float(density), "1 - density")
+  except (ConfigError, TypeError) as e:
+    raise ValueError(str(e) if density is None else f"density={density!r} must be a number in (0, 1) (the "
+                     "fraction of prunable weights kept).") from None
+  if ablation in ("shuffle_layerwise", "reinit"):
+    raise ValueError(f"ablation={ablation!r} changes the network after pruning (the jobs' TrainState): "
+                     "through asj.prune use ablation='none' or 'invert'.")
+  attrs, spec, net, data, masks, key, fingerprint = _prepare(
+      criterion, params, apply_fn, batches, input_shape, key, prunable, masks, num_classes, init_fn, scorer,
+      target, options, distribution=distribution, min_per_layer=min_per_layer, rounds=rounds,
+      round_schedule=round_schedule, ablation=ablation)
+  try:
+    plan = pruning.init_plan(spec, masks)
+  except ValueError as e:
+    raise ValueError(str(e)) from None
+  if spec.min_per_layer and spec.min_per_layer * len(masks_lib.prunable_items(masks, masks)) > int(plan[-1]):
+    raise ValueError(f"min_per_layer={spec.min_per_layer} x {len(masks_lib.prunable_items(masks, masks))} "
+                     f"prunable layers is more than the {int(plan[-1])} weights kept: lower it.")
+  if not attrs.jittable:
+    new, _ = pruning.host_prune(spec, params, masks, net, data, key, plan[-1])
     return jax.tree.map(jnp.asarray, new)
-  return _run("prune", criterion, net, opts, params, masks, _key(key), data, plan)
+  return _run("prune", attrs, spec, net, fingerprint, params, masks, key, data, plan)
 
 
 def masked(tx, masks):
@@ -269,15 +412,19 @@ def apply_masks(params, masks):
   return masks_lib.apply_masks(params, masks)
 
 
-def register_criterion(name, fn, **attributes):
+def register_criterion(name, fn, *, replace=False, **attributes):
   """Adds criterion `name`: fn(params, masks, model_state, prune_data, key, options) -> scores.
 
   model_state.logits(params, x) is the forward pass; prune_data.images /
-  .labels the data; the lowest scores are pruned. attributes: see
+  .labels the data; `options` is an instance of attributes' options= record
+  (a frozen dataclass; default criteria.DataOptions: batch_size, num_batches,
+  grad_reduction); the lowest scores are pruned. attributes: see
   criteria.Criterion (data=False for data-free criteria, rounds=R, float64=True).
+  A name already registered (a built-in such as 'snip' included) is refused unless
+  replace=True, which also drops every compiled program of the old function.
   Registered criteria work here and in the jobs (config.imports loads the module).
   """
-  return criteria.register(name, fn, **attributes)
+  return criteria.register(name, fn, replace=replace, **attributes)
 
 
 def criterion_names():

@@ -15,8 +15,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DEFAULT_PRUNABLE = r"(^|/)kernel$"  # Dense and Conv kernels; biases and BatchNorm stay dense.
+DEFAULT_PRUNABLE = "default"  # default_prunable's rule (the jobs' config.prune.prunable and the API's).
 DISTRIBUTIONS = ("global", "layerwise", "erk")
+
+# The default rule, by name and shape: a leaf is prunable when its own name is a weight's name
+# (linen / NNX `kernel`, equinox and PyTorch-style `weight`, Haiku `w`), it has ndim >= 2
+# (a matrix, a DenseGeneral / attention projection or a conv kernel) and no component of its
+# path names an embedding, a position embedding or a class token. So biases (of any ndim:
+# equinox's Conv bias is (C, 1, 1), attention biases are (heads, dim)), norm scales, embedding
+# tables, class tokens and position embeddings stay dense unless `prunable=` asks for them.
+# A plain dict's `w1`, `W_2` count as weights too.
+WEIGHT_NAMES = re.compile(r"(?i)^(kernel|weights?|w)(_?\d+)?$")  # kernel, weight, w, and w1, W_2, ... of a dict.
+NOT_WEIGHTS = re.compile(r"(?i)(embed|^cls(_token)?$|class_token|^pos_|position)")  # Path components.
+_WRAPPERS = ("value", "raw_value")  # NNX State leaves end in .value (a Variable's array).
 
 
 def path_name(path):
@@ -24,19 +35,44 @@ def path_name(path):
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def init_masks(params, prunable=DEFAULT_PRUNABLE):
-  """All-ones masks; leaves whose path matches the regex `prunable` are prunable."""
-  pattern = re.compile(prunable)
+def default_prunable(name, leaf):
+  """The default rule (see WEIGHT_NAMES): `name` is the leaf's path_name."""
+  parts = name.split("/")
+  while len(parts) > 1 and parts[-1] in _WRAPPERS:
+    parts = parts[:-1]
+  return (bool(WEIGHT_NAMES.match(parts[-1])) and jnp.ndim(leaf) >= 2
+          and not any(NOT_WEIGHTS.search(p) for p in parts[:-1]))
+
+
+def prunable_predicate(prunable, field="config.prune.prunable"):
+  """(name, leaf) -> bool of `prunable`: 'default', a regex over leaf paths, or such a function."""
+  if prunable is None or prunable == DEFAULT_PRUNABLE:
+    return default_prunable
+  if isinstance(prunable, str):
+    try:
+      pattern = re.compile(prunable)
+    except re.error as e:
+      raise ValueError(f"{field}={prunable!r} is not a valid regular expression ({e}).") from None
+    return lambda name, leaf: bool(pattern.search(name))
+  if callable(prunable):
+    return prunable
+  raise ValueError(f"{field}={prunable!r} must be 'default', a regex over leaf paths (e.g. r'kernel$') or a "
+                   "function (path, leaf) -> bool.")
+
+
+def init_masks(params, prunable=DEFAULT_PRUNABLE, field="config.prune.prunable"):
+  """All-ones masks; the leaves `prunable` selects (prunable_predicate) get a mask of their shape."""
+  predicate = prunable_predicate(prunable, field)
 
   def leaf_mask(path, p):
-    if pattern.search(path_name(path)):
-      return jnp.ones(p.shape, jnp.bool_)
+    if predicate(path_name(path), p):
+      return jnp.ones(jnp.shape(p), jnp.bool_)
     return jnp.ones((), jnp.bool_)
 
   masks = jax.tree_util.tree_map_with_path(leaf_mask, params)
   if not any(m.ndim > 0 for m in jax.tree.leaves(masks)):
     names = [path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-    raise ValueError(f"config.prune.prunable={prunable!r} matches no parameter. "
+    raise ValueError(f"{field}={prunable!r} selects no parameter, so there is nothing to prune. "
                      f"Parameter names look like: {', '.join(names[:6])}.")
   return masks
 

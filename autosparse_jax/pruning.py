@@ -6,12 +6,15 @@ Every job (train, prune, sweep, IRP) and the public API prune through here:
                                      pruning at init share it)
   keep_plan(masks, densities, dist)  exact keep counts per round: global (one int) or per
                                      layer (layerwise / ERK), from shapes only
-  prune_round(...)                   one round: scores at the current masks -> exact top-k
+  prune_round(spec, ...)             one round: scores at the current masks -> exact top-k
                                      among the survivors (nested masks)
-  prune_network(...)                 R rounds at init for one network (jittable criteria;
+  prune_network(spec, ...)           R rounds at init for one network (jittable criteria;
                                      lax.scan over rounds), or one host call (host criteria)
   prune_states(config, task, ...)    every seed of a stacked TrainState, vmapped and jitted
-                                     once per task (host criteria: one seed at a time)
+                                     once per task and spec (host criteria: one seed at a time)
+
+What to prune and how is a PruneSpec (prune_spec.py), passed explicitly: the criterion,
+its typed options record, the distribution, rounds, schedule and ablation.
 
 `criteria/` only scores. Keys come from keys.py: round r of a jittable
 criterion scores with keys.prune_key(k, r); a host criterion (one-shot) gets
@@ -25,11 +28,9 @@ budgets: with the default `global` it keeps ERK budgets (results say
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from autosparse_jax import criteria, keys, masks as masks_lib
-from autosparse_jax.config_tools import canonical_json
+from autosparse_jax import criteria, keys, masks as masks_lib, prune_spec as prune_spec_lib, programs
 from autosparse_jax.criteria.autos import cached_scorer, check_features
 from autosparse_jax.criteria.base import ModelState, PruneData
 from autosparse_jax.distributed import to_host
@@ -39,7 +40,7 @@ from autosparse_jax.score_dataset import check_score_dataset
 NO_PRUNING = "none"  # config.criterion of a dense run (tables label those rows report.DENSE).
 # Density after round r of R: exponential d^(r/R) (SynFlow; IRP's "geometric") or linear in
 # the pruned count (IRP's "count", the original's equal number per round).
-SCHEDULES = ("exponential", "linear")
+SCHEDULES = prune_spec_lib.ROUND_SCHEDULES
 SCHEDULE_ALIASES = {"geometric": "exponential", "count": "linear"}
 IRP_SCHEDULES = ("count", "geometric")  # config.irp.schedule's names (the original code's).
 # config.prune.ablation: Frankle et al. (ICLR 2021)'s sanity checks of a criterion. Does its gain
@@ -47,7 +48,7 @@ IRP_SCHEDULES = ("count", "geometric")  # config.irp.schedule's names (the origi
 #   shuffle_layerwise  each layer's mask randomly permuted: same layer densities, random weights
 #   reinit             the same masks on a theta_0 drawn from another key (keys.reinit_key)
 #   invert             the HIGHEST scores are pruned instead of the lowest
-ABLATIONS = ("none", "shuffle_layerwise", "reinit", "invert")
+ABLATIONS = prune_spec_lib.ABLATIONS
 
 
 def check_sparsity(value, field, allow_zero=False):
@@ -91,37 +92,22 @@ def distribution_used(criterion, distribution):
   return distribution
 
 
-def num_rounds(criterion, options):
-  """Rounds of pruning at init: options.rounds, or the criterion's default (SynFlow 100)."""
-  return int(options.get("rounds", 0)) or criteria.get(criterion).rounds
+def init_plan(spec, masks):
+  """The keep counts of spec's rounds at init down to spec.density ([R] or [R, layers])."""
+  densities = schedule(spec.density, spec.num_rounds, spec.schedule)
+  return keep_plan(masks, densities, distribution_used(spec.criterion, spec.distribution))
 
 
-def init_plan(criterion, masks, options, density):
-  """The keep counts of `criterion`'s rounds at init down to `density` ([R] or [R, layers])."""
-  densities = schedule(density, num_rounds(criterion, options), options.get("round_schedule", "exponential"))
-  return keep_plan(masks, densities, distribution_used(criterion, options.get("distribution", "global")))
-
-
-def criterion_options(config):
-  """What a criterion reads: config.prune's fields plus the `autos` and `survival` groups."""
-  options = ml_collections.ConfigDict(config.prune.to_dict())
-  for group in ("autos", "survival"):
-    if group in config:
-      options[group] = ml_collections.ConfigDict(config[group].to_dict())
-  return options
-
-
-def prune_round(criterion, params, masks, model_state, data, key, options, counts,
-                drop_zero_scores=False):
+def prune_round(spec, params, masks, model_state, data, key, counts, drop_zero_scores=False):
   """One round: score at `masks` with `key`, keep `counts` by exact top-k among the survivors.
 
   Returns (new masks, scores). drop_zero_scores: weights scoring exactly 0 go too
   (the original IRP code's behaviour; REFERENCE.md).
   """
-  scores = criteria.get(criterion).score(params, masks, model_state, data, key, options)
-  if options.get("ablation", "none") == "invert":
+  scores = criteria.get(spec.criterion).score(params, masks, model_state, data, key, spec.options)
+  if spec.ablation == "invert":
     scores = inverted(scores)
-  new = masks_lib.masks_from_counts(scores, masks, counts, int(options.get("min_per_layer", 0)))
+  new = masks_lib.masks_from_counts(scores, masks, counts, spec.min_per_layer)
   if drop_zero_scores:
     new = jax.tree.map(lambda m, s: m & (s != 0) if m.ndim else m, new, scores)
   return new, scores
@@ -144,13 +130,13 @@ def check_finite(criterion, finite, masks, where=""):
         "criterion's options (e.g. config.prune.grasp_temperature) and the network (a diverged theta_0?).")
 
 
-def prune_network(criterion, params, masks, model_state, data, key, options, plan, with_finite=False):
+def prune_network(spec, params, masks, model_state, data, key, plan, with_finite=False):
   """See below; with_finite=True also returns [per prunable layer: scores finite in every round]."""
-  out = _prune_network(criterion, params, masks, model_state, data, key, options, plan)
+  out = _prune_network(spec, params, masks, model_state, data, key, plan)
   return out if with_finite else out[:2]
 
 
-def _prune_network(criterion, params, masks, model_state, data, key, options, plan):
+def _prune_network(spec, params, masks, model_state, data, key, plan):
   """(masks, scores) of one network pruned at init by a jittable criterion over plan's rounds.
 
   key: the network's key (keys.prune_key derives each round's). With R > 1
@@ -159,17 +145,16 @@ def _prune_network(criterion, params, masks, model_state, data, key, options, pl
   same masks (and other densities a consistent ranking).
   """
   rounds = plan.shape[0]
-  if criteria.get(criterion).revives:
-    return _reviving_rounds(criterion, params, masks, model_state, data, key, options, plan)
+  if criteria.get(spec.criterion).revives:
+    return _reviving_rounds(spec, params, masks, model_state, data, key, plan)
   if rounds == 1:
-    new, scores = prune_round(criterion, params, masks, model_state, data, keys.prune_key(key, 0), options,
-                              plan[0])
+    new, scores = prune_round(spec, params, masks, model_state, data, keys.prune_key(key, 0), plan[0])
     return new, scores, finite_layers(scores, masks)
 
   def body(carry, xs):
     m, survived, finite = carry
     r, counts = xs
-    new, scores = prune_round(criterion, params, m, model_state, data, keys.prune_key(key, r), options, counts)
+    new, scores = prune_round(spec, params, m, model_state, data, keys.prune_key(key, r), counts)
     finite = [a & b for a, b in zip(finite, finite_layers(scores, masks))]
     return (new, jax.tree.map(lambda s, k: s + k.astype(jnp.int32), survived, new), finite), None
 
@@ -177,23 +162,23 @@ def _prune_network(criterion, params, masks, model_state, data, key, options, pl
   finite0 = [jnp.asarray(True)] * len(masks_lib.prunable_items(masks, masks))
   (m, survived, finite), _ = jax.lax.scan(body, (masks, survived0, finite0),
                                           (jnp.arange(rounds - 1), plan[:-1]))
-  final, last = prune_round(criterion, params, m, model_state, data, keys.prune_key(key, rounds - 1),
-                            options, plan[-1])
+  final, last = prune_round(spec, params, m, model_state, data, keys.prune_key(key, rounds - 1), plan[-1])
   finite = [a & b for a, b in zip(finite, finite_layers(last, masks))]
   return final, survival_ranks(last, m, survived), finite
 
 
-def _reviving_rounds(criterion, params, masks, model_state, data, key, options, plan):
+def _reviving_rounds(spec, params, masks, model_state, data, key, plan):
   """FORCE's rounds: each keeps the top-k over every prunable weight (pruned ones may come back).
 
   Scores are taken at the previous round's masks; the last round's scores rank
   every weight, so their top-k at the final density is the final mask.
   """
-  min_per_layer = int(options.get("min_per_layer", 0))
-  invert = options.get("ablation", "none") == "invert"
+  min_per_layer = spec.min_per_layer
+  invert = spec.ablation == "invert"
 
   def round_scores(m, r):
-    scores = criteria.get(criterion).score(params, m, model_state, data, keys.prune_key(key, r), options)
+    scores = criteria.get(spec.criterion).score(params, m, model_state, data, keys.prune_key(key, r),
+                                                spec.options)
     return inverted(scores) if invert else scores
 
   def body(carry, xs):
@@ -249,20 +234,22 @@ def survival_ranks(last, alive, survived):
                       alive)
 
 
-def host_prune(criterion, params, masks, model_state, data, key, options, counts, scores=None):
-  """(masks, scores) of one network by a host criterion (one-shot); `scores` reuses earlier ones."""
-  spec = criteria.get(criterion)
+def host_prune(spec, params, masks, model_state, data, key, counts, scores=None):
+  """(masks, scores) of one network by a host criterion (one-shot); `scores` reuses earlier ones.
+
+  A criterion with layer_budgets gets the per-layer keep `counts` as its budgets= argument.
+  """
+  criterion = criteria.get(spec.criterion)
   if scores is None:
-    if spec.layer_budgets:
-      options = ml_collections.ConfigDict(dict(options.to_dict(), budgets=np.asarray(counts).tolist()))
-    scores = spec.score(params, masks, model_state, data, keys.prune_stream(key), options)
-  ranked = inverted(scores) if options.get("ablation", "none") == "invert" else scores
-  return masks_lib.masks_from_counts(ranked, masks, counts, int(options.get("min_per_layer", 0))), scores
+    extra = {"budgets": np.asarray(counts).tolist()} if criterion.layer_budgets else {}
+    scores = criterion.score(params, masks, model_state, data, keys.prune_stream(key), spec.options, **extra)
+  ranked = inverted(scores) if spec.ablation == "invert" else scores
+  return masks_lib.masks_from_counts(ranked, masks, counts, spec.min_per_layer), scores
 
 
-def ablated_state(trainer, state, masks, options):
-  """The pruned TrainState, after config.prune.ablation's change of masks or theta_0 (if any)."""
-  ablation = options.get("ablation", "none")
+def ablated_state(trainer, state, masks, spec):
+  """The pruned TrainState, after spec.ablation's change of masks or theta_0 (if any)."""
+  ablation = spec.ablation
   params, batch_stats = state.params, state.batch_stats
   if ablation == "shuffle_layerwise":
     masks = shuffled_layerwise(masks, keys.ablation_key(state.key))
@@ -293,28 +280,28 @@ def prune_states(config, task, states, criterion, sparsity, score_cache=None):
   host criteria run one seed at a time. score_cache (a dict) keeps the scores of
   density-free host criteria for the next sparsity of the same states.
   """
-  options = criterion_options(config)
-  spec = criteria.get(criterion)
+  spec = prune_spec_lib.from_config(config, criterion, sparsity)
   one_seed = jax.tree.map(lambda m: m[0], states.masks)
-  plan = init_plan(criterion, one_seed, options, 1.0 - float(sparsity))
+  plan = init_plan(spec, one_seed)
   trainer = task.trainer
-  if not spec.jittable:
-    return _host_prune_states(task, states, criterion, options, plan, score_cache)
+  if not criteria.get(criterion).jittable:
+    return _host_prune_states(task, states, spec, plan, score_cache)
 
   def prune_one(state, images, labels, plan):
-    masks, scores, finite = prune_network(criterion, state.params, state.masks, model_state(trainer, state.batch_stats),
-                                          PruneData(images, labels), state.key, options, plan, with_finite=True)
-    return ablated_state(trainer, state, masks, options), scores, finite
+    masks, scores, finite = prune_network(spec, state.params, state.masks, model_state(trainer, state.batch_stats),
+                                          PruneData(images, labels), state.key, plan, with_finite=True)
+    return ablated_state(trainer, state, masks, spec), scores, finite
 
-  program_key = ("prune", criterion, canonical_json(options))
-  program = task.program(program_key, lambda: jax.jit(jax.vmap(prune_one, in_axes=(0, None, None, None))))
+  key = programs.program_key("prune_states", spec=spec, criterion=criteria.get(criterion))
+  program = task.program(key, lambda: jax.jit(jax.vmap(prune_one, in_axes=(0, None, None, None))))
   with criteria.precision_scope(criterion):
     pruned, scores, finite = program(states, task.train_images, task.train_labels, plan)
   check_finite(criterion, to_host(finite), one_seed)
   return pruned, scores
 
 
-def _host_prune_states(task, states, criterion, options, plan, score_cache):
+def _host_prune_states(task, states, spec, plan, score_cache):
+  criterion = spec.criterion
   trainer = task.trainer
   data = PruneData(task.train_images, task.train_labels)
   cacheable = score_cache is not None and criteria.get(criterion).density_free
@@ -324,12 +311,12 @@ def _host_prune_states(task, states, criterion, options, plan, score_cache):
   for i in range(jax.tree.leaves(states.params)[0].shape[0]):
     state = jax.tree.map(lambda x, i=i: x[i], states)
     cached = score_cache.get(i) if cacheable else None
-    masks, scores = host_prune(criterion, state.params, state.masks, model_state(trainer, state.batch_stats), data,
-                               state.key, options, plan[-1], scores=cached)
+    masks, scores = host_prune(spec, state.params, state.masks, model_state(trainer, state.batch_stats), data,
+                               state.key, plan[-1], scores=cached)
     check_finite(criterion, finite_layers(scores, state.masks), state.masks, f"(seed index {i})")
     if cacheable:
       score_cache[i] = scores
-    pruned.append(ablated_state(trainer, state, masks, options))
+    pruned.append(ablated_state(trainer, state, masks, spec))
     all_scores.append(scores)
   stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
   return stack(pruned), stack(all_scores)

@@ -25,7 +25,7 @@ Field meanings (the same in every job that has them):
 """
 import ml_collections
 
-from autosparse_jax.criteria import OPTION_DEFAULTS
+from autosparse_jax import criteria
 from autosparse_jax.errors import ConfigError, unknown_name_message
 from autosparse_jax.masks import DEFAULT_PRUNABLE
 
@@ -84,27 +84,24 @@ def base_config():
       loop="auto"))  # scan | python | auto (see train.LOOPS).
   c.criterion = "none"
   c.sparsity = 0.0
+  # What prune_spec.PruneSpec reads besides the criterion's options. prunable: 'default' =
+  # masks.default_prunable (weight matrices and conv kernels, never biases, norms or embeddings).
   c.prune = ml_collections.ConfigDict(dict(
       prunable=DEFAULT_PRUNABLE, distribution="global", min_per_layer=0,
-      # Pruning data of the data-dependent criteria (SNIP, GraSP's gradient).
-      batch_size=128, num_batches=0,  # 0 = every whole batch of the training set (original).
-      grad_reduction="sum",  # sum (original: sum of batch-mean gradients) | mean
-      grasp_samples_per_class=10, grasp_temperature=200.0,
       rounds=0,  # 0 = the criterion's default (SynFlow 100, others 1); R > 1 with snip = SNIP-it
       round_schedule="exponential",
       # Frankle et al.'s sanity checks (pruning.ABLATIONS): none | shuffle_layerwise | reinit | invert.
-      ablation="none",
-      # Each criterion's own options (criteria/*.py DEFAULTS): NPB (npb_*; its layer budgets
-      # are ERK under the default `global` distribution), GraSP sampling, NTK-SAP, PX, ProsPr,
-      # FORCE.
-      **OPTION_DEFAULTS))
-  # The `autos` criterion: a trained scorer (results.json scorer_dir of an autos_train
-  # job), applied batch_size weights at a time per device, chunk_weights per host pass.
-  c.autos = ml_collections.ConfigDict(dict(scorer_dir="", batch_size=4096, chunk_weights=1 << 22,
-                                           sharding="shard_map"))
-  # The `survival` criterion (LTH / SNIP-iter masks): score_dataset_dir(s) of an IRP job
-  # on the same model and seeds (criteria/survival.py).
-  c.survival = ml_collections.ConfigDict(dict(score_datasets=()))
+      ablation="none"))
+  # The `autos` criterion's scorer (the results.json scorer_dir of an autos_train job) and the
+  # `survival` criterion's IRP score datasets.
+  c.autos = ml_collections.ConfigDict()
+  c.survival = ml_collections.ConfigDict()
+  # Every criterion's options, with the defaults its record declares (criteria/options.py):
+  # pruning data (batch_size, num_batches, grad_reduction), GraSP, NPB (npb_*), PX, NTK-SAP,
+  # ProsPr, FORCE in config.prune; the scorer in config.autos; score datasets in config.survival.
+  for path, (_, field) in criteria.option_fields().items():
+    group, name = path.split(".")
+    c[group][name] = field.default
   # Devices and processes (sharding.py, distributed.py): seeds x data devices; data=-1 takes
   # all devices (/ seeds). One device in the mesh = the plain single-device programs.
   # shard_train_set: each device stores only its block of the training images (not a copy).

@@ -127,49 +127,19 @@ FIELDS = [
        high_open=True, verb="lie"),
     _f("sparsities", "floats", ("prune",), "several sparsities in one prune job", low=0.0, low_open=True,
        high=1.0, high_open=True, verb="lie"),
-    _f("prune.prunable", "regex", T, "regex over parameter paths: which leaves are prunable"),
+    _f("prune.prunable", "regex", T, "which leaves are prunable: 'default' (weight matrices and conv kernels: "
+       "masks.default_prunable) or a regex over parameter paths"),
     _f("prune.distribution", "str", T, "layer budgets", choices=_c(*masks_lib.DISTRIBUTIONS)),
     _f("prune.min_per_layer", "int", T, "keep at least this many weights per layer (global)", low=0),
-    _f("prune.batch_size", "int", T, "pruning data: batch size", low=1),
-    _f("prune.num_batches", "int", T, "pruning data: batches (0 = the whole training set)", low=0),
-    _f("prune.grad_reduction", "str", T, "g summed or averaged over batches", choices=_c("sum", "mean")),
-    _f("prune.grasp_samples_per_class", "int", T, "GraSP: samples per class", low=1),
-    _f("prune.grasp_temperature", "float", T, "GraSP: softmax temperature", low=0.0, low_open=True),
-    _f("prune.grasp_sampling", "str", T, "GraSP: samples balanced per class or random",
-       choices=_c("balanced", "random")),
     _f("prune.rounds", "int", P, "rounds of pruning at init (0 = the criterion's default)", low=0),
     _f("prune.round_schedule", "str", P, "densities of those rounds", choices=_schedules),
     _f("prune.ablation", "str", P, "Frankle et al.'s sanity check", choices=_ablations),
-    _f("prune.npb_alpha", "float", P, "NPB: node vs path weight", low=0.0, high=1.0),
-    _f("prune.npb_beta", "float", P, "NPB: kernel regulariser", low=0.0),
-    _f("prune.npb_max_p", "int", P, "NPB: entries kept per kernel (0 = whole kernel)", low=0),
-    _f("prune.npb_dense_chunk", "int", P, "NPB: output units per Dense programme", low=1),
-    _f("prune.npb_conv_chunk", "int", P, "NPB: output channels per conv programme", low=1),
-    _f("prune.npb_time_limit", "float", P, "NPB: seconds per integer programme", low=0.0, low_open=True),
-    _f("prune.npb_mip_gap", "float", P, "NPB: relative optimality gap", low=0.0, high=1.0),
-    _f("prune.px_samples_per_class", "int", T, "PX: samples per class", low=1),
-    _f("prune.px_head_pattern", "regex", T, "PX: the classifier head's parameter paths"),
-    _f("prune.px_norm_pattern", "regex", T, "PX: normalisation layers' parameter paths"),
-    _f("prune.ntk_sap_epsilon", "float", T, "NTK-SAP: perturbation scale", low=0.0, low_open=True),
-    _f("prune.ntk_sap_resamples", "int", T, "NTK-SAP: fresh-weight samples per round", low=1),
-    _f("prune.ntk_sap_samples_per_class", "int", T, "NTK-SAP: random inputs per class", low=1),
-    _f("prune.ntk_sap_batch_size", "int", T, "NTK-SAP: largest batch of random inputs", low=1),
-    _f("prune.prospr_inner_steps", "int", T, "ProsPr: unrolled SGD steps", low=1),
-    _f("prune.prospr_inner_lr", "float", T, "ProsPr: their learning rate", low=0.0, low_open=True),
-    _f("prune.prospr_inner_momentum", "float", T, "ProsPr: their momentum", low=0.0, high=1.0, high_open=True),
-    _f("prune.prospr_batch_size", "int", T, "ProsPr: batch size", low=1),
-    _f("prune.force_num_batches", "int", T, "FORCE: batches per round", low=1),
-    _f("autos.scorer_dir", "str", P, "the `autos` criterion's scorer (an autos_train job's scorer_dir)"),
-    _f("autos.batch_size", "int", P, "AutoS scoring: weights per device batch", low=1),
-    _f("autos.chunk_weights", "int", P, "AutoS scoring: weights per host pass", low=1),
-    _f("autos.sharding", "str", P, "AutoS scoring over devices", choices=_c("shard_map", "pmap")),
     _f("autos.datasets", "strs", ("autos_train",), "score datasets the scorer learns from"),
     _f("autos.backbone", "str", ("autos_train",), "scorer network", choices=_c("resnet18", "vgg19", "mlp")),
     _f("autos.features", "strs", ("autos_train",), "scorer inputs", choices=_c("theta0", "g0")),
     _f("autos.width", "float", ("autos_train",), "scorer width scale", low=0.0, low_open=True, high=64.0),
     _f("autos.holdout_fraction", "float", ("autos_train",), "weights held out", low=0.0, low_open=True,
        high=1.0, high_open=True),
-    _f("survival.score_datasets", "strs", P, "the `survival` criterion's IRP score datasets"),
     _f("mesh.seeds", "int", T, "devices the seeds are spread over", low=1),
     _f("mesh.data", "int", T, "data-parallel devices (-1 = the rest)", low=1, minus_one=True),
     _f("mesh.shard_train_set", "bool", T, "training images split over the devices"),
@@ -201,6 +171,23 @@ FIELDS = [
     _f("stages", "strs", ("pipeline",), "the stages in order (each config.<stage> is a job config)"),
     _f("survival_figure_stage", "str", ("pipeline",), "an IRP stage to draw Figure 1 from ('' = none)"),
 ]
+
+
+def option_schema_fields():
+  """The criteria's options as schema fields, read from their records (criteria/options.py)."""
+  from autosparse_jax import criteria
+  from autosparse_jax.criteria.options import kind
+  out = []
+  for path, (record, field) in criteria.option_fields().items():
+    checks = dict(field.metadata["checks"])
+    if "choices" in checks:
+      checks["choices"] = _c(*checks["choices"])
+    out.append(Field(path, kind(record, field), tuple(field.metadata.get("jobs") or T), field.metadata["doc"],
+                     **checks))
+  return out
+
+
+FIELDS += option_schema_fields()
 BY_NAME = {f.name: f for f in FIELDS}
 
 
@@ -299,6 +286,11 @@ def cross_problems(config, prefix="config."):
   drops = list(config.get("train", {}).get("lr_drop_epochs", ()) or ())
   if any(b <= a for a, b in zip(drops, drops[1:])):
     out.append(f"{prefix}train.lr_drop_epochs={tuple(drops)} must be strictly increasing.")
+  prune = config.get("prune") or {}
+  if int(prune.get("min_per_layer", 0) or 0) > 0 and prune.get("distribution", "global") != "global":
+    out.append(f"{prefix}prune.min_per_layer={prune['min_per_layer']} applies to "
+               f"{prefix}prune.distribution='global' only ({prune['distribution']!r} gives every layer its own "
+               "count): set min_per_layer=0 or distribution='global'.")
   if config.get("job") in TRAINING and not out:
     out += _shape_problems(config, prefix)
   return out

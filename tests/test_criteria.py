@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from autosparse_jax import criteria, masks as masks_lib, pruning
+from autosparse_jax import criteria, masks as masks_lib, prune_spec, pruning
 from autosparse_jax.criteria import paths, saliency, synflow
 from autosparse_jax.criteria.base import ModelState, PruneData
 from autosparse_jax.data import embedded
@@ -16,17 +16,19 @@ from autosparse_jax.models import get_model
 
 
 def prune_cfg(**kw):
-  base = dict(batch_size=16, num_batches=2, grad_reduction="sum", grasp_samples_per_class=3,
-              grasp_temperature=200.0, rounds=0, round_schedule="exponential",
-              distribution="global", min_per_layer=0)
+  """Every criterion's options (their records' defaults) with small pruning data, as one namespace."""
+  base = {path.split(".", 1)[1]: field.default for path, (_, field) in criteria.option_fields().items()}
+  base.update(batch_size=16, num_batches=2, grasp_samples_per_class=3, rounds=0)
   base.update(kw)
   return ml_collections.ConfigDict(base)
 
 
 def prune_to(name, params, masks, state, data, cfg, density):
   """(masks, scores) of one network pruned at init to `density` through the pruning module."""
-  plan = pruning.init_plan(name, masks, cfg, density)
-  return pruning.prune_network(name, params, masks, state, data, jax.random.PRNGKey(0), cfg, plan)
+  spec = prune_spec.PruneSpec(name, density, rounds=int(cfg.rounds),
+                              options=prune_spec.options_from_config({"prune": cfg}, name))
+  plan = pruning.init_plan(spec, masks)
+  return pruning.prune_network(spec, params, masks, state, data, jax.random.PRNGKey(0), plan)
 
 
 def tiny_lenet(seed=0):

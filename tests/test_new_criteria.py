@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from autosparse_jax import masks as masks_lib
+from autosparse_jax import criteria, masks as masks_lib
 from autosparse_jax.criteria import fisher, force, ntk_sap, pathkernel, prospr, saliency
 from autosparse_jax.criteria.base import ModelState, PruneData, batch_indices, loss_on
 from autosparse_jax.data import embedded, pipeline
@@ -15,9 +15,9 @@ from autosparse_jax.data.specs import DatasetSpec
 
 
 def prune_cfg(**kw):
-  base = dict(batch_size=16, num_batches=2, grad_reduction="sum", grasp_samples_per_class=3,
-              grasp_temperature=200.0, rounds=0, round_schedule="exponential",
-              distribution="global", min_per_layer=0)
+  """Every criterion's options (their records' defaults) with small pruning data, as one namespace."""
+  base = {path.split(".", 1)[1]: field.default for path, (_, field) in criteria.option_fields().items()}
+  base.update(batch_size=16, num_batches=2, grasp_samples_per_class=3, rounds=0)
   base.update(kw)
   return ml_collections.ConfigDict(base)
 

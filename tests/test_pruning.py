@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autosparse_jax import engine, masks as masks_lib, pruning
+from autosparse_jax import engine, masks as masks_lib, prune_spec, pruning
 from autosparse_jax.autos.apply import save_scorer
 from autosparse_jax.autos.scorer import make_scorer
 from autosparse_jax.errors import ConfigError
@@ -34,7 +34,7 @@ def test_irp_levels_and_r_round_pruning_at_init_share_the_schedule_and_the_count
   task = engine.build_task(config)
   masks = jax.tree.map(lambda m: m[0], engine.init_states(config, task).masks)
   levels = irp.levels(config, masks)
-  at_init = pruning.init_plan("snip", masks, pruning.criterion_options(config), 0.1)
+  at_init = pruning.init_plan(prune_spec.from_config(config, "snip").with_density(0.1), masks)
   np.testing.assert_array_equal(np.stack([level.counts for level in levels]), at_init)
   np.testing.assert_allclose([level.density for level in levels], 0.1 ** (np.arange(1, 6) / 5), rtol=1e-15)
   assert at_init.shape == (5, 3)  # ERK: per-layer counts of each round.
@@ -137,11 +137,11 @@ def test_force_rounds_let_pruned_weights_come_back_and_end_at_the_exact_count():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The first of the 4 rounds alone ends at its schedule density 0.1^(1/4).
   one_seed = jax.tree.map(lambda x: x[0], states)
-  options = pruning.criterion_options(config)
-  m1, _ = pruning.prune_network("force", one_seed.params, one_seed.masks,
+  spec = prune_spec.from_config(config, "force", 0.9)
+  m1, _ = pruning.prune_network(spec, one_seed.params, one_seed.masks,
                                 pruning.ModelState({}, task.trainer.model, task.trainer.spec),
-                                pruning.PruneData(task.train_images, task.train_labels), one_seed.key, options,
-                                pruning.init_plan("force", one_seed.masks, options, 0.1)[:1])
+                                pruning.PruneData(task.train_images, task.train_labels), one_seed.key,
+                                pruning.init_plan(spec, one_seed.masks)[:1])
   assert masks_lib.density_report(m1)["density"] == pytest.approx(0.1 ** 0.25, abs=1e-3)
 
 

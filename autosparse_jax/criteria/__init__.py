@@ -3,10 +3,11 @@
     score(params, masks, model_state, prune_data, key, options) -> scores
 
 scores have the params' tree structure (unprunable leaves ignored) and the
-LOWEST are pruned. `options` is config.prune (plus the `autos` and `survival`
-groups; `budgets`, the per-layer keep counts, for criteria with
-layer_budgets). Turning scores into masks (densities, distributions, rounds)
-is pruning.py's job, not a criterion's.
+LOWEST are pruned. `options` is the criterion's own typed record (Criterion.options,
+a frozen dataclass: criteria/options.py), built by prune_spec.py from a job's config
+or the API's keywords. Criteria with layer_budgets also get `budgets=`, the
+per-layer keep counts. Turning scores into masks (densities, distributions,
+rounds) is pruning.py's job, not a criterion's.
 
 A Criterion records how the pruning module must run its score function:
   jittable      traced under jit/vmap (all seeds at once, R rounds as a lax.scan); False:
@@ -20,9 +21,10 @@ A Criterion records how the pruning module must run its score function:
   revives       each round keeps the top-k over every prunable weight, pruned ones too
                 (FORCE); otherwise rounds keep the top-k among the survivors (nested masks)
   data          the criterion reads the pruning data (False: data-free, e.g. SynFlow)
-
-Each criterion module lists its config.prune options with their defaults in
-DEFAULTS (OPTION_DEFAULTS merges them; recipes.base_config puts them in config.prune).
+  options       its options record (a frozen dataclass; DataOptions for a plain
+                data criterion, NoOptions for none): each field's default, doc and
+                checks are declared there once; the config schema, base_config's
+                defaults and --describe read them from the records (option_fields()).
 """
 import contextlib
 import dataclasses
@@ -31,12 +33,14 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from autosparse_jax import programs
 from autosparse_jax.criteria import fisher, force, ntk_sap, pathkernel, prospr, saliency
-from autosparse_jax.criteria.autos import autos_scores
+from autosparse_jax.criteria.autos import AutosOptions, autos_scores
 from autosparse_jax.criteria.base import ModelState, PruneData
-from autosparse_jax.criteria.npb import DEFAULTS as NPB_DEFAULTS, npb_scores
-from autosparse_jax.criteria.saliency import grasp_scores, snip_scores
-from autosparse_jax.criteria.survival import survival_scores
+from autosparse_jax.criteria.npb import NpbOptions, npb_scores
+from autosparse_jax.criteria.options import DataOptions, NoOptions, config_path
+from autosparse_jax.criteria.saliency import GraspOptions, grasp_scores, snip_scores
+from autosparse_jax.criteria.survival import SurvivalOptions, survival_scores
 from autosparse_jax.criteria.synflow import synflow_scores
 from autosparse_jax.errors import ConfigError, unknown_name_message
 
@@ -52,6 +56,7 @@ class Criterion:
   layer_budgets: bool = False
   revives: bool = False
   data: bool = True
+  options: type = DataOptions
 
 
 def random_scores(params, masks, model_state, prune_data, key, options):
@@ -69,37 +74,65 @@ def magnitude_scores(params, masks, model_state, prune_data, key, options):
 
 
 REGISTRY = {}
+BUILTIN = set()  # Names registered by the package itself (replacing one needs replace=True too).
 
 
-def register(name, score, **attributes):
-  """Adds criterion `name` (see Criterion for the attributes); returns it."""
+def register(name, score, *, replace=False, **attributes):
+  """Adds criterion `name` (see Criterion for the attributes); returns it.
+
+  A name already registered is refused unless replace=True; replacing drops every
+  compiled program of the old criterion (programs.forget), so nothing stale runs.
+  """
   if not isinstance(name, str) or not name.isidentifier():
     raise ValueError(f"criterion name {name!r} must be an identifier (it is used in configs and tables).")
   if not callable(score):
     raise ValueError(f"criterion {name!r}: score must be a function "
                      "score(params, masks, model_state, prune_data, key, options) -> scores.")
+  unknown = sorted(set(attributes) - {f.name for f in dataclasses.fields(Criterion)} - {"name", "score"})
+  if unknown:
+    raise ValueError(f"register_criterion({name!r}, ...): {unknown[0]}= is not an attribute of a criterion; "
+                     f"attributes: {', '.join(f.name for f in dataclasses.fields(Criterion)[2:])}.")
+  options = attributes.get("options", DataOptions)
+  if not (isinstance(options, type) and dataclasses.is_dataclass(options)
+          and options.__dataclass_params__.frozen):
+    raise ValueError(f"register_criterion({name!r}, ..., options={options!r}): options must be a frozen "
+                     "dataclass type (@dataclasses.dataclass(frozen=True)) whose fields have defaults.")
+  if name in REGISTRY and not replace:
+    kind = "a built-in criterion" if name in BUILTIN else "already registered"
+    raise ValueError(f"criterion {name!r} is {kind}: pass replace=True to replace it for this process, or "
+                     "register your criterion under another name.")
+  old = REGISTRY.get(name)
   REGISTRY[name] = Criterion(name, score, **attributes)
+  if old is not None:
+    programs.forget(old)
   return REGISTRY[name]
 
 
-register("random", random_scores, data=False)
-register("magnitude", magnitude_scores, data=False)
+register("random", random_scores, data=False, options=NoOptions)
+register("magnitude", magnitude_scores, data=False, options=NoOptions)
 register("snip", snip_scores)
-register("grasp", grasp_scores)
-register("synflow", synflow_scores, float64=True, rounds=100, data=False)
-register("npb", npb_scores, jittable=False, density_free=False, layer_budgets=True, data=False)
-register("autos", autos_scores, jittable=False)
-register("survival", survival_scores, jittable=False, data=False)
+register("grasp", grasp_scores, options=GraspOptions)
+register("synflow", synflow_scores, float64=True, rounds=100, data=False, options=NoOptions)
+register("npb", npb_scores, jittable=False, density_free=False, layer_budgets=True, data=False,
+         options=NpbOptions)
+register("autos", autos_scores, jittable=False, options=AutosOptions)
+register("survival", survival_scores, jittable=False, data=False, options=SurvivalOptions)
 _MODULES = (saliency, pathkernel, ntk_sap, prospr, force, fisher)
 for _module in _MODULES:
   for _name, _spec in _module.CRITERIA.items():
     register(_name, _spec["score"], float64=_spec["float64"], rounds=_spec["rounds"],
-             revives=_spec["revives"], data=_spec["data"])
+             revives=_spec["revives"], data=_spec["data"], options=_spec["options"])
+BUILTIN.update(REGISTRY)
 
-# config.prune options of the criteria, with their defaults (npb's are prefixed npb_).
-OPTION_DEFAULTS = {f"npb_{name}": value for name, value in NPB_DEFAULTS.items()}
-for _module in _MODULES:
-  OPTION_DEFAULTS.update(_module.DEFAULTS)
+
+def option_fields():
+  """{config path: (record type, dataclasses.Field)} over every registered criterion's options,
+  in registration order: where base_config's defaults and the schema's fields come from."""
+  out = {}
+  for criterion in REGISTRY.values():
+    for field in dataclasses.fields(criterion.options):
+      out.setdefault(config_path(field), (criterion.options, field))
+  return out
 
 
 def names():
@@ -110,10 +143,11 @@ def jittable_names():
   return tuple(n for n, c in REGISTRY.items() if c.jittable)
 
 
-def get(name, field="config.criterion"):
-  """The Criterion `name`, or a ConfigError naming `field` with the known names."""
+def get(name, field="config.criterion", extra=("none",)):
+  """The Criterion `name`, or a ConfigError naming `field` with the known names (and `extra`:
+  the jobs' 'none'; the API passes none)."""
   if name not in REGISTRY:
-    raise ConfigError(unknown_name_message(field, name, ("none",) + names()))
+    raise ConfigError(unknown_name_message(field, name, tuple(extra) + names()))
   return REGISTRY[name]
 
 
@@ -122,5 +156,5 @@ def precision_scope(name):
   return jax.enable_x64(True) if get(name).float64 else contextlib.nullcontext()
 
 
-__all__ = ["Criterion", "ModelState", "PruneData", "REGISTRY", "get", "jittable_names", "names",
-           "precision_scope", "register"]
+__all__ = ["Criterion", "DataOptions", "ModelState", "NoOptions", "PruneData", "REGISTRY", "get",
+           "jittable_names", "names", "option_fields", "precision_scope", "register"]

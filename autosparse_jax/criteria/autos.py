@@ -6,26 +6,40 @@ sum/mean); a scorer trained on g_0 of another reduction is refused. Runs on the
 host side per seed: g_0 by one jitted gradient pass, then the sharded scorer
 (autos/apply.py) over all devices.
 """
+import dataclasses
 import functools
-import json
 
 import jax
-import ml_collections
 import numpy as np
 
 from autosparse_jax import keys, masks as masks_lib
 from autosparse_jax.autos.apply import FEATURES, feature_columns, load_scorer, score_features
-from autosparse_jax.config_tools import canonical_json
 from autosparse_jax.criteria.base import initial_gradient
+from autosparse_jax.criteria.options import DataOptions, data_options, option
 from autosparse_jax.errors import ConfigError
+from autosparse_jax.programs import BoundedCache, directory_stamp
 
-_SCORERS = {}  # scorer_dir -> TrainedScorer, loaded once per process.
+_PRUNING_AT_INIT = ("train", "prune", "sweep")
+
+
+@dataclasses.dataclass(frozen=True)
+class AutosOptions(DataOptions):
+  """The trained scorer (config.autos) and the pruning data of its g_0 feature (config.prune)."""
+  scorer_dir: str = option("", "the `autos` criterion's scorer (an autos_train job's scorer_dir)",
+                           config="autos.scorer_dir", jobs=_PRUNING_AT_INIT)
+  scorer_batch_size: int = option(4096, "AutoS scoring: weights per device batch", config="autos.batch_size",
+                                  jobs=_PRUNING_AT_INIT, low=1)
+  chunk_weights: int = option(1 << 22, "AutoS scoring: weights per host pass", config="autos.chunk_weights",
+                              jobs=_PRUNING_AT_INIT, low=1)
+  sharding: str = option("shard_map", "AutoS scoring over devices", config="autos.sharding",
+                         jobs=_PRUNING_AT_INIT, choices=("shard_map", "pmap"))
+
+
+_SCORERS = BoundedCache(8, "scorers")  # Keyed by directory_stamp: a rewritten scorer is reloaded.
 
 
 def cached_scorer(scorer_dir):
-  if scorer_dir not in _SCORERS:
-    _SCORERS[scorer_dir] = load_scorer(scorer_dir)
-  return _SCORERS[scorer_dir]
+  return _SCORERS.get(directory_stamp(scorer_dir), lambda: load_scorer(scorer_dir))
 
 
 def check_features(scorer, scorer_dir, grad_reduction, field="config.autos.scorer_dir"):
@@ -43,28 +57,27 @@ def check_features(scorer, scorer_dir, grad_reduction, field="config.autos.score
 
 
 @functools.lru_cache(maxsize=8)
-def _g0_program(options_json):
-  """g_0's program for these options, built once per process (every seed, sparsity and job)."""
-  options = ml_collections.ConfigDict(json.loads(options_json))
-  return jax.jit(lambda p, m, s, d, k: initial_gradient(s, p, m, d, k, options))
+def _g0_program(data_options):
+  """g_0's program for these pruning-data options (a hashable record), built once per process."""
+  return jax.jit(lambda p, m, s, d, k: initial_gradient(s, p, m, d, k, data_options))
 
 
 def autos_scores(params, masks, model_state, prune_data, key, options):
   """The scorer's prediction for every prunable weight (higher = survives longer)."""
-  scorer_dir = options.autos.scorer_dir
+  scorer_dir = options.scorer_dir
   scorer = cached_scorer(scorer_dir)
   check_features(scorer, scorer_dir, options.grad_reduction)
   # key is the pruning stream: round 0's key is keys.g0_key of this network, the key of
   # the IRP's g_0, so the same seed sees the same batches. Data and key are arguments,
   # not closed over: no training set baked into the program.
-  g0 = _g0_program(canonical_json(options))(
+  g0 = _g0_program(data_options(options))(
       params, masks, model_state, prune_data, keys.round_key(key, 0))
   items = masks_lib.prunable_items(params, masks)
   theta = [np.asarray(p) for _, p in items]
   grads = [np.asarray(g) for _, g in masks_lib.prunable_items(g0, masks)]
   x = feature_columns(scorer.features, theta, grads)
-  flat = score_features(scorer, x, int(options.autos.batch_size), int(options.autos.chunk_weights),
-                        options.autos.sharding)
+  flat = score_features(scorer, x, int(options.scorer_batch_size), int(options.chunk_weights),
+                        options.sharding)
   pieces = iter(np.split(flat, np.cumsum([t.size for t in theta])[:-1]))
   return jax.tree.map(lambda m: next(pieces).reshape(m.shape) if np.ndim(m) > 0 else np.zeros((), np.float32),
                       masks)

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import optax
 
 from autosparse_jax.criteria.base import UNROLL_BATCHES, batch_indices
+from autosparse_jax.criteria.options import DataOptions
 from autosparse_jax.masks import apply_masks
 
-DEFAULTS = {}  # Reads cfg.batch_size and cfg.num_batches only.
 
 
 def fisher_diagonal(model_state, params, masks, prune_data, batches):
@@ -51,5 +51,5 @@ def fisher_scores(params, masks, model_state, prune_data, key, cfg):
 
 
 CRITERIA = {
-    "fisher": dict(score=fisher_scores, rounds=1, float64=False, revives=False, data=True),
+    "fisher": dict(score=fisher_scores, rounds=1, float64=False, revives=False, data=True, options=DataOptions),
 }

@@ -22,20 +22,23 @@ is in train mode while pruning).
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
+import dataclasses
 
 from autosparse_jax.criteria.base import accumulated_gradient, batch_indices
+from autosparse_jax.criteria.options import DataOptions, option
 from autosparse_jax.masks import apply_masks
 
-DEFAULTS = {
-    "force_num_batches": 1,  # Batches of cfg.batch_size per round (authors' --num_batches 1).
-}
+
+@dataclasses.dataclass(frozen=True)
+class ForceOptions(DataOptions):
+  force_num_batches: int = option(1, "FORCE: batches of batch_size per round (authors' --num_batches 1)",
+                                  low=1)
 
 
 def force_scores(params, masks, model_state, prune_data, key, cfg):
   """|theta * dL/dtheta_eff| at theta_eff = theta * m, for ALL prunable weights."""
-  sub = ml_collections.ConfigDict(dict(batch_size=cfg.batch_size, num_batches=int(
-      cfg.get("force_num_batches", DEFAULTS["force_num_batches"]))))
+  sub = DataOptions(batch_size=int(cfg.batch_size), num_batches=int(cfg.force_num_batches),
+                    grad_reduction=cfg.grad_reduction)
   batches = batch_indices(prune_data, key, sub)
   all_alive = jax.tree.map(lambda m: jnp.ones((), jnp.bool_), masks)
   grads = accumulated_gradient(model_state, apply_masks(params, masks), all_alive, prune_data,
@@ -44,5 +47,5 @@ def force_scores(params, masks, model_state, prune_data, key, cfg):
 
 
 CRITERIA = {
-    "force": dict(score=force_scores, rounds=10, float64=False, revives=True, data=True),
+    "force": dict(score=force_scores, rounds=10, float64=False, revives=True, data=True, options=ForceOptions),
 }

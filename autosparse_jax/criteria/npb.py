@@ -1,6 +1,6 @@
 """NPB: node-path balancing (Pham et al., NeurIPS 2023), an integer programme per layer.
 
-Layer budgets are given (options.budgets: exact per-layer counts from pruning.py: ERK
+Layer budgets are given (the `budgets` argument: exact per-layer counts from pruning.py: ERK
 when config.prune.distribution is `global`, else that distribution's counts). Then,
 layer by layer in forward order, on the all-ones network of the masks chosen so
 far (BN an identity), P_i = paths reaching input channel i (summed over space),
@@ -50,26 +50,37 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from autosparse_jax import masks as masks_lib
+from autosparse_jax.criteria.options import option
 from autosparse_jax.criteria.paths import neutral_network
 from autosparse_jax.masks import path_name
 
 
-# config.prune.npb_* defaults (recipes.base_config reads them from here): the authors'
-# ResNet-20/CIFAR-10 settings (they use beta 2, max_p 6 on Tiny-ImageNet).
-DEFAULTS = dict(alpha=0.01, beta=1.0,
-                max_p=0,  # 0 = the whole kernel (kh * kw).
-                dense_chunk=100, conv_chunk=32, time_limit=60.0, mip_gap=1e-6)
+_PRUNING_AT_INIT = ("train", "prune", "sweep")  # The jobs that read NPB's options (not IRP's rounds).
+
+
+@dataclasses.dataclass(frozen=True)
+class NpbOptions:
+  """config.prune.npb_*: the authors' ResNet-20/CIFAR-10 settings (beta 2, max_p 6 on Tiny-ImageNet)."""
+  npb_alpha: float = option(0.01, "NPB: node vs path weight", low=0.0, high=1.0, jobs=_PRUNING_AT_INIT)
+  npb_beta: float = option(1.0, "NPB: kernel regulariser", low=0.0, jobs=_PRUNING_AT_INIT)
+  npb_max_p: int = option(0, "NPB: entries kept per kernel (0 = whole kernel)", low=0, jobs=_PRUNING_AT_INIT)
+  npb_dense_chunk: int = option(100, "NPB: output units per Dense programme", low=1, jobs=_PRUNING_AT_INIT)
+  npb_conv_chunk: int = option(32, "NPB: output channels per conv programme", low=1, jobs=_PRUNING_AT_INIT)
+  npb_time_limit: float = option(60.0, "NPB: seconds per integer programme", low=0.0, low_open=True,
+                                 jobs=_PRUNING_AT_INIT)
+  npb_mip_gap: float = option(1e-6, "NPB: relative optimality gap", low=0.0, high=1.0, jobs=_PRUNING_AT_INIT)
 
 
 @dataclasses.dataclass(frozen=True)
 class NpbSettings:
-  alpha: float = DEFAULTS["alpha"]
-  beta: float = DEFAULTS["beta"]
-  max_p: int = DEFAULTS["max_p"]
-  dense_chunk: int = DEFAULTS["dense_chunk"]
-  conv_chunk: int = DEFAULTS["conv_chunk"]
-  time_limit: float = DEFAULTS["time_limit"]
-  mip_gap: float = DEFAULTS["mip_gap"]
+  """NpbOptions without their prefix, as the solver reads them."""
+  alpha: float = NpbOptions.npb_alpha
+  beta: float = NpbOptions.npb_beta
+  max_p: int = NpbOptions.npb_max_p
+  dense_chunk: int = NpbOptions.npb_dense_chunk
+  conv_chunk: int = NpbOptions.npb_conv_chunk
+  time_limit: float = NpbOptions.npb_time_limit
+  mip_gap: float = NpbOptions.npb_mip_gap
 
   @classmethod
   def from_options(cls, options):
@@ -254,10 +265,11 @@ def npb_masks(params, masks, model_state, budgets, settings):
   return current
 
 
-def npb_scores(params, masks, model_state, prune_data, key, options):
-  """Host scores of NPB for options.budgets: top-k with those counts gives exactly its masks."""
+def npb_scores(params, masks, model_state, prune_data, key, options, budgets):
+  """Host scores of NPB for the per-layer keep counts `budgets` (pruning.py passes them: the
+  criterion has layer_budgets): top-k with those counts gives exactly its masks."""
   del prune_data, key  # Data-free and deterministic.
-  new = npb_masks(params, masks, model_state, options.budgets, NpbSettings.from_options(options))
+  new = npb_masks(params, masks, model_state, budgets, NpbSettings.from_options(options))
   top = max(float(np.max(np.abs(np.asarray(p)))) for _, p in masks_lib.prunable_items(params, masks))
   scores = jax.tree.map(
       lambda m, p: (np.where(m, 1.0 + np.abs(np.asarray(p)) / top, 0.0).astype(np.float32)

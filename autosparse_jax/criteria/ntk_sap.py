@@ -34,22 +34,30 @@ Difference: after pruning the authors' model keeps the LAST re-initialised
 weights (the network is trained from them); a criterion here cannot change the
 params, so training starts from the original initialisation.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from autosparse_jax.criteria.modes import batch_statistics
+from autosparse_jax.criteria.options import option
 from autosparse_jax.masks import apply_masks
 
-DEFAULTS = {
-    "ntk_sap_epsilon": 0.01,  # Perturbation scale eps (authors' --ntksap_epsilon).
-    "ntk_sap_resamples": 1,  # R: fresh-weight re-samplings per round (authors' --ntksap_R; 5 on CIFAR-10).
-    "ntk_sap_samples_per_class": 10,  # Random inputs per round = this x num_classes (--prune-dataset-ratio).
-    "ntk_sap_batch_size": 256,  # Largest batch of random inputs (--prune-batch-size).
-}
+
+@dataclasses.dataclass(frozen=True)
+class NtkSapOptions:
+  """The authors' defaults (module docstring)."""
+  ntk_sap_epsilon: float = option(0.01, "NTK-SAP: perturbation scale (authors' --ntksap_epsilon)",
+                                  low=0.0, low_open=True)
+  ntk_sap_resamples: int = option(1, "NTK-SAP: fresh-weight samples per round (--ntksap_R; 5 on CIFAR-10)",
+                                  low=1)
+  ntk_sap_samples_per_class: int = option(10, "NTK-SAP: random inputs per class (--prune-dataset-ratio)",
+                                          low=1)
+  ntk_sap_batch_size: int = option(256, "NTK-SAP: largest batch of random inputs (--prune-batch-size)", low=1)
 
 
 def _get(cfg, field):
-  return cfg.get(field, DEFAULTS[field])
+  return getattr(cfg, field)
 
 
 def perturbation(key, params, masks, eps):
@@ -105,5 +113,6 @@ def ntk_sap_scores(params, masks, model_state, prune_data, key, cfg):
 
 
 CRITERIA = {
-    "ntk_sap": dict(score=ntk_sap_scores, rounds=20, float64=False, revives=False, data=False),
+    "ntk_sap": dict(score=ntk_sap_scores, rounds=20, float64=False, revives=False, data=False,
+                    options=NtkSapOptions),
 }

@@ -37,6 +37,7 @@ as few equal batches as cfg.batch_size allows. Iterated: the authors prune in
 train_classification.py). Float32.
 """
 import contextlib
+import dataclasses
 import re
 
 import flax.linen as nn
@@ -44,19 +45,21 @@ import jax
 import jax.numpy as jnp
 
 from autosparse_jax.criteria.modes import train_logits
+from autosparse_jax.criteria.options import DataOptions, NoOptions, option
 from autosparse_jax.masks import apply_masks, path_name
 
-DEFAULTS = {
-    # PX: examples of each class scored (the authors' examples_per_class; their launch
-    # scripts do not set it, so this value is ours: GraSP's 10 per class).
-    "px_samples_per_class": 10,
-    # PX: regex over parameter paths of the output layer, kept unsquared ("fc" in the
-    # authors' models, "head" in ours); if nothing matches, the layer(s) whose kernel
-    # has num_classes outputs.
-    "px_head_pattern": r"(^|/)(head|fc)/",
-    # PX: regex over parameter paths of normalisation layers, kept as they are.
-    "px_norm_pattern": r"(?i)(^|/)[^/]*(bn|batchnorm|norm)[^/]*/",
-}
+@dataclasses.dataclass(frozen=True)
+class PxOptions(DataOptions):
+  """PX's options; batch_size splits its examples into equal batches."""
+  # The authors' examples_per_class; their launch scripts do not set it, so this value is
+  # ours: GraSP's 10 per class.
+  px_samples_per_class: int = option(10, "PX: samples per class", low=1)
+  # The output layer, kept unsquared ("fc" in the authors' models, "head" in ours); if
+  # nothing matches, the layer(s) whose kernel has num_classes outputs.
+  px_head_pattern: str = option(r"(^|/)(head|fc)/", "PX: the classifier head's parameter paths",
+                                kind="regex")
+  px_norm_pattern: str = option(r"(?i)(^|/)[^/]*(bn|batchnorm|norm)[^/]*/",
+                                "PX: normalisation layers' parameter paths (kept as they are)", kind="regex")
 
 
 def _squared_params(params, masks, dtype):
@@ -96,8 +99,7 @@ def first_per_class(labels, per_class, num_classes):
 
 def _kept_leaves(params, masks, num_classes, cfg):
   """Bool tree: leaves the jvf/pk copies keep at their real value (BN and the head)."""
-  get = lambda f: cfg.get(f, DEFAULTS[f])
-  norm, head = re.compile(get("px_norm_pattern")), re.compile(get("px_head_pattern"))
+  norm, head = re.compile(cfg.px_norm_pattern), re.compile(cfg.px_head_pattern)
   items = jax.tree_util.tree_leaves_with_path(params)
   names = [path_name(p) for p, _ in items]
   if not any(head.search(n) for n in names):
@@ -115,7 +117,7 @@ def px_scores(params, masks, model_state, prune_data, key, cfg):
   """Path eXclusion scores |dL/d(theta^2)| * theta^2 (see module docstring)."""
   del key  # The authors score the same (first) examples every round.
   spec = model_state.spec
-  per_class = int(cfg.get("px_samples_per_class", DEFAULTS["px_samples_per_class"]))
+  per_class = int(cfg.px_samples_per_class)
   total = per_class * spec.num_classes
   idx = first_per_class(prune_data.labels, per_class, spec.num_classes)
   num = next(d for d in range(-(-total // int(cfg.batch_size)), total + 1) if total % d == 0)
@@ -151,6 +153,7 @@ def px_scores(params, masks, model_state, prune_data, key, cfg):
 
 
 CRITERIA = {
-    "synflow_l2": dict(score=synflow_l2_scores, rounds=100, float64=True, revives=False, data=False),
-    "px": dict(score=px_scores, rounds=100, float64=False, revives=False, data=True),
+    "synflow_l2": dict(score=synflow_l2_scores, rounds=100, float64=True, revives=False, data=False,
+                       options=NoOptions),
+    "px": dict(score=px_scores, rounds=100, float64=False, revives=False, data=True, options=PxOptions),
 }

@@ -16,22 +16,28 @@ Authors' defaults taken (cli.py): 3 inner steps (--inner-steps), inner lr 0.1
 (--new-data-in-inner default False), one-shot (prune() scores once, then keeps
 the top-k). Float32 (the tests run it in float64).
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from autosparse_jax.criteria.modes import train_logits
+from autosparse_jax.criteria.options import option
 
-DEFAULTS = {
-    "prospr_inner_steps": 3,  # Unrolled SGD steps (authors' --inner-steps).
-    "prospr_inner_lr": 0.1,  # Their learning rate (--inner-lr).
-    "prospr_inner_momentum": 0.0,  # SGD momentum of the inner loop (--inner-momentum).
-    "prospr_batch_size": 128,  # The one batch of the inner loop and the meta-loss (--meta-batch-size).
-}
+@dataclasses.dataclass(frozen=True)
+class ProsprOptions:
+  """The authors' defaults."""
+  prospr_inner_steps: int = option(3, "ProsPr: unrolled SGD steps (authors' --inner-steps)", low=1)
+  prospr_inner_lr: float = option(0.1, "ProsPr: their learning rate (--inner-lr)", low=0.0, low_open=True)
+  prospr_inner_momentum: float = option(0.0, "ProsPr: their momentum (--inner-momentum)", low=0.0, high=1.0,
+                                        high_open=True)
+  prospr_batch_size: int = option(128, "ProsPr: the one batch of the inner loop and the meta-loss "
+                                  "(--meta-batch-size)", low=1)
 
 
 def _get(cfg, field):
-  return cfg.get(field, DEFAULTS[field])
+  return getattr(cfg, field)
 
 
 def unrolled_loss(model_state, params, masks_float, x, labels, steps, lr, momentum=0.0):
@@ -64,5 +70,5 @@ def prospr_scores(params, masks, model_state, prune_data, key, cfg):
 
 
 CRITERIA = {
-    "prospr": dict(score=prospr_scores, rounds=1, float64=False, revives=False, data=True),
+    "prospr": dict(score=prospr_scores, rounds=1, float64=False, revives=False, data=True, options=ProsprOptions),
 }

@@ -1,19 +1,27 @@
 """Data-dependent criteria: SNIP (Lee et al. 2019), GraSP (Wang et al. 2020) and |GraSP|
 (Frankle et al. 2021, "Pruning neural networks at initialization: why are we missing the mark?")."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from autosparse_jax.criteria.base import accumulated_gradient, batch_indices, class_balanced_indices
+from autosparse_jax.criteria.options import DataOptions, option
 from autosparse_jax.masks import apply_masks
 
 GRASP_SAMPLINGS = ("balanced", "random")
-# config.prune fields read here that base_config() does not define yet (merged by the caller).
-DEFAULTS = {
-    # Which GraSP samples: "balanced" = grasp_samples_per_class examples of each class
-    # (the GraSP authors, alecwangcq/GraSP); "random" = grasp_samples_per_class x
-    # num_classes examples drawn at random (Synaptic-Flow's --prune-dataset-ratio).
-    "grasp_sampling": "balanced",
-}
+
+
+@dataclasses.dataclass(frozen=True)
+class GraspOptions(DataOptions):
+  """GraSP's (and |GraSP|'s) options; batch_size splits its samples into equal batches."""
+  grasp_samples_per_class: int = option(10, "GraSP: samples per class", low=1)
+  grasp_temperature: float = option(200.0, "GraSP: softmax temperature", low=0.0, low_open=True)
+  # "balanced" = grasp_samples_per_class examples of each class (the GraSP authors,
+  # alecwangcq/GraSP); "random" = grasp_samples_per_class x num_classes examples drawn at
+  # random (Synaptic-Flow's --prune-dataset-ratio).
+  grasp_sampling: str = option("balanced", "GraSP: samples balanced per class or random",
+                               choices=GRASP_SAMPLINGS)
 
 
 def snip_scores(params, masks, model_state, prune_data, key, cfg):
@@ -34,7 +42,7 @@ def grasp_batches(prune_data, key, cfg, num_classes):
   """
   per_class = int(cfg.grasp_samples_per_class)
   total = per_class * num_classes
-  sampling = cfg.get("grasp_sampling", DEFAULTS["grasp_sampling"])
+  sampling = cfg.grasp_sampling
   if sampling == "balanced":
     idx = class_balanced_indices(prune_data, key, per_class, num_classes)
   elif sampling == "random":
@@ -86,5 +94,6 @@ def grasp_abs_scores(params, masks, model_state, prune_data, key, cfg):
 
 
 CRITERIA = {
-    "grasp_abs": dict(score=grasp_abs_scores, rounds=1, float64=False, revives=False, data=True),
+    "grasp_abs": dict(score=grasp_abs_scores, rounds=1, float64=False, revives=False, data=True,
+                      options=GraspOptions),
 }

@@ -11,22 +11,33 @@ config.survival.score_datasets: the IRP job's score_dataset_dir(s), one per seed
 the dataset whose theta_0 equals this network's is used, so seeds need not be
 listed in order, and a network of another seed or model is refused.
 """
+import dataclasses
+from typing import Tuple
+
 import jax
 import numpy as np
 
 from autosparse_jax import masks as masks_lib
+from autosparse_jax.criteria.options import option
+from autosparse_jax.programs import BoundedCache, directory_stamp
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.score_dataset import load_score_dataset
 
-_LOADED = {}  # directory -> (theta0 by layer, survival by layer, metadata), per process.
+@dataclasses.dataclass(frozen=True)
+class SurvivalOptions:
+  score_datasets: Tuple[str, ...] = option((), "the `survival` criterion's IRP score datasets",
+                                           config="survival.score_datasets", jobs=("train", "prune", "sweep"))
+
+
+# (theta0 by layer, survival by layer, metadata) per dataset directory, reloaded if it changes.
+_LOADED = BoundedCache(16, "score datasets")
 
 
 def _load(directory):
-  if directory not in _LOADED:
+  def load():
     arrays, meta = load_score_dataset(directory)
-    _LOADED[directory] = ([d["theta0"] for d in arrays["by_layer"]],
-                          [d["survival"] for d in arrays["by_layer"]], meta)
-  return _LOADED[directory]
+    return [d["theta0"] for d in arrays["by_layer"]], [d["survival"] for d in arrays["by_layer"]], meta
+  return _LOADED.get(directory_stamp(directory), load)
 
 
 def matching_survival(directories, theta):
@@ -50,7 +61,7 @@ def matching_survival(directories, theta):
 def survival_scores(params, masks, model_state, prune_data, key, options):
   """Survival count + a uniform draw in [0, 0.5): exact IRP masks at round densities."""
   del model_state, prune_data
-  directories = list(options.survival.score_datasets)
+  directories = list(options.score_datasets)
   theta = [np.asarray(p) for _, p in masks_lib.prunable_items(params, masks)]
   survival = iter(matching_survival(directories, theta))
   tie_key = iter(jax.random.split(key, len(theta)))

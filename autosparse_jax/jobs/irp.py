@@ -27,9 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import criteria, engine, keys, masks as masks_lib, preemption, pruning, train
+from autosparse_jax import criteria, engine, keys, masks as masks_lib, preemption, programs, prune_spec, pruning, train
 from autosparse_jax.checkpoints import Checkpoints
-from autosparse_jax.config_tools import canonical_json
 from autosparse_jax.console import log, plain_output
 from autosparse_jax.criteria.base import PruneData, initial_gradient
 from autosparse_jax.distributed import is_writer, to_host
@@ -110,7 +109,8 @@ def initial_state(config, task, state):
   trainer = task.trainer
   data = PruneData(task.train_images, task.train_labels)
   model_state = pruning.model_state(trainer, state.batch_stats)
-  g0 = initial_gradient(model_state, state.params, state.masks, data, keys.g0_key(state.key), config.prune)
+  g0 = initial_gradient(model_state, state.params, state.masks, data, keys.g0_key(state.key),
+                        prune_spec.data_options_from_config(config))
   survived = jax.tree.map(lambda m: jnp.zeros(m.shape, jnp.int32), state.masks)
   return IrpState(train=state, rewind_params=state.params, rewind_batch_stats=state.batch_stats,
                   init_params=state.params, g0=g0, survived=survived, seed_key=state.key)
@@ -126,9 +126,9 @@ def prune_and_rewind(config, task, irp, counts, round_index, start_step=0, with_
   trainer = task.trainer
   st = irp.train
   masks, scores = pruning.prune_round(
-      config.criterion, st.params, st.masks, pruning.model_state(trainer, st.batch_stats),
-      PruneData(task.train_images, task.train_labels), keys.prune_key(irp.seed_key, round_index),
-      pruning.criterion_options(config), counts, drop_zero_scores=bool(config.irp.prune_zero_scores))
+      prune_spec.from_config(config, sparsity=0.0), st.params, st.masks,
+      pruning.model_state(trainer, st.batch_stats), PruneData(task.train_images, task.train_labels),
+      keys.prune_key(irp.seed_key, round_index), counts, drop_zero_scores=bool(config.irp.prune_zero_scores))
   survived = jax.tree.map(lambda v, m: v + m.astype(jnp.int32) if m.ndim else v, irp.survived, masks)
   rewound = trainer.create_state(keys.irp_round_key(irp.seed_key, round_index), irp.rewind_params,
                                  irp.rewind_batch_stats, masks)
@@ -138,9 +138,10 @@ def prune_and_rewind(config, task, irp, counts, round_index, start_step=0, with_
 
 
 def irp_program_key(config):
-  """What the IRP programs read of config beyond the task (tasks are shared: engine.build_task)."""
-  options = canonical_json(pruning.criterion_options(config))
-  return (config.criterion, options, bool(config.irp.prune_zero_scores))
+  """What the IRP prune program reads of config beyond the task (tasks are shared: engine.build_task)."""
+  return programs.program_key("irp_prune", spec=prune_spec.from_config(config, sparsity=0.0),
+                              criterion=criteria.get(config.criterion),
+                              prune_zero_scores=bool(config.irp.prune_zero_scores))
 
 
 def first_step(irp):
@@ -163,7 +164,7 @@ def prune_level(config, task, irp, level, progress, checkpoints):
   if level.round is not None:
     t = time.time()
     restart = int(config.irp.rewind_step) if progress.rewind_captured else 0
-    program = task.program(("irp_prune",) + irp_program_key(config), lambda: jax.jit(jax.vmap(
+    program = task.program(irp_program_key(config), lambda: jax.jit(jax.vmap(
         lambda s, c, r, k: prune_and_rewind(config, task, s, c, r, k, with_finite=True),
         in_axes=(0, None, None, None))))
     pruned, finite = jax.block_until_ready(program(irp, jnp.asarray(level.counts), level.round, restart))
@@ -223,8 +224,8 @@ def run(config, workdir_path):
   checkpoints = Checkpoints(ckpt_dir, int(config.irp.keep_checkpoints))
   seeds = engine.seed_list(config)
   with criteria.precision_scope(config.criterion):
-    g0_options = canonical_json(config.prune)  # All g_0 reads.
-    initial = task.program(("irp_initial", g0_options, criteria.get(config.criterion).float64),
+    g0_key = programs.program_key("irp_initial", data=prune_spec.data_options_from_config(config))
+    initial = task.program(g0_key,
                            lambda: jax.jit(jax.vmap(lambda st: initial_state(config, task, st))))
     fresh = initial(engine.init_states(config, task))
     restored = checkpoints.restore_latest(fresh) if resuming else None
