@@ -81,13 +81,13 @@ def test_erk_densities_hit_the_target_and_favour_small_layers():
 
 def test_nested_masks_never_revive_and_nan_is_lowest():
   scores = tree([(10,)], [np.arange(10, dtype=np.float32)[::-1].copy()])
-  masks = masks_lib.init_masks(tree([(10,)]))
+  masks = masks_lib.init_masks(tree([(10,)]), r"kernel$")  # 1-D: not a weight by default.
   masks["layer0"]["kernel"] = jnp.asarray([False, True] * 5)
   new = masks_lib.scores_to_masks(scores, masks, 0.3)
   # Alive: odd indices with scores 8,6,4,2,0 -> top 3 are indices 1,3,5.
   assert np.flatnonzero(np.asarray(new["layer0"]["kernel"])).tolist() == [1, 3, 5]
   scores["layer0"]["kernel"] = jnp.asarray([np.nan] + [1.0] * 9)
-  new = masks_lib.scores_to_masks(scores, masks_lib.init_masks(tree([(10,)])), 0.9)
+  new = masks_lib.scores_to_masks(scores, masks_lib.init_masks(tree([(10,)]), r"kernel$"), 0.9)
   assert not bool(new["layer0"]["kernel"][0])
 
 
@@ -116,7 +116,7 @@ def test_prunable_regex_is_configurable_and_checked():
   params = tree([(3, 3)])
   masks = masks_lib.init_masks(params, r"(^|/)(kernel|bias)$")
   assert masks["layer0"]["bias"].shape == (3,)
-  with pytest.raises(ValueError, match=r"config.prune.prunable='weight' matches no parameter"):
+  with pytest.raises(ValueError, match=r"config.prune.prunable='weight' selects no parameter"):
     masks_lib.init_masks(params, "weight")
 
 

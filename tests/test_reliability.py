@@ -72,7 +72,7 @@ BAD_INPUT = [
     # Caught by the schema (autosparse_jax/schema.py): values and cross-field rules.
     ("prune:lenet_digits", {"data.eval_batch_size": 0}, "config.data.eval_batch_size=0 must be >= 1"),
     ("prune:lenet_digits", {"prune.prunable": "nomatch", "criterion": "snip", "sparsity": 0.5},
-     "config.prune.prunable='nomatch' matches no parameter"),
+     "config.prune.prunable='nomatch' selects no parameter"),
     ("prune:lenet_digits", {"prune.prunable": "(", "criterion": "snip", "sparsity": 0.5},
      "config.prune.prunable='(' is not a valid regular expression"),
     ("prune:lenet_digits", {"prune.grasp_temperature": 0.0, "criterion": "grasp", "sparsity": 0.9},
