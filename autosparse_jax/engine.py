@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import keys, masks as masks_lib, preemption, pruning, sharding, train
+from autosparse_jax import keys, masks as masks_lib, preemption, programs as programs_lib, pruning, sharding, train
 from autosparse_jax.checkpoints import RunCheckpoints
 from autosparse_jax.config_tools import canonical_json, config_to_dict
 from autosparse_jax import console
@@ -40,14 +40,15 @@ class Task:
   train_images: jax.Array
   train_labels: jax.Array
   eval_arrays: tuple
-  # Compiled programs reused by every training run and pruning call on this task
-  # (IRP rounds, sweep grids): key -> jitted function.
-  programs: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+  # Compiled programs reused by every training run and pruning call on this task (IRP rounds,
+  # sweep grids), keyed by programs.program_key; bounded: a process that runs many criteria or
+  # options keeps the recent ones (a dropped one comes back from the compilation cache).
+  programs: programs_lib.BoundedCache = dataclasses.field(
+      default_factory=lambda: programs_lib.BoundedCache(128, "task programs"), compare=False, repr=False)
 
   def program(self, key, make):
-    if key not in self.programs:
-      self.programs[key] = make()
-    return self.programs[key]
+    """The jitted function of `key` (a programs.program_key), made once by make()."""
+    return self.programs.get(key, make)
 
 
 def validate(config, needs_sparsity=True):
@@ -161,7 +162,8 @@ def init_states(config, task):
 
   layout = trainer.layout
   out = {} if layout is None else {"out_shardings": layout.states}
-  program = task.program(("init", prunable), lambda: jax.jit(jax.vmap(create), **out))
+  program = task.program(programs_lib.program_key("init", prunable=prunable), lambda: jax.jit(jax.vmap(create),
+                                                                                             **out))
   return program(keys.seed_keys(config), keys.run_keys(config))
 
 
@@ -200,7 +202,7 @@ class TrainingLoop:
 
   def _step_program(self, n):
     unroll = self.loop == "python"
-    return self.task.program(("train_steps", n, unroll),
+    return self.task.program(programs_lib.program_key("train_steps", steps=n, unroll=unroll),
                              lambda: train.jit_epoch(self.task.trainer, n, unroll=unroll))
 
   def _check_finite(self, metrics, epoch, before, step):
@@ -220,7 +222,7 @@ class TrainingLoop:
 
   def chunks(self, states, start_step=0, epoch_sums=None):
     task, spe, prefix = self.task, self.spe, f"{self.tag} " if self.tag else ""
-    evaluate = task.program("evaluate", lambda: train.jit_evaluate(task.trainer))
+    evaluate = task.program(programs_lib.program_key("evaluate"), lambda: train.jit_evaluate(task.trainer))
     if task.trainer.layout is not None:
       states = task.trainer.layout.put_states(states)
     start, step = time.time(), int(start_step)

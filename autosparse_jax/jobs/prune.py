@@ -11,7 +11,7 @@ import time
 import jax
 import numpy as np
 
-from autosparse_jax import criteria, engine, pruning
+from autosparse_jax import criteria, engine, programs, pruning
 from autosparse_jax.console import log
 from autosparse_jax.criteria.paths import path_metrics
 from autosparse_jax.errors import ConfigError
@@ -43,7 +43,7 @@ def mask_metrics(task, states):
                         pruning.model_state(trainer, state.batch_stats))
 
   with jax.enable_x64(True):
-    out = task.program("path_metrics", lambda: jax.jit(jax.vmap(one)))(states)
+    out = task.program(programs.program_key("path_metrics"), lambda: jax.jit(jax.vmap(one)))(states)
     return {k: np.asarray(v).tolist() for k, v in out.items()}
 
 
