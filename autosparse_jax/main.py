@@ -22,6 +22,7 @@ from autosparse_jax.config_tools import module_from_path
 from autosparse_jax.data.raw import RawDataError
 from autosparse_jax.errors import ConfigError, NumericalError, OutputError
 from autosparse_jax.jobs import import_plugins, run
+from autosparse_jax.workdir import check_unlocked
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metrics.jsonl, results.json.")
@@ -100,10 +101,14 @@ def unread_fields():
 
 
 def set_aside_workdir(workdir):
-  """Moves an existing workdir to WORKDIR.previous.<time>; returns the new path (or None)."""
+  """Moves an existing workdir to WORKDIR.previous.<time>; returns the new path (or None).
+
+  A workdir that a live run holds (its lock) is not moved: WorkdirBusy (exit 2).
+  """
   path = os.path.abspath(os.path.expanduser(workdir))
   if not os.path.exists(path):
     return None
+  check_unlocked(path)
   aside = f"{path}.previous.{time.strftime('%Y%m%d-%H%M%S')}"
   os.replace(path, aside)
   print(f"--restart: moved the earlier run in {path} to {aside}", flush=True)

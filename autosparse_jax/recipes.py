@@ -114,6 +114,9 @@ def base_config():
   c.checkpoint_min_seconds = 60.0
   c.preemption_signal = "TERM"
   c.tensorboard = True  # TensorBoard event files in WORKDIR/tensorboard beside metrics.jsonl.
+  # One writer per workdir (an OS lock on WORKDIR/.lock). On a filesystem without working locks
+  # (some NFS): refuse (default: two writers would silently corrupt the run) | warn (run unlocked).
+  c.workdir_lock = "refuse"
   return c
 
 

@@ -150,6 +150,8 @@ FIELDS = [
     _f("preemption_signal", "str", ALL, "the signal that stops a job with a checkpoint (exit 75)",
        choices=_c("TERM", "USR1", "INT")),
     _f("tensorboard", "bool", ALL, "TensorBoard event files in WORKDIR/tensorboard"),
+    _f("workdir_lock", "str", ALL, "where the filesystem has no working file locks (some NFS): refuse to run, "
+       "or warn once and run unlocked", choices=_c("refuse", "warn")),
     _f("irp.rounds", "int", ("irp",), "pruning rounds", low=1),
     _f("irp.final_density", "float", ("irp",), "density after the last round", low=0.0, low_open=True,
        high=1.0, high_open=True),

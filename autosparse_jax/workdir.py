@@ -1,26 +1,40 @@
-"""A job's workdir: config.json, metrics.jsonl, results.json, written safely.
+"""A job's workdir: one writer at a time; config.json, metrics.jsonl, results.json, written safely.
 
+- One process writes a workdir: WorkdirLock, an exclusive OS file lock on WORKDIR/.lock taken
+  before anything is written (the kernel drops it when its holder dies, SIGKILL included).
 - A workdir holding a run with a different config is refused, naming the fields.
 - A finished run (results.json present, same config) is not run again.
-- Files are written atomically (tmp + rename); an earlier unfinished run's
-  metrics are kept aside, never truncated.
+- Every file goes through artefacts.py: written atomically, read back with a one-line error
+  naming a damaged file and its fix; an earlier unfinished run's metrics are kept aside.
 """
+import datetime
+import errno
+import fcntl
 import json
 import os
+import socket
+import sys
 import time
 
 import tensorboardX
 
+from autosparse_jax import artefacts
+from autosparse_jax.artefacts import read_jsonl  # noqa: F401  (the jobs' and tests' import)
 from autosparse_jax.config_tools import config_to_dict, flatten
 from autosparse_jax.console import log
 from autosparse_jax.distributed import is_writer as process_is_writer
-from autosparse_jax.errors import ConfigError, OutputError
+from autosparse_jax.errors import ConfigError
 
-CONFIG, METRICS, RESULTS = "config.json", "metrics.jsonl", "results.json"
+CONFIG, METRICS, RESULTS, LOCK = "config.json", "metrics.jsonl", "results.json", ".lock"
 # Fields that change how a job runs or logs, not what it computes (the mesh changes
 # only the order of float sums; a run may resume on other hardware).
 RUNTIME_ONLY_FIELDS = ("data.data_dir", "mesh.seeds", "mesh.data", "mesh.shard_train_set",
-                       "distributed.initialize", "distributed.timeout_s")
+                       "distributed.initialize", "distributed.timeout_s", "workdir_lock")
+# config.workdir_lock: what to do where the filesystem has no working locks (some NFS mounts).
+# refuse (the default: two writers silently corrupt a run, and a requeued job racing its own
+# predecessor is common on clusters) | warn (say so once and run unlocked).
+LOCK_POLICIES = ("refuse", "warn")
+RESTART_FIX = "Run again with --restart to move this workdir aside and start anew."
 
 
 def config_differences(saved, current):
@@ -37,23 +51,106 @@ def config_differences(saved, current):
   return diffs
 
 
-def write_json_atomic(path, obj):
-  """Writes `obj` to a temporary file, then renames it over `path`: a failed write (a full disk)
-  leaves the earlier file as it was and raises OutputError saying so."""
-  tmp = f"{path}.tmp.{os.getpid()}"
+write_json_atomic = artefacts.write_json
+
+
+class WorkdirBusy(ConfigError):
+  """Another process holds the workdir's lock (exit 2)."""
+
+
+def _holder(lock_path):
+  """'pid 123 on host h since 2026-12-04 15:40:01' of the lock file, as its holder wrote it."""
   try:
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-  except OSError as e:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    kept = "the earlier one is intact" if os.path.exists(path) else "there was none before"
-    raise OutputError(f"could not write {path} ({e.strerror or e}); {kept}. Free space (or fix the "
-                      "permissions) and run the same command again: finished work is not redone.") from None
-  os.replace(tmp, path)
+    with open(lock_path) as f:
+      info = json.loads(f.read() or "{}")
+    return f"pid {info['pid']} on host {info['host']} since {info['since']}"
+  except (OSError, ValueError, KeyError, TypeError):
+    return "a process that has not written its name yet"
+
+
+class WorkdirLock:
+  """An exclusive lock on WORKDIR/.lock (fcntl.flock) for as long as a job runs in WORKDIR.
+
+  The lock file records the holder's pid, host, start time and command for the message a
+  second process gets. flock is released by the kernel when the holder's process ends,
+  however it ends, so a SIGKILLed run leaves nothing stale: the next run takes the lock
+  and resumes. Taken by the process that writes (process 0 of several; jobs.run checks
+  that the others see it).
+  """
+
+  def __init__(self, path, policy="refuse"):
+    self.path = os.path.abspath(os.path.expanduser(path))
+    self.lock_path = os.path.join(self.path, LOCK)
+    self.policy = policy
+    self.fd = None
+    self.created = False  # This lock made the workdir: release() removes it if nothing else was written.
+
+  def acquire(self):
+    check_path(self.path)
+    try:
+      self.created = not os.path.exists(self.path)
+      os.makedirs(self.path, exist_ok=True)
+      fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise ConfigError(f"--workdir={self.path} cannot be created or locked ({e.strerror or e}): choose "
+                        "another --workdir.") from None
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      os.close(fd)
+      raise WorkdirBusy(f"--workdir={self.path} is in use by another run ({_holder(self.lock_path)}): wait for "
+                        "it to finish, or stop it (a stopped or killed run releases the workdir, and the same "
+                        "command then resumes it); or choose another --workdir.") from None
+    except OSError as e:
+      os.close(fd)
+      if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        raise
+      if self.policy == "warn":
+        log(f"warning: {self.path} is on a filesystem without working file locks ({e.strerror}); running "
+            "unlocked (config.workdir_lock='warn'): make sure no other run writes this workdir.")
+        return self
+      raise ConfigError(f"--workdir={self.path} is on a filesystem without working file locks ({e.strerror}), "
+                        "so this run cannot make sure it is the only writer. Use a workdir on a local or "
+                        "lock-capable filesystem, or set --config.workdir_lock=warn to run unlocked.") from None
+    self.fd = fd
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "since": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv)[:500]}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+    return self
+
+  def release(self):
+    if self.fd is not None:
+      if self.created and os.listdir(self.path) == [LOCK]:  # A run refused before writing: leave no trace.
+        os.remove(self.lock_path)
+        os.rmdir(self.path)
+      fcntl.flock(self.fd, fcntl.LOCK_UN)
+      os.close(self.fd)
+      self.fd = None
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+def check_unlocked(path):
+  """WorkdirBusy if a live process holds `path`'s lock (--restart must not move a running workdir)."""
+  lock_path = os.path.join(os.path.abspath(os.path.expanduser(path)), LOCK)
+  if not os.path.exists(lock_path):
+    return
+  fd = os.open(lock_path, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except BlockingIOError:
+    raise WorkdirBusy(f"--workdir={path} is in use by another run ({_holder(lock_path)}): --restart does not move a "
+                      "running workdir. Stop that run first, or choose another --workdir.") from None
+  except OSError:
+    pass  # No working locks here: nothing to check.
+  finally:
+    os.close(fd)
 
 
 def check_path(path):
@@ -69,9 +166,8 @@ def check_path(path):
     raise ConfigError(f"--workdir={path}: {existing} is not writable by this user: choose another --workdir.")
 
 
-def read_json(path):
-  with open(path) as f:
-    return json.load(f)
+def read_json(path, fix=RESTART_FIX, required=None):
+  return artefacts.read_json(path, fix, required)
 
 
 class Workdir:
@@ -89,7 +185,9 @@ class Workdir:
     self.config = config_to_dict(config)
     config_path = os.path.join(self.path, CONFIG)
     if os.path.exists(config_path):
-      diffs = config_differences(read_json(config_path), self.config)
+      saved = read_json(config_path, "It is the config of the run in this workdir: " + RESTART_FIX,
+                        required={"job": str})
+      diffs = config_differences(saved, self.config)
       if diffs:
         shown = "; ".join(f"{f}: {old!r} -> {new!r}" for f, old, new in diffs[:10])
         more = f" (and {len(diffs) - 10} more)" if len(diffs) > 10 else ""
@@ -151,49 +249,27 @@ class Workdir:
   def append_jsonl(self, name, records):
     """Appends records as JSON lines to `name` (flushed and synced: finished work survives a kill)."""
     if self.is_writer:
-      with open(os.path.join(self.path, name), "a") as f:
-        for record in records:
-          f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+      artefacts.append_jsonl(os.path.join(self.path, name), records)
 
   def write_jsonl(self, name, records):
     """Replaces `name` with these JSON lines, atomically."""
     if self.is_writer:
-      path = os.path.join(self.path, name)
-      with open(f"{path}.tmp.{os.getpid()}", "w") as f:
-        f.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
-      os.replace(f"{path}.tmp.{os.getpid()}", path)
+      artefacts.write_jsonl(os.path.join(self.path, name), records)
 
   def write_results(self, results):
     if self.is_writer:
       write_json_atomic(os.path.join(self.path, RESULTS), results)
 
   def results(self):
-    return read_json(os.path.join(self.path, RESULTS))
+    path = os.path.join(self.path, RESULTS)
+    return read_json(path, f"Move it aside (mv {path} {path}.damaged) and run the same command again (work the "
+                     "job has kept is not redone), or run again with --restart to start anew.",
+                     required={"job": str})
 
   def finished_results(self):
     """results.json of this config's finished run (said on stdout), or None: jobs return it as is."""
     if not self.finished:
       return None
+    results = self.results()  # Read (and checked) before saying anything about it.
     log(f"{self.path} already holds results.json for this config; not running again.")
-    return self.results()
-
-
-def read_jsonl(path, quiet=False, whole=False):
-  """Records of a JSON-lines file (none if it is missing); a torn last line (killed mid-write) is skipped.
-
-  whole=True: None in place of each unreadable line (to detect them).
-  """
-  rows = []
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          if whole:
-            rows.append(None)
-          elif not quiet:
-            log(f"warning: ignoring an unreadable line in {path} (an interrupted write).")
-  return rows
+    return results

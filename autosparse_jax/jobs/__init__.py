@@ -5,7 +5,12 @@ run returns the results dict (also written to WORKDIR/results.json). A job's
 module is imported only when it is used, so its dependencies load only then.
 main.py is the CLI around `run`.
 """
+import contextlib
 import importlib
+import os
+
+import jax
+import numpy as np
 
 from autosparse_jax import distributed, schema
 from autosparse_jax.errors import ConfigError, unknown_name_message
@@ -38,11 +43,49 @@ def validate(config):
 
 
 def run(config, workdir):
-  """Validates `config`, then runs its job in `workdir`; returns the results dict."""
+  """Validates `config`, then runs its job in `workdir` holding its lock; returns the results dict."""
   import_plugins(config)
   module = job_module(config.get("job"))
   if distributed.initialize(config):  # Several processes: before any other JAX call.
     distributed.check_config_agreement(config)
   schema.check(config)
   module.validate(config)
-  return module.run(config, workdir)
+  with workdir_lock(config, workdir):
+    return module.run(config, workdir)
+
+
+@contextlib.contextmanager
+def workdir_lock(config, workdir):
+  """One writer per workdir (workdir.WorkdirLock), taken by the writing process (process 0).
+
+  With several processes, process 0 locks and every process then checks that it sees
+  process 0's lock file: a workdir that is not on a filesystem they all share fails
+  the run on every process, before anything is written.
+  """
+  from autosparse_jax.workdir import LOCK, WorkdirLock
+  lock = WorkdirLock(workdir, config.get("workdir_lock", "refuse"))
+  if jax.process_count() == 1:
+    with lock:
+      yield
+    return
+  from jax.experimental import multihost_utils
+  failure = None
+  if distributed.is_writer():
+    try:
+      lock.acquire()
+    except ConfigError as e:
+      failure = e
+  ok = np.asarray([failure is None], np.int32)
+  if not bool(np.all(multihost_utils.process_allgather(ok))):
+    raise failure or ConfigError(f"process 0 could not lock --workdir={workdir}: see its message.")
+  seen = np.asarray([os.path.exists(os.path.join(os.path.abspath(workdir), LOCK))], np.int32)
+  everyone = np.asarray(multihost_utils.process_allgather(seen)).reshape(-1)
+  if not everyone.all():
+    lock.release()
+    blind = [int(i) for i in np.flatnonzero(everyone == 0)]
+    raise ConfigError(f"process(es) {blind} cannot see {os.path.join(workdir, LOCK)}, which process 0 holds: "
+                      "--workdir must be on a filesystem every process shares.")
+  try:
+    yield
+  finally:
+    lock.release()
