@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import engine, pruning, train
+from autosparse_jax import engine, pruning, training
 from autosparse_jax.jobs import train as train_job
 from tests.conftest import small_config
 
@@ -13,7 +13,7 @@ def _pruned_and_trained(dtype, steps=6):
   task = engine.build_task(config)
   states, _ = pruning.prune_states(config, task, engine.init_states(config, task), "snip", 0.9)
   masks = jax.tree.map(np.asarray, states.masks)
-  states, _ = train.jit_epoch(task.trainer, steps)(states, task.train_images, task.train_labels)
+  states, _ = training.jit_epoch(task.trainer, steps)(states, task.train_images, task.train_labels)
   return task, masks, states
 
 

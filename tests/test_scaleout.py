@@ -28,7 +28,7 @@ DATA_PARALLEL = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import NamedSharding
     from tests.conftest import small_config
-    from autosparse_jax import engine, pruning, train
+    from autosparse_jax import engine, pruning, training
     from autosparse_jax.workdir import Workdir
     assert jax.device_count() == 4
 
@@ -59,7 +59,7 @@ DATA_PARALLEL = textwrap.dedent("""
       leaf = jax.tree.leaves(got.params)[0]
       assert isinstance(leaf.sharding, NamedSharding) and leaf.sharding.mesh.devices.shape == (seeds, data)
       if model == "lenet_300_100":  # First layer: [seeds per device, examples per device, 60].
-        hlo = train.jit_epoch(task.trainer, 1).lower(got, task.train_images, task.train_labels).compile().as_text()
+        hlo = training.jit_epoch(task.trainer, 1).lower(got, task.train_images, task.train_labels).compile().as_text()
         assert "all-reduce" in hlo and re.search(rf"f32\\[{2 // seeds},{32 // data},60\\]", hlo), (seeds, data)
       for a, b in zip(jax.tree.leaves(ref.masks), jax.tree.leaves(got.masks)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

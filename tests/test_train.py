@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from autosparse_jax import engine, keys, pruning, train
+from autosparse_jax import engine, keys, pruning, training
 from autosparse_jax.jobs import train as train_job
 from tests.conftest import small_config
 
@@ -19,7 +19,7 @@ def _states(config, task, sparsity=0.8, criterion="random"):
 
 
 def _steps(task, states, n):
-  fn = train.jit_epoch(task.trainer, n)
+  fn = training.jit_epoch(task.trainer, n)
   return fn(states, task.train_images, task.train_labels)[0]
 
 
@@ -66,7 +66,7 @@ def _reference_torch_adam(p, grads, lr, wd, b1=0.9, b2=0.999, eps=1e-8):
 def test_optimizer_matches_pytorch_update_rule(optimizer, nesterov):
   cfg = ml_collections.ConfigDict(dict(optimizer=optimizer, lr=0.1, momentum=0.9, nesterov=nesterov,
                                        weight_decay=0.01, lr_drop_epochs=(), lr_drop_factor=0.1))
-  tx = train.make_optimizer(cfg, steps_per_epoch=10)
+  tx = training.make_optimizer(cfg, steps_per_epoch=10)
   rng = np.random.default_rng(0)
   p0 = rng.standard_normal(5)
   grads = [rng.standard_normal(5) for _ in range(6)]
@@ -82,7 +82,7 @@ def test_optimizer_matches_pytorch_update_rule(optimizer, nesterov):
 def test_learning_rate_drops_at_epoch_boundaries():
   cfg = ml_collections.ConfigDict(dict(optimizer="sgd", lr=1.0, momentum=0.0, nesterov=False,
                                        weight_decay=0.0, lr_drop_epochs=(2, 3), lr_drop_factor=0.2))
-  tx = train.make_optimizer(cfg, steps_per_epoch=5)
+  tx = training.make_optimizer(cfg, steps_per_epoch=5)
   p, state, steps = jnp.zeros(()), tx.init(jnp.zeros(())), []
   for _ in range(20):
     u, state = tx.update(jnp.ones(()), state, p)
@@ -138,7 +138,7 @@ def test_same_config_same_bits_and_training_learns():
   s2 = _steps(task, _states(config, task, sparsity=0), 3 * task.trainer.steps_per_epoch)
   for x, y in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
     np.testing.assert_array_equal(x, y)
-  metrics = train.jit_evaluate(task.trainer)(s1, *task.eval_arrays)
+  metrics = training.jit_evaluate(task.trainer)(s1, *task.eval_arrays)
   assert float(metrics["accuracy"][0]) > 0.3  # 10 classes: chance is 0.1.
 
 
@@ -147,7 +147,7 @@ def test_scan_and_per_step_loops_train_the_same_network():
   task = engine.build_task(config)
   spe = task.trainer.steps_per_epoch
   scanned = _steps(task, _states(config, task), spe)
-  stepped, one_step = _states(config, task), train.jit_epoch(task.trainer, 1, unroll=True)
+  stepped, one_step = _states(config, task), training.jit_epoch(task.trainer, 1, unroll=True)
   for _ in range(spe):
     stepped = one_step(stepped, task.train_images, task.train_labels)[0]
   assert int(stepped.step[0]) == spe
@@ -162,8 +162,8 @@ def test_conv_net_job_runs_one_step_per_call_on_cpu(tmp_path, capsys, monkeypatc
       "data.synthetic.num_test": 16, "train.batch_size": 8, "train.epochs": 1,
       "train.log_every_steps": 2})
   task = engine.build_task(config)
-  assert train.resolve_loop("auto", task.trainer, "cpu") == "python"
-  assert train.resolve_loop("auto", task.trainer, "gpu") == "scan"
+  assert training.resolve_loop("auto", task.trainer, "cpu") == "python"
+  assert training.resolve_loop("auto", task.trainer, "gpu") == "scan"
   results = train_job.run(config, str(tmp_path / "wd"))
   assert np.isfinite(results["test_loss"]) and abs(results["density"] - 0.5) < 1e-3
   assert "epoch 1 step 2/4" in capsys.readouterr().out  # Progress inside the epoch.
