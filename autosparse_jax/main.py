@@ -46,8 +46,20 @@ def config_file_fault(argv, error):
       if not os.path.exists(path):
         return (f"--config={path}: no such config file (they are in configs/, e.g. "
                 "--config=configs/prune.py:lenet_mnist).")
-      return f"--config={arg.split('=', 1)[1]} could not be loaded: " + " ".join(str(error).split())[:600]
+      return (f"--config={arg.split('=', 1)[1]} could not be loaded: " + " ".join(str(error).split())[:600]
+              + renamed_group_hint(error))
   return "--config=configs/NAME.py[:arg] is required."
+
+
+def renamed_group_hint(error):
+  """For a file that failed on a group that no longer exists (config.autos of an autos_train config):
+  the renamed fields that were in it."""
+  missing = str(error).strip("'\" ")
+  moved = {old.split(".", 1)[1]: new.split(".")[0] for old, new in schema.RENAMED.items()
+           if old.split(".")[0] == missing}
+  if not moved or not isinstance(error, (AttributeError, KeyError)):
+    return ""
+  return f" (config.{missing}.{{{','.join(moved)}}} were renamed config.{'/'.join(sorted(set(moved.values())))}.*)"
 
 
 def override_fault(argv):
@@ -59,6 +71,9 @@ def override_fault(argv):
     parts = name.split(".")
     if parts[0] == "sweep" and parts[1:2] == ["variants"]:
       continue  # Free-form variants.
+    renamed = schema.renamed_message(name) or schema.renamed_message(".".join(parts[1:]), f"config.{parts[0]}.")
+    if renamed:  # An old name (of this config, or of a pipeline stage's): the new one.
+      return f"--config.{name}: {renamed}"
     if name in schema.BY_NAME:
       jobs = ", ".join(schema.BY_NAME[name].jobs)
       return (f"--config.{name}: this config has no field {name} (it belongs to the config of: {jobs}); "

@@ -8,6 +8,7 @@ you mean". describe(config) prints the schema of a config's job (the CLI's
 that prune nothing, min_per_layer above the weights kept, batch sizes against
 the mesh) are in cross_checks.
 """
+import copy
 import dataclasses
 import difflib
 import re
@@ -163,11 +164,11 @@ FIELDS = [
     _f("autos.batch_size", "int", P, "AutoS scoring: weights per device batch", low=1),
     _f("autos.chunk_weights", "int", P, "AutoS scoring: weights per host pass", low=1),
     _f("autos.sharding", "str", P, "AutoS scoring over devices", choices=_c("shard_map", "pmap")),
-    _f("autos.datasets", "strs", ("autos_train",), "score datasets the scorer learns from"),
-    _f("autos.backbone", "str", ("autos_train",), "scorer network", choices=_c("resnet18", "vgg19", "mlp")),
-    _f("autos.features", "strs", ("autos_train",), "scorer inputs", choices=_c("theta0", "g0")),
-    _f("autos.width", "float", ("autos_train",), "scorer width scale", low=0.0, low_open=True, high=64.0),
-    _f("autos.holdout_fraction", "float", ("autos_train",), "weights held out", low=0.0, low_open=True,
+    _f("scorer.datasets", "strs", ("autos_train",), "score datasets the scorer learns from"),
+    _f("scorer.backbone", "str", ("autos_train",), "scorer network", choices=_c("resnet18", "vgg19", "mlp")),
+    _f("scorer.features", "strs", ("autos_train",), "scorer inputs", choices=_c("theta0", "g0")),
+    _f("scorer.width", "float", ("autos_train",), "scorer width scale", low=0.0, low_open=True, high=64.0),
+    _f("scorer.holdout_fraction", "float", ("autos_train",), "weights held out", low=0.0, low_open=True,
        high=1.0, high_open=True),
     _f("survival.score_datasets", "strs", P, "the `survival` criterion's IRP score datasets"),
     _f("mesh.seeds", "int", T, "devices the seeds are spread over", low=1),
@@ -202,6 +203,57 @@ FIELDS = [
     _f("survival_figure_stage", "str", ("pipeline",), "an IRP stage to draw Figure 1 from ('' = none)"),
 ]
 BY_NAME = {f.name: f for f in FIELDS}
+
+# Fields renamed in this release: old dotted name -> new. The old names are refused (one release)
+# with the new one named, from a config file, a pipeline stage or a --config flag; a workdir whose
+# config.json uses them is read with the new names (upgrade_renamed).
+RENAMED = {f"autos.{name}": f"scorer.{name}" for name in
+           ("datasets", "backbone", "features", "width", "holdout_fraction")}
+RENAME_REASONS = {  # new name's group -> why, for the message.
+    "scorer": "the autos_train job's scorer settings; `autos` now holds the autos criterion's only",
+}
+
+
+def renamed_message(name, prefix="config."):
+  """The message for a field under its old name (`name` relative to `prefix`), or None."""
+  new = RENAMED.get(name)
+  if new is None:
+    return None
+  return (f"{prefix}{name} was renamed {prefix}{new} ({RENAME_REASONS[new.split('.')[0]]}): "
+          f"set {prefix}{new} instead.")
+
+
+def upgrade_renamed(saved):
+  """A config dict written by an earlier release (a workdir's config.json) with its renamed fields
+  under their new names, pipeline stages included: (upgraded dict, [old names found])."""
+  saved = copy.deepcopy(saved)
+  found = []
+  if saved.get("job") == "pipeline":
+    for stage in saved.get("stages") or ():
+      if isinstance(saved.get(stage), dict):
+        saved[stage], inner = upgrade_renamed(saved[stage])
+        found += [f"{stage}.{name}" for name in inner]
+    return saved, found
+  for old, new in RENAMED.items():
+    *old_path, old_leaf = old.split(".")
+    group = saved
+    for part in old_path:
+      group = group.get(part) if isinstance(group, dict) else None
+    if not isinstance(group, dict) or old_leaf not in group:
+      continue
+    value = group.pop(old_leaf)
+    if old_path and not group:  # The old group held only renamed fields.
+      parent = saved
+      for part in old_path[:-1]:
+        parent = parent[part]
+      parent.pop(old_path[-1])
+    *new_path, new_leaf = new.split(".")
+    target = saved
+    for part in new_path:
+      target = target.setdefault(part, {})
+    target.setdefault(new_leaf, value)
+    found.append(old)
+  return saved, found
 
 
 def _type_ok(kind, value):
@@ -264,6 +316,9 @@ def field_problems(field, value, where):
 
 
 def unknown_field(name, where_prefix=""):
+  renamed = renamed_message(name, where_prefix)
+  if renamed:
+    return renamed
   guess = difflib.get_close_matches(name, list(BY_NAME), n=1)
   hint = f" Did you mean {where_prefix}{guess[0]}?" if guess else ""
   return f"{where_prefix}{name} is not a config field.{hint}"

@@ -1,6 +1,7 @@
 """A job's workdir: config.json, metrics.jsonl, results.json, written safely.
 
-- A workdir holding a run with a different config is refused, naming the fields.
+- A workdir holding a run with a different config is refused, naming the fields; a config.json
+  written before a field was renamed (schema.RENAMED) is compared under the new names.
 - A finished run (results.json present, same config) is not run again.
 - Files are written atomically (tmp + rename); an earlier unfinished run's
   metrics are kept aside, never truncated.
@@ -11,6 +12,7 @@ import time
 
 import tensorboardX
 
+from autosparse_jax import schema
 from autosparse_jax.config_tools import config_to_dict, flatten
 from autosparse_jax.console import log
 from autosparse_jax.distributed import is_writer as process_is_writer
@@ -89,7 +91,10 @@ class Workdir:
     self.config = config_to_dict(config)
     config_path = os.path.join(self.path, CONFIG)
     if os.path.exists(config_path):
-      diffs = config_differences(read_json(config_path), self.config)
+      saved, renamed = schema.upgrade_renamed(read_json(config_path))
+      if renamed:  # Written by an earlier release: compared under the new names (and rewritten so).
+        log(f"{config_path} uses renamed fields ({', '.join(renamed)}): read under their new names.")
+      diffs = config_differences(saved, self.config)
       if diffs:
         shown = "; ".join(f"{f}: {old!r} -> {new!r}" for f, old, new in diffs[:10])
         more = f" (and {len(diffs) - 10} more)" if len(diffs) > 10 else ""

@@ -88,8 +88,8 @@ def test_autos_train_killed_and_resumed_gives_the_identical_scorer(tmp_path):
           "--config.irp.rounds=2", "--config.train.epochs=1", "--config.width=0.5"])
   dataset = json.load(open(os.path.join(irp, "results.json")))["score_dataset_dir"]
   cmd = lambda w: [sys.executable, "-m", "autosparse_jax.main", "--config=configs/autos_train.py:mlp",
-                   f"--workdir={w}", "--config.train.epochs=4", "--config.autos.width=0.25",
-                   f"--config.autos.datasets=('{dataset}',)"]
+                   f"--workdir={w}", "--config.train.epochs=4", "--config.scorer.width=0.25",
+                   f"--config.scorer.datasets=('{dataset}',)"]
   finish(cmd(str(tmp_path / "straight")))
   out, code = run_until(cmd(str(tmp_path / "killed")), "epoch 2/4")
   assert code == -signal.SIGKILL, out

@@ -58,16 +58,20 @@ BAD_INPUT = [
     ("irp:lenet_digits", {"irp.rewind_step": 100000}, "config.irp.rewind_step=100000 must be below the steps of one round"),
     ("irp:lenet_digits", {"criterion": "npb"}, "config.criterion='npb' cannot drive IRP"),
     ("irp:lenet_digits", {"criterion": "synflw"}, "Did you mean 'synflow'?"),
-    ("autos_train:mlp", {}, "config.autos.datasets is empty"),
-    ("autos_train:resnet34", {"autos.datasets": ("/x",)},
-     "config.autos.backbone='resnet34' is not known. Allowed: resnet18, vgg19, mlp."),
-    ("autos_train:mlp", {"autos.datasets": ("/x",), "autos.features": ("theta",)},
-     "config.autos.features='theta' is not known. Allowed: theta0, g0. Did you mean 'theta0'?"),
-    ("autos_train:mlp", {"autos.datasets": ("/x",), "autos.holdout_fraction": 1.5},
-     "config.autos.holdout_fraction=1.5 must be in (0, 1)"),
-    ("autos_train:mlp", {"autos.datasets": ("/nonexistent/ds",)}, "/nonexistent/ds is not a score dataset (no dataset_info.json)"),
-    ("autos_train:mlp", {"autos.datasets": ("/x",), "dtype": "fp16"},
+    ("autos_train:mlp", {}, "config.scorer.datasets is empty"),
+    ("autos_train:resnet34", {"scorer.datasets": ("/x",)},
+     "config.scorer.backbone='resnet34' is not known. Allowed: resnet18, vgg19, mlp."),
+    ("autos_train:mlp", {"scorer.datasets": ("/x",), "scorer.features": ("theta",)},
+     "config.scorer.features='theta' is not known. Allowed: theta0, g0. Did you mean 'theta0'?"),
+    ("autos_train:mlp", {"scorer.datasets": ("/x",), "scorer.holdout_fraction": 1.5},
+     "config.scorer.holdout_fraction=1.5 must be in (0, 1)"),
+    ("autos_train:mlp", {"scorer.datasets": ("/nonexistent/ds",)}, "/nonexistent/ds is not a score dataset (no dataset_info.json)"),
+    ("autos_train:mlp", {"scorer.datasets": ("/x",), "dtype": "fp16"},
      "config.dtype='fp16' is not known. Allowed: float32, bfloat16."),
+    # Renamed fields (schema.RENAMED): the old name is refused with the new one, also in a pipeline stage.
+    ("autos_train:mlp", {"scorer.datasets": ("/x",), "autos.backbone": "vgg19"},
+     "config.autos.backbone was renamed config.scorer.backbone (the autos_train job's scorer settings"),
+    ("quickstart", {"autos.autos.width": 0.5}, "config.autos.autos.width was renamed config.autos.scorer.width"),
     ("ccc", {"ccc.datasets": ("/only/one",)}, "config.ccc.datasets has 1 entries"),
     # Caught by the schema (autosparse_jax/schema.py): values and cross-field rules.
     ("prune:lenet_digits", {"data.eval_batch_size": 0}, "config.data.eval_batch_size=0 must be >= 1"),
@@ -126,7 +130,7 @@ def with_values(config, overrides):
     target = flat
     *path, last = name.split(".")
     for p in path:
-      target = target[p]
+      target = target.setdefault(p, {})  # A group the config lacks (an old name) is created.
     target[last] = value
   return ml_collections.ConfigDict(flat)
 
@@ -313,7 +317,11 @@ def test_cli_faults_of_the_command_line_and_files_are_one_line_exit_2(tmp_path):
            (["--config=configs/irp.py:lenet_digits", "--config.sparsity=0.5"],
             "config.sparsity=0.5 is not read by the irp job"),
            (["--config=configs/train.py:lenet_digits", "--config.irp.rounds=3"],
-            "this config has no field irp.rounds (it belongs to the config of: irp)")]
+            "this config has no field irp.rounds (it belongs to the config of: irp)"),
+           (["--config=configs/autos_train.py:mlp", "--config.autos.backbone=vgg19"],
+            "--config.autos.backbone: config.autos.backbone was renamed config.scorer.backbone"),
+           (["--config=configs/quickstart.py", "--config.autos.autos.width=0.5"],
+            "config.autos.autos.width was renamed config.autos.scorer.width")]
   for args, message in cases:
     proc = cli(*args, f"--workdir={tmp_path / 'wd'}")
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
@@ -344,3 +352,25 @@ def test_a_full_disk_while_writing_results_keeps_the_earlier_results(tmp_path, m
     wd.write_results({"test_accuracy": 0.9})
   assert (tmp_path / "wd" / "results.json").read_bytes() == before
   assert [p.name for p in (tmp_path / "wd").iterdir() if ".tmp." in p.name] == []
+
+
+def test_a_workdir_written_before_a_field_was_renamed_is_compared_under_the_new_names(tmp_path):
+  """config.json of an earlier release (autos_train's config.autos.*, now config.scorer.*), alone and
+  as a pipeline stage: the same config resumes there; another one is refused naming the new field."""
+  def old_names(config):
+    saved = schema.config_to_dict(config)
+    stage = saved["autos"] if saved["job"] == "pipeline" else saved
+    stage["autos"] = stage.pop("scorer")
+    return saved
+
+  for config in (with_values(load_config("autos_train", "mlp"), {"scorer.datasets": ("/x",)}),
+                 load_config("quickstart")):
+    wd = tmp_path / config.job
+    wd.mkdir()
+    (wd / "config.json").write_text(json.dumps(old_names(config)))
+    workdir_lib.Workdir(str(wd), config, is_writer=True).start()
+    assert json.loads((wd / "config.json").read_text()) == schema.config_to_dict(config)  # Rewritten so.
+    (wd / "config.json").write_text(json.dumps(old_names(config)))
+    changed = with_values(config, {("autos." if config.job == "pipeline" else "") + "scorer.width": 0.5})
+    with pytest.raises(ConfigError, match=r"scorer.width: 1.0 -> 0.5\)"):
+      workdir_lib.Workdir(str(wd), changed, is_writer=True)

@@ -71,8 +71,8 @@ def dataset_refs(stage, config, index=None):
 def autos_stage(backbone, datasets, features=FULL_FEATURES):
   """An autos_train job: the AutoS scorer (`backbone` resnet18 | vgg19 | mlp) on `datasets`."""
   config = job_config("autos_train", backbone)
-  config.autos.datasets = tuple(datasets)
-  config.autos.features = tuple(features)
+  config.scorer.datasets = tuple(datasets)
+  config.scorer.features = tuple(features)
   return config
 
 
