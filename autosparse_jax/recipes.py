@@ -11,8 +11,9 @@ Field meanings (the same in every job that has them):
   train.*              epochs, batch_size, optimizer (sgd|adam), lr, momentum, nesterov,
                        weight_decay (coupled, PyTorch-style), lr_drop_epochs/factor,
                        log_every_steps, loop (how an epoch is driven: training.LOOPS).
-  criterion, sparsity  pruning criterion ('none' = dense) and fraction of prunable
-                       weights removed.
+  criterion, sparsity  pruning criterion ('none' = dense: the train job's only) and fraction
+                       of prunable weights removed; sparsities (prune and sweep jobs): several,
+                       each pruned to at init and trained.
   prune.*              prunable (regex over param paths), distribution (global|layerwise|erk),
                        min_per_layer (keep >= this many weights per layer), pruning data
                        (batch_size, num_batches, grad_reduction), GraSP samples/temperature,

@@ -90,7 +90,9 @@ def _f(name, kind, jobs, doc, **kw):
   return Field(name, kind, tuple(jobs), doc, **kw)
 
 
-T, P = TRAINING, ("train", "prune", "sweep")  # P: jobs that prune at init with config.prune's criterion.
+T = TRAINING
+PRUNING = ("prune", "irp", "sweep")  # Jobs that prune (the train job trains dense networks only).
+P = ("prune", "sweep")  # Jobs that prune at init, by config.criterion or the sweep's criteria.
 FIELDS = [
     _f("job", "str", ALL, "which job runs", choices=lambda: ALL),
     _f("imports", "strs", ALL, "modules imported first: where you register criteria (asj.register_criterion)"),
@@ -123,20 +125,22 @@ FIELDS = [
     _f("train.lr_drop_factor", "float", T, "factor of each drop", low=0.0, low_open=True, high=1.0),
     _f("train.log_every_steps", "int", T, "progress line every N steps (0 = each epoch)", low=0),
     _f("train.loop", "str", T, "how an epoch is driven", choices=_c("auto", "scan", "python")),
-    _f("criterion", "str", ("train", "prune", "irp"), "pruning criterion ('none' = dense)", choices=_criteria),
-    _f("sparsity", "float", ("train", "prune"), "fraction of prunable weights removed", low=0.0, high=1.0,
+    _f("criterion", "str", ("prune", "irp"), "pruning criterion (the train job trains dense networks)",
+       choices=_criteria),
+    _f("sparsity", "float", ("prune",), "fraction of prunable weights removed (one sparsity)", low=0.0, high=1.0,
        high_open=True, verb="lie"),
-    _f("sparsities", "floats", ("prune",), "several sparsities in one prune job", low=0.0, low_open=True,
-       high=1.0, high_open=True, verb="lie"),
+    _f("sparsities", "floats", ("prune", "sweep"), "the sparsities networks are pruned to at init, each trained: "
+       "prune: each in turn (empty: config.sparsity alone); sweep: the grid's sparsity axis", low=0.0,
+       low_open=True, high=1.0, high_open=True, verb="lie"),
     _f("prune.prunable", "regex", T, "regex over parameter paths: which leaves are prunable"),
-    _f("prune.distribution", "str", T, "layer budgets", choices=_c(*masks_lib.DISTRIBUTIONS)),
-    _f("prune.min_per_layer", "int", T, "keep at least this many weights per layer (global)", low=0),
-    _f("prune.batch_size", "int", T, "pruning data: batch size", low=1),
-    _f("prune.num_batches", "int", T, "pruning data: batches (0 = the whole training set)", low=0),
-    _f("prune.grad_reduction", "str", T, "g summed or averaged over batches", choices=_c("sum", "mean")),
-    _f("prune.grasp_samples_per_class", "int", T, "GraSP: samples per class", low=1),
-    _f("prune.grasp_temperature", "float", T, "GraSP: softmax temperature", low=0.0, low_open=True),
-    _f("prune.grasp_sampling", "str", T, "GraSP: samples balanced per class or random",
+    _f("prune.distribution", "str", PRUNING, "layer budgets", choices=_c(*masks_lib.DISTRIBUTIONS)),
+    _f("prune.min_per_layer", "int", PRUNING, "keep at least this many weights per layer (global)", low=0),
+    _f("prune.batch_size", "int", PRUNING, "pruning data: batch size", low=1),
+    _f("prune.num_batches", "int", PRUNING, "pruning data: batches (0 = the whole training set)", low=0),
+    _f("prune.grad_reduction", "str", PRUNING, "g summed or averaged over batches", choices=_c("sum", "mean")),
+    _f("prune.grasp_samples_per_class", "int", PRUNING, "GraSP: samples per class", low=1),
+    _f("prune.grasp_temperature", "float", PRUNING, "GraSP: softmax temperature", low=0.0, low_open=True),
+    _f("prune.grasp_sampling", "str", PRUNING, "GraSP: samples balanced per class or random",
        choices=_c("balanced", "random")),
     _f("prune.rounds", "int", P, "rounds of pruning at init (0 = the criterion's default)", low=0),
     _f("prune.round_schedule", "str", P, "densities of those rounds", choices=_schedules),
@@ -148,18 +152,18 @@ FIELDS = [
     _f("prune.npb_conv_chunk", "int", P, "NPB: output channels per conv programme", low=1),
     _f("prune.npb_time_limit", "float", P, "NPB: seconds per integer programme", low=0.0, low_open=True),
     _f("prune.npb_mip_gap", "float", P, "NPB: relative optimality gap", low=0.0, high=1.0),
-    _f("prune.px_samples_per_class", "int", T, "PX: samples per class", low=1),
-    _f("prune.px_head_pattern", "regex", T, "PX: the classifier head's parameter paths"),
-    _f("prune.px_norm_pattern", "regex", T, "PX: normalisation layers' parameter paths"),
-    _f("prune.ntk_sap_epsilon", "float", T, "NTK-SAP: perturbation scale", low=0.0, low_open=True),
-    _f("prune.ntk_sap_resamples", "int", T, "NTK-SAP: fresh-weight samples per round", low=1),
-    _f("prune.ntk_sap_samples_per_class", "int", T, "NTK-SAP: random inputs per class", low=1),
-    _f("prune.ntk_sap_batch_size", "int", T, "NTK-SAP: largest batch of random inputs", low=1),
-    _f("prune.prospr_inner_steps", "int", T, "ProsPr: unrolled SGD steps", low=1),
-    _f("prune.prospr_inner_lr", "float", T, "ProsPr: their learning rate", low=0.0, low_open=True),
-    _f("prune.prospr_inner_momentum", "float", T, "ProsPr: their momentum", low=0.0, high=1.0, high_open=True),
-    _f("prune.prospr_batch_size", "int", T, "ProsPr: batch size", low=1),
-    _f("prune.force_num_batches", "int", T, "FORCE: batches per round", low=1),
+    _f("prune.px_samples_per_class", "int", PRUNING, "PX: samples per class", low=1),
+    _f("prune.px_head_pattern", "regex", PRUNING, "PX: the classifier head's parameter paths"),
+    _f("prune.px_norm_pattern", "regex", PRUNING, "PX: normalisation layers' parameter paths"),
+    _f("prune.ntk_sap_epsilon", "float", PRUNING, "NTK-SAP: perturbation scale", low=0.0, low_open=True),
+    _f("prune.ntk_sap_resamples", "int", PRUNING, "NTK-SAP: fresh-weight samples per round", low=1),
+    _f("prune.ntk_sap_samples_per_class", "int", PRUNING, "NTK-SAP: random inputs per class", low=1),
+    _f("prune.ntk_sap_batch_size", "int", PRUNING, "NTK-SAP: largest batch of random inputs", low=1),
+    _f("prune.prospr_inner_steps", "int", PRUNING, "ProsPr: unrolled SGD steps", low=1),
+    _f("prune.prospr_inner_lr", "float", PRUNING, "ProsPr: their learning rate", low=0.0, low_open=True),
+    _f("prune.prospr_inner_momentum", "float", PRUNING, "ProsPr: their momentum", low=0.0, high=1.0, high_open=True),
+    _f("prune.prospr_batch_size", "int", PRUNING, "ProsPr: batch size", low=1),
+    _f("prune.force_num_batches", "int", PRUNING, "FORCE: batches per round", low=1),
     _f("autos.scorer_dir", "str", P, "the `autos` criterion's scorer (an autos_train job's scorer_dir)"),
     _f("autos.batch_size", "int", P, "AutoS scoring: weights per device batch", low=1),
     _f("autos.chunk_weights", "int", P, "AutoS scoring: weights per host pass", low=1),
@@ -191,8 +195,6 @@ FIELDS = [
     _f("irp.checkpoint_every_steps", "int", ("irp",), "checkpoint inside rounds (0 = after rounds)", low=0),
     _f("irp.keep_checkpoints", "int", ("irp",), "checkpoints kept", low=1),
     _f("sweep.criteria", "strs", ("sweep",), "criteria (or keys of sweep.variants)"),
-    _f("sweep.sparsities", "floats", ("sweep",), "sparsities of the grid", low=0.0, low_open=True, high=1.0,
-       high_open=True, verb="lie"),
     _f("sweep.dense", "bool", ("sweep",), "add dense rows"),
     _f("sweep.max_networks_per_program", "int", ("sweep",), "networks per vmapped program (0 = all, -1 = auto: "
        "one for conv nets on CPU, all otherwise)", low=0, minus_one=True),
@@ -209,8 +211,10 @@ BY_NAME = {f.name: f for f in FIELDS}
 # config.json uses them is read with the new names (upgrade_renamed).
 RENAMED = {f"autos.{name}": f"scorer.{name}" for name in
            ("datasets", "backbone", "features", "width", "holdout_fraction")}
+RENAMED["sweep.sparsities"] = "sparsities"
 RENAME_REASONS = {  # new name's group -> why, for the message.
     "scorer": "the autos_train job's scorer settings; `autos` now holds the autos criterion's only",
+    "sparsities": "one field for the sparsities of the prune and sweep jobs",
 }
 
 
@@ -324,11 +328,38 @@ def unknown_field(name, where_prefix=""):
   return f"{where_prefix}{name} is not a config field.{hint}"
 
 
+def train_job_prunes(config, prefix="config.", command=None):
+  """The message for a train job config that asks to prune (criterion or sparsity set), or None.
+
+  The prune job is the one way to prune at init and train; the train job trains dense networks.
+  `command`: the exact prune command to suggest (main.py builds it from the command line).
+  """
+  criterion, sparsity = config.get("criterion", "none"), config.get("sparsity", 0.0)
+  if config.get("job") != "train" or (criterion == "none" and sparsity in (0, 0.0)):
+    return None
+  asked = f"{prefix}criterion={criterion!r}, {prefix}sparsity={sparsity!r}"
+  if prefix != "config.":  # A pipeline stage.
+    return (f"{asked}: the train job trains dense networks only; to prune at init and train, make this "
+            f"stage a prune job ({prefix}job='prune', as configs/prune.py builds it).")
+  if command is None:
+    from autosparse_jax.recipes import RECIPES
+    recipe = next((name for name, r in RECIPES.items()
+                   if (r["model"], r["dataset"]) == (config.get("model"), config.get("dataset"))), "RECIPE")
+    command = (f"python -m autosparse_jax.main --config=configs/prune.py:{recipe} --workdir=DIR "
+               f"--config.criterion={criterion}" + (f" --config.sparsity={sparsity}" if sparsity else ""))
+  return (f"{asked}: the train job trains dense networks only; prune at init and train with the prune "
+          f"job (same fields, same networks): {command}")
+
+
 def problems(config, prefix="config."):
   """Every problem of `config` (a job config; pipelines: each stage too), as messages."""
   flat = flatten(config_to_dict(config))
   job = flat.get("job")
   out = []
+  prunes = train_job_prunes(config, prefix)
+  if prunes:
+    out.append(prunes)
+    flat = {k: v for k, v in flat.items() if k not in ("criterion", "sparsity")}  # Said once, above.
   for name, value in flat.items():
     if name.startswith("sweep.variants.") and job == "sweep":
       continue  # Free-form; the sweep checks each variant's fields against the schema.
@@ -390,10 +421,10 @@ def _shape_problems(config, prefix):
   total = sum(int(m.size) for m in layers)
   out = []
   sparsities = []
-  if config.job in ("train", "prune") and config.get("criterion", "none") != "none":
+  if config.job == "prune" and config.get("criterion", "none") != "none":
     sparsities = list(config.get("sparsities", ()) or ()) or [config.sparsity]
   if config.job == "sweep":
-    sparsities = list(config.sweep.sparsities)
+    sparsities = list(config.get("sparsities", ()) or ())
   if config.job == "irp":
     sparsities = [1.0 - float(config.irp.final_density)]
   minimum = int(config.prune.min_per_layer)

@@ -59,7 +59,7 @@ def build(recipe, sparsities, irp_epochs, epochs, num_seeds=2, criteria=CRITERIA
   sweep.num_seeds = num_seeds
   sweep.train.epochs = epochs
   sweep.sweep.criteria = criteria
-  sweep.sweep.sparsities = sparsities
+  sweep.sparsities = sparsities
   sweep.autos.scorer_dir = "@autos.scorer_dir"
   sweep.sweep.variants.snip_iter.survival.score_datasets = ("@irp_snip.score_dataset_dir",)
   sweep.sweep.variants.lth.survival.score_datasets = ("@irp_lth.score_dataset_dir",)

@@ -181,7 +181,7 @@ def test_fig3_sweeps_each_target_with_the_one_resnet18_cifar10_scorer(arg):
   for target, (_, s) in zip(targets, sweeps.items()):
     assert (s.model, s.dataset) == (recipes.RECIPES[target]["model"], recipes.RECIPES[target]["dataset"])
     assert set(s.sweep.criteria) == {"random", "snip", "grasp", "npb", "autos"} and s.sweep.dense
-    assert tuple(s.sweep.sparsities) == (0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
+    assert tuple(s.sparsities) == (0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
     assert s.autos.scorer_dir == "/fake/autos/scorer"
 
 
@@ -189,7 +189,7 @@ def test_table1_prunes_tiny_imagenet_with_the_cifar10_scorer():
   stages = resolved(load_config("paper/table1"))
   s = stages["sweep"]
   assert (s.model, s.dataset, int(s.train.epochs)) == ("resnet18", "tiny_imagenet", 300)
-  assert tuple(s.sweep.sparsities) == (0.3, 0.5, 0.7, 0.9)
+  assert tuple(s.sparsities) == (0.3, 0.5, 0.7, 0.9)
   assert tuple(s.sweep.criteria) == ("snip", "grasp", "npb", "autos")
   assert s.autos.scorer_dir == "/fake/autos/scorer"
   assert (stages["irp_snip"].model, stages["irp_snip"].dataset) == ("resnet18", "cifar10")
@@ -233,7 +233,7 @@ def test_table4_every_source_x_backbone_scorer(arg, backbones):
     seen.add((source, scorer.scorer.backbone))
     assert criterion == "autos" and seed == 0 and irp.criterion == "snip"
   assert seen == {(s, b) for s in table4.SOURCES for b in backbones}
-  assert tuple(stages["sweep"].sweep.sparsities) == (0.9, 0.95, 0.99)
+  assert tuple(stages["sweep"].sparsities) == (0.9, 0.95, 0.99)
   assert (stages["sweep"].model, stages["sweep"].dataset) == ("resnet18", "cifar10")
 
 

@@ -28,19 +28,27 @@ def cli(*args, timeout=300):
 BAD_INPUT = [
     ("train:lenet_digits", {"num_seeds": 0}, "config.num_seeds=0 must be >= 1"),
     ("train:lenet_digits", {"train.epochs": 0}, "config.train.epochs=0 must be >= 1"),
-    ("train:lenet_digits", {"sparsity": -0.1, "criterion": "snip"}, "config.sparsity=-0.1 must lie in [0, 1)"),
-    ("train:lenet_digits", {"prune.distribution": "erkk", "criterion": "snip", "sparsity": 0.9},
+    ("prune:lenet_digits", {"sparsity": -0.1, "criterion": "snip"}, "config.sparsity=-0.1 must lie in [0, 1)"),
+    ("prune:lenet_digits", {"prune.distribution": "erkk", "criterion": "snip", "sparsity": 0.9},
      "config.prune.distribution='erkk' is not known. Allowed: global, layerwise, erk. Did you mean 'erk'?"),
     ("train:lenet_digits", {"train.loop": "scann"},
      "config.train.loop='scann' is not known. Allowed: auto, scan, python. Did you mean 'scan'?"),
     ("train:lenet_digits", {"job": "trian"}, "config.job='trian' is not known"),
-    ("train:lenet_digits", {"criterion": "snip"}, "config.criterion='snip' needs config.sparsity > 0"),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.0}, "config.criterion='snip' needs config.sparsity > 0"),
+    # The train job trains dense networks: pruning at init and training is the prune job's.
+    ("train:lenet_digits", {"criterion": "snip", "sparsity": 0.9},
+     "config.criterion='snip', config.sparsity=0.9: the train job trains dense networks only; prune at init and "
+     "train with the prune job (same fields, same networks): python -m autosparse_jax.main "
+     "--config=configs/prune.py:lenet_digits --workdir=DIR --config.criterion=snip --config.sparsity=0.9"),
+    ("quickstart", {"sweep.job": "train", "sweep.criterion": "snip"},
+     "config.sweep.criterion='snip', config.sweep.sparsity=0.0: the train job trains dense networks only; to "
+     "prune at init and train, make this stage a prune job (config.sweep.job='prune'"),
     ("train:lenet_digits", {"model": "resnet19"}, "config.model='resnet19' is not known. Allowed: "
      "lenet_300_100, resnet18, vgg16, vgg19. Did you mean 'resnet18'?"),
     ("train:lenet_digits", {"dataset": "mnits"}, "config.dataset='mnits' is not known. Allowed: mnist, "
      "cifar10, cifar100, tiny_imagenet, digits, synthetic. Did you mean 'mnist'?"),
-    ("train:lenet_digits", {"criterion": "magnitud", "sparsity": 0.5}, "Did you mean 'magnitude'?"),
-    ("train:lenet_digits", {"sparsity": 1.0}, "config.sparsity=1.0 must lie in [0, 1)"),
+    ("prune:lenet_digits", {"criterion": "magnitud", "sparsity": 0.5}, "Did you mean 'magnitude'?"),
+    ("prune:lenet_digits", {"sparsity": 1.0}, "config.sparsity=1.0 must lie in [0, 1)"),
     ("train:lenet_digits", {"train.optimizer": "adamw"}, "config.train.optimizer='adamw' is not known"),
     ("train:lenet_digits", {"train.batch_size": 5000}, "config.train.batch_size=5000 is larger than the training set"),
     ("prune:lenet_digits", {"criterion": "npb", "prune.rounds": 3},
@@ -114,7 +122,9 @@ BAD_INPUT = [
     ("irp:lenet_digits", {"irp.keep_checkpoints": 0}, "config.irp.keep_checkpoints=0 must be >= 1"),
     ("irp:lenet_digits", {"prune.ablation": "invert"}, "IRP does not take it"),
     ("pai_sweep:lenet_digits", {"sweep.max_networks_per_program": -2}, "max_networks_per_program=-2"),
-    ("pai_sweep:lenet_digits", {"sweep.sparsities": (0.5, 1.2)}, "config.sweep.sparsities=1.2 must lie in (0, 1)"),
+    ("pai_sweep:lenet_digits", {"sparsities": (0.5, 1.2)}, "config.sparsities=1.2 must lie in (0, 1)"),
+    ("pai_sweep:lenet_digits", {"sweep.sparsities": (0.5,)},
+     "config.sweep.sparsities was renamed config.sparsities (one field for the sparsities of the prune and sweep"),
     ("quickstart", {"sweep.train.lr": -1.0, "irp_snip.train.epochs": 0},
      "config.irp_snip.train.epochs=0 must be >= 1"),  # Every stage of a pipeline, before stage 1.
     ("ccc", {"ccc.field": "scores", "ccc.datasets": ("/a", "/b")}, "config.ccc.field='scores' is not known"),
@@ -321,7 +331,14 @@ def test_cli_faults_of_the_command_line_and_files_are_one_line_exit_2(tmp_path):
            (["--config=configs/autos_train.py:mlp", "--config.autos.backbone=vgg19"],
             "--config.autos.backbone: config.autos.backbone was renamed config.scorer.backbone"),
            (["--config=configs/quickstart.py", "--config.autos.autos.width=0.5"],
-            "config.autos.autos.width was renamed config.autos.scorer.width")]
+            "config.autos.autos.width was renamed config.autos.scorer.width"),
+           (["--config=configs/quickstart.py", "--config.sweep.sparsities=(0.9,)",  # The stage's: not the fault.
+             "--config.sweep.sweep.sparsities=(0.9,)"],
+            "--config.sweep.sweep.sparsities: config.sweep.sweep.sparsities was renamed config.sweep.sparsities"),
+           (["--config=configs/train.py:lenet_digits", "--config.criterion=snip", "--config.sparsity=0.98"],
+            "the train job trains dense networks only; prune at init and train with the prune job (same fields, "
+            "same networks): python -m autosparse_jax.main --config=configs/prune.py:lenet_digits "
+            f"--config.criterion=snip --config.sparsity=0.98 --workdir={tmp_path / 'wd'}")]
   for args, message in cases:
     proc = cli(*args, f"--workdir={tmp_path / 'wd'}")
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]

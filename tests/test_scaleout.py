@@ -234,10 +234,10 @@ def test_launch_scripts_parse_and_the_array_script_runs_its_grid_cell(tmp_path):
   env = dict(env_with_repo(), SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_JOB_ID="77", PYTHON="echo",
              WORKDIR_ROOT=str(tmp_path / "runs"))
   out = subprocess.run(["bash", os.path.join(REPO, "launch", "slurm_array.sbatch"), str(grid),
-                        "--config=configs/train.py:lenet_digits"], capture_output=True, text=True,
+                        "--config=configs/prune.py:lenet_digits"], capture_output=True, text=True,
                        env=env, timeout=30)
   assert out.returncode == 0, out.stderr
-  assert out.stdout.split() == ["-m", "autosparse_jax.main", "--config=configs/train.py:lenet_digits",
+  assert out.stdout.split() == ["-m", "autosparse_jax.main", "--config=configs/prune.py:lenet_digits",
                                 f"--workdir={tmp_path / 'runs' / 'cell_1'}", "--config.criterion=magnitude",
                                 "--config.sparsity=0.98"]
 
@@ -304,7 +304,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_after_one_checkpoint_and_res
   to an uninterrupted 2-process run."""
   import signal
   import time
-  args = ["--config=configs/train.py:lenet_digits", "--config.train.epochs=2", "--config.criterion=snip",
+  args = ["--config=configs/prune.py:lenet_digits", "--config.train.epochs=2", "--config.criterion=snip",
           "--config.sparsity=0.9", "--config.train.log_every_steps=5", "--config.checkpoint_every_steps=5",
           "--config.checkpoint_min_seconds=0", "--config.tensorboard=False"]
 

@@ -1,5 +1,6 @@
 """Masked training: pruned weights stay zero, optimizers match PyTorch's update rules,
-vmapped seeds equal separate runs, mid-epoch resume and reruns are bit-identical."""
+vmapped seeds equal separate runs, mid-epoch resume and reruns are bit-identical; the prune job
+is the one way to prune at init and train."""
 import dataclasses
 
 import jax
@@ -8,8 +9,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from autosparse_jax import engine, keys, pruning, training
-from autosparse_jax.jobs import train as train_job
+from autosparse_jax import engine, jobs, keys, pruning, training
+from autosparse_jax.errors import ConfigError
+from autosparse_jax.jobs import prune as prune_job
+from autosparse_jax.workdir import Workdir
 from tests.conftest import small_config
 
 
@@ -164,7 +167,7 @@ def test_conv_net_job_runs_one_step_per_call_on_cpu(tmp_path, capsys, monkeypatc
   task = engine.build_task(config)
   assert training.resolve_loop("auto", task.trainer, "cpu") == "python"
   assert training.resolve_loop("auto", task.trainer, "gpu") == "scan"
-  results = train_job.run(config, str(tmp_path / "wd"))
+  results = prune_job.run(config, str(tmp_path / "wd"))
   assert np.isfinite(results["test_loss"]) and abs(results["density"] - 0.5) < 1e-3
   assert "epoch 1 step 2/4" in capsys.readouterr().out  # Progress inside the epoch.
 
@@ -182,3 +185,23 @@ def test_train_seed_keeps_theta_0_and_changes_the_run():
   step = jax.jit(jax.vmap(lambda s: task.trainer.train_steps(s, task.train_images, task.train_labels, 1)[0]))
   ta, tb = step(a), step(b)  # Another data order: the first step already differs.
   assert not np.array_equal(np.asarray(jax.tree.leaves(ta.params)[0]), np.asarray(jax.tree.leaves(tb.params)[0]))
+
+
+def test_the_prune_job_is_the_one_way_to_prune_at_init_and_train(tmp_path):
+  """One sparsity: the prune job trains the networks the train job trained when it took a criterion
+  (theta_0 -> prune_states -> run_training: the code it ran) and reports them at the top level of
+  results.json as it did; a train config with a criterion is refused, naming the prune job."""
+  config = small_config(job="prune", criterion="magnitude", sparsity=0.9, num_seeds=2)
+  results = jobs.run(config, str(tmp_path / "prune"))
+  task = engine.build_task(config)
+  states, _ = pruning.prune_states(config, task, engine.init_states(config, task), "magnitude", 0.9)
+  reports = engine.density_reports(states)
+  _, last = engine.run_training(config, task, states, Workdir("/nonexistent", config, is_writer=False))
+  assert results["test_accuracy_seeds"]["per_seed"] == [float(a) for a in last["test_accuracy"]]
+  assert results["test_loss"] == float(np.mean(last["test_loss"]))
+  assert results["kept_per_seed"] == [r["kept"] for r in reports] and results["seeds"] == [0, 1]
+  assert results["runs"][0]["test_loss"] == results["test_loss"]
+  with pytest.raises(ConfigError, match="the train job trains dense networks only; prune at init and train "
+                                        "with the prune job"):
+    jobs.run(small_config(criterion="magnitude", sparsity=0.9), str(tmp_path / "train"))
+  assert not (tmp_path / "train").exists()

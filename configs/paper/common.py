@@ -92,7 +92,7 @@ def sweep_stage(recipe, criteria, sparsities, variants=None, num_seeds=SEEDS, de
   config.seed = 0
   config.num_seeds = int(num_seeds)
   config.sweep.criteria = tuple(criteria)
-  config.sweep.sparsities = tuple(float(s) for s in sparsities)
+  config.sparsities = tuple(float(s) for s in sparsities)
   config.sweep.dense = bool(dense)
   for label, fields in (variants or {}).items():
     config.sweep.variants[label] = fields
