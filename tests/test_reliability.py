@@ -1,6 +1,7 @@
 """Reliability: bad input at the CLI, non-finite losses, unreadable and unfinished checkpoints."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -372,22 +373,34 @@ def test_a_full_disk_while_writing_results_keeps_the_earlier_results(tmp_path, m
 
 
 def test_a_workdir_written_before_a_field_was_renamed_is_compared_under_the_new_names(tmp_path):
-  """config.json of an earlier release (autos_train's config.autos.*, now config.scorer.*), alone and
-  as a pipeline stage: the same config resumes there; another one is refused naming the new field."""
-  def old_names(config):
-    saved = schema.config_to_dict(config)
-    stage = saved["autos"] if saved["job"] == "pipeline" else saved
-    stage["autos"] = stage.pop("scorer")
-    return saved
+  """config.json of an earlier release (autos_train's config.autos.*, now config.scorer.*; the sweep's
+  config.sweep.sparsities, now config.sparsities), alone and as pipeline stages: the same config
+  resumes there and config.json is rewritten with the new names; another config is refused, naming
+  the field under its new name."""
+  def old_names(job_config):
+    if job_config["job"] == "autos_train":
+      job_config["autos"] = job_config.pop("scorer")
+    if job_config["job"] == "sweep":
+      job_config["sweep"]["sparsities"] = job_config.pop("sparsities")
+    return job_config
 
-  for config in (with_values(load_config("autos_train", "mlp"), {"scorer.datasets": ("/x",)}),
-                 load_config("quickstart")):
-    wd = tmp_path / config.job
+  def saved_by_earlier_release(config):
+    saved = schema.config_to_dict(config)
+    if saved["job"] == "pipeline":
+      return dict(saved, **{stage: old_names(saved[stage]) for stage in saved["stages"]})
+    return old_names(saved)
+
+  for config, changed_field, old_value in (
+      (with_values(load_config("autos_train", "mlp"), {"scorer.datasets": ("/x",)}), "scorer.width", 1.0),
+      (load_config("pai_sweep", "lenet_digits"), "sparsities", [0.9, 0.95, 0.98, 0.99]),
+      (load_config("quickstart"), "autos.scorer.width", 1.0),
+      (load_config("quickstart"), "sweep.sparsities", [0.8, 0.9, 0.95])):
+    wd = tmp_path / f"{config.job}_{changed_field}"
     wd.mkdir()
-    (wd / "config.json").write_text(json.dumps(old_names(config)))
+    (wd / "config.json").write_text(json.dumps(saved_by_earlier_release(config)))
     workdir_lib.Workdir(str(wd), config, is_writer=True).start()
     assert json.loads((wd / "config.json").read_text()) == schema.config_to_dict(config)  # Rewritten so.
-    (wd / "config.json").write_text(json.dumps(old_names(config)))
-    changed = with_values(config, {("autos." if config.job == "pipeline" else "") + "scorer.width": 0.5})
-    with pytest.raises(ConfigError, match=r"scorer.width: 1.0 -> 0.5\)"):
+    (wd / "config.json").write_text(json.dumps(saved_by_earlier_release(config)))
+    changed = with_values(config, {changed_field: (0.5,) if "sparsities" in changed_field else 0.5})
+    with pytest.raises(ConfigError, match=re.escape(f"{changed_field}: {old_value!r} -> ")):
       workdir_lib.Workdir(str(wd), changed, is_writer=True)
