@@ -20,12 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import keys, masks as masks_lib, preemption, programs as programs_lib, pruning, sharding, train
+from autosparse_jax import keys, masks as masks_lib, preemption, programs as programs_lib, pruning, sharding, training
 from autosparse_jax.checkpoints import RunCheckpoints
 from autosparse_jax.config_tools import canonical_json, config_to_dict
 from autosparse_jax import console
 from autosparse_jax.console import fmt_time, log, plain_output
-from autosparse_jax.data import load_dataset, pipeline
+from autosparse_jax.data import batching, load_dataset
 from autosparse_jax.distributed import to_host
 from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
 from autosparse_jax.models import DTYPES, MODELS, get_model
@@ -35,7 +35,7 @@ from autosparse_jax.workdir import Workdir
 @dataclasses.dataclass(frozen=True)
 class Task:
   """Everything a job needs on device: trainer, data arrays, eval batches."""
-  trainer: train.Trainer
+  trainer: training.Trainer
   dataset: object
   train_images: jax.Array
   train_labels: jax.Array
@@ -70,8 +70,8 @@ def validate(config, needs_sparsity=True):
     raise ConfigError(unknown_name_message("config.model", config.model, MODELS))
   if config.get("dtype", "float32") not in DTYPES:
     raise ConfigError(unknown_name_message("config.dtype", config.dtype, tuple(DTYPES)))
-  if config.train.get("loop", "auto") not in train.LOOPS:
-    raise ConfigError(unknown_name_message("config.train.loop", config.train.loop, train.LOOPS))
+  if config.train.get("loop", "auto") not in training.LOOPS:
+    raise ConfigError(unknown_name_message("config.train.loop", config.train.loop, training.LOOPS))
   if config.prune.distribution not in masks_lib.DISTRIBUTIONS:
     raise ConfigError(unknown_name_message("config.prune.distribution", config.prune.distribution,
                                            masks_lib.DISTRIBUTIONS))
@@ -123,10 +123,10 @@ def _build_task(config):
   model = get_model(config.model, dataset.spec.num_classes, width=float(config.width),
                     dtype=DTYPES[config.get("dtype", "float32")], conv=config.get("conv", "xla"))
   try:
-    trainer = train.make_trainer(config, dataset.spec, len(dataset.train_images), model, layout)
+    trainer = training.make_trainer(config, dataset.spec, len(dataset.train_images), model, layout)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  arrays = (dataset.train_images, dataset.train_labels) + pipeline.eval_batches(
+  arrays = (dataset.train_images, dataset.train_labels) + batching.eval_batches(
       dataset.test_images, dataset.test_labels, int(config.data.eval_batch_size))
   if layout is None:
     arrays = tuple(jnp.asarray(a) for a in arrays)
@@ -194,7 +194,7 @@ class TrainingLoop:
     self.spe = trainer.steps_per_epoch
     self.epochs = int(config.train.epochs)
     self.total = self.epochs * self.spe
-    self.loop = train.resolve_loop(config.train.get("loop", "auto"), trainer, jax.default_backend())
+    self.loop = training.resolve_loop(config.train.get("loop", "auto"), trainer, jax.default_backend())
     self.log_every = min(int(config.train.get("log_every_steps", 0)) or self.spe, self.spe)
     chunk = 1 if self.loop == "python" else self.log_every
     self.chunk = math.gcd(chunk, int(align)) if align else chunk
@@ -203,7 +203,7 @@ class TrainingLoop:
   def _step_program(self, n):
     unroll = self.loop == "python"
     return self.task.program(programs_lib.program_key("train_steps", steps=n, unroll=unroll),
-                             lambda: train.jit_epoch(self.task.trainer, n, unroll=unroll))
+                             lambda: training.jit_epoch(self.task.trainer, n, unroll=unroll))
 
   def _check_finite(self, metrics, epoch, before, step):
     loss = np.asarray(metrics["loss"])
@@ -222,7 +222,7 @@ class TrainingLoop:
 
   def chunks(self, states, start_step=0, epoch_sums=None):
     task, spe, prefix = self.task, self.spe, f"{self.tag} " if self.tag else ""
-    evaluate = task.program(programs_lib.program_key("evaluate"), lambda: train.jit_evaluate(task.trainer))
+    evaluate = task.program(programs_lib.program_key("evaluate"), lambda: training.jit_evaluate(task.trainer))
     if task.trainer.layout is not None:
       states = task.trainer.layout.put_states(states)
     start, step = time.time(), int(start_step)

@@ -11,6 +11,7 @@ with a checkpoint; the same command resumes it.
 Several processes (launch/): each runs this same command; see distributed.py.
 """
 import os
+import shlex
 import sys
 import time
 
@@ -18,7 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from autosparse_jax import compile_stats, console, preemption, schema
-from autosparse_jax.config_tools import module_from_path
+from autosparse_jax.config_tools import config_to_dict, flatten, module_from_path
 from autosparse_jax.data.raw import RawDataError
 from autosparse_jax.errors import ConfigError, NumericalError, OutputError
 from autosparse_jax.jobs import import_plugins, run
@@ -47,19 +48,50 @@ def config_file_fault(argv, error):
       if not os.path.exists(path):
         return (f"--config={path}: no such config file (they are in configs/, e.g. "
                 "--config=configs/prune.py:lenet_mnist).")
-      return f"--config={arg.split('=', 1)[1]} could not be loaded: " + " ".join(str(error).split())[:600]
+      return (f"--config={arg.split('=', 1)[1]} could not be loaded: " + " ".join(str(error).split())[:600]
+              + renamed_group_hint(error))
   return "--config=configs/NAME.py[:arg] is required."
+
+
+def renamed_group_hint(error):
+  """For a file that failed on a group that no longer exists (config.autos of an autos_train config):
+  the renamed fields that were in it."""
+  missing = str(error).strip("'\" ")
+  moved = {old.split(".", 1)[1]: new.split(".")[0] for old, new in schema.RENAMED.items()
+           if old.split(".")[0] == missing}
+  if not moved or not isinstance(error, (AttributeError, KeyError)):
+    return ""
+  return f" (config.{missing}.{{{','.join(moved)}}} were renamed config.{'/'.join(sorted(set(moved.values())))}.*)"
+
+
+def config_file_fields(argv):
+  """The fields of the --config file as it loads (before any override), or None if it does not load."""
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      path, _, config_arg = arg.split("=", 1)[1].partition(":")
+      try:
+        module = module_from_path(path)
+        return set(flatten(config_to_dict(module.get_config(config_arg) if config_arg else module.get_config())))
+      except Exception:  # noqa: BLE001  (config_file_fault reports it)
+        return None
+  return None
 
 
 def override_fault(argv):
   """The message for a --config.NAME that names no field of the config, or None."""
+  fields = config_file_fields(argv) or set()
   for arg in argv[1:]:
     if not arg.startswith("--config."):
       continue
     name = arg.split("=", 1)[0][len("--config."):]
+    if name in fields:
+      continue  # A field of this config (e.g. a pipeline stage's sweep.sparsities): not the fault.
     parts = name.split(".")
     if parts[0] == "sweep" and parts[1:2] == ["variants"]:
       continue  # Free-form variants.
+    renamed = schema.renamed_message(name) or schema.renamed_message(".".join(parts[1:]), f"config.{parts[0]}.")
+    if renamed:  # An old name (of this config, or of a pipeline stage's): the new one.
+      return f"--config.{name}: {renamed}"
     if name in schema.BY_NAME:
       jobs = ", ".join(schema.BY_NAME[name].jobs)
       return (f"--config.{name}: this config has no field {name} (it belongs to the config of: {jobs}); "
@@ -100,6 +132,20 @@ def unread_fields():
   return schema.unread_fields(loaded_config(), defaults)
 
 
+def prune_command(argv):
+  """This command line with the train config swapped for the prune config beside it (same recipe, same
+  flags): what a train command with a criterion must run instead. None for other config files."""
+  args = []
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      path, colon, config_arg = arg[len("--config="):].partition(":")
+      if os.path.basename(path) != "train.py":
+        return None
+      arg = f"--config={os.path.join(os.path.dirname(path), 'prune.py')}{colon}{config_arg}"
+    args.append(arg)
+  return "python -m autosparse_jax.main " + " ".join(shlex.quote(a) for a in args)
+
+
 def set_aside_workdir(workdir):
   """Moves an existing workdir to WORKDIR.previous.<time>; returns the new path (or None).
 
@@ -127,6 +173,9 @@ def main(argv):
       return
     if not _WORKDIR.value:
       raise ConfigError("--workdir is required: the directory for config.json, metrics.jsonl and results.json.")
+    prunes = schema.train_job_prunes(config, command=prune_command(sys.argv))
+    if prunes:  # Before unread_fields: this names the prune command, not only the unread fields.
+      raise ConfigError(prunes)
     problems = unread_fields()
     if problems:
       raise ConfigError(problems[0] if len(problems) == 1 else

@@ -10,9 +10,10 @@ Field meanings (the same in every job that has them):
   train_seed           -1, or T: theta_0 from the seed, data order / pruning keys from T.
   train.*              epochs, batch_size, optimizer (sgd|adam), lr, momentum, nesterov,
                        weight_decay (coupled, PyTorch-style), lr_drop_epochs/factor,
-                       log_every_steps, loop (how an epoch is driven: train.LOOPS).
-  criterion, sparsity  pruning criterion ('none' = dense) and fraction of prunable
-                       weights removed.
+                       log_every_steps, loop (how an epoch is driven: training.LOOPS).
+  criterion, sparsity  pruning criterion ('none' = dense: the train job's only) and fraction
+                       of prunable weights removed; sparsities (prune and sweep jobs): several,
+                       each pruned to at init and trained.
   prune.*              prunable (regex over param paths), distribution (global|layerwise|erk),
                        min_per_layer (keep >= this many weights per layer), pruning data
                        (batch_size, num_batches, grad_reduction), GraSP samples/temperature,
@@ -81,7 +82,7 @@ def base_config():
       epochs=1, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
       weight_decay=0.0, lr_drop_epochs=(), lr_drop_factor=0.1,
       log_every_steps=0,  # 0 = log once per epoch.
-      loop="auto"))  # scan | python | auto (see train.LOOPS).
+      loop="auto"))  # scan | python | auto (see training.LOOPS).
   c.criterion = "none"
   c.sparsity = 0.0
   # What prune_spec.PruneSpec reads besides the criterion's options. prunable: 'default' =

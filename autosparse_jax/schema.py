@@ -8,6 +8,7 @@ you mean". describe(config) prints the schema of a config's job (the CLI's
 that prune nothing, min_per_layer above the weights kept, batch sizes against
 the mesh) are in cross_checks.
 """
+import copy
 import dataclasses
 import difflib
 import re
@@ -89,7 +90,9 @@ def _f(name, kind, jobs, doc, **kw):
   return Field(name, kind, tuple(jobs), doc, **kw)
 
 
-T, P = TRAINING, ("train", "prune", "sweep")  # P: jobs that prune at init with config.prune's criterion.
+T = TRAINING
+PRUNING = ("prune", "irp", "sweep")  # Jobs that prune (the train job trains dense networks only).
+P = ("prune", "sweep")  # Jobs that prune at init, by config.criterion or the sweep's criteria.
 FIELDS = [
     _f("job", "str", ALL, "which job runs", choices=lambda: ALL),
     _f("imports", "strs", ALL, "modules imported first: where you register criteria (asj.register_criterion)"),
@@ -122,23 +125,25 @@ FIELDS = [
     _f("train.lr_drop_factor", "float", T, "factor of each drop", low=0.0, low_open=True, high=1.0),
     _f("train.log_every_steps", "int", T, "progress line every N steps (0 = each epoch)", low=0),
     _f("train.loop", "str", T, "how an epoch is driven", choices=_c("auto", "scan", "python")),
-    _f("criterion", "str", ("train", "prune", "irp"), "pruning criterion ('none' = dense)", choices=_criteria),
-    _f("sparsity", "float", ("train", "prune"), "fraction of prunable weights removed", low=0.0, high=1.0,
+    _f("criterion", "str", ("prune", "irp"), "pruning criterion (the train job trains dense networks)",
+       choices=_criteria),
+    _f("sparsity", "float", ("prune",), "fraction of prunable weights removed (one sparsity)", low=0.0, high=1.0,
        high_open=True, verb="lie"),
-    _f("sparsities", "floats", ("prune",), "several sparsities in one prune job", low=0.0, low_open=True,
-       high=1.0, high_open=True, verb="lie"),
+    _f("sparsities", "floats", ("prune", "sweep"), "the sparsities networks are pruned to at init, each trained: "
+       "prune: each in turn (empty: config.sparsity alone); sweep: the grid's sparsity axis", low=0.0,
+       low_open=True, high=1.0, high_open=True, verb="lie"),
     _f("prune.prunable", "regex", T, "which leaves are prunable: 'default' (weight matrices and conv kernels: "
        "masks.default_prunable) or a regex over parameter paths"),
-    _f("prune.distribution", "str", T, "layer budgets", choices=_c(*masks_lib.DISTRIBUTIONS)),
-    _f("prune.min_per_layer", "int", T, "keep at least this many weights per layer (global)", low=0),
+    _f("prune.distribution", "str", PRUNING, "layer budgets", choices=_c(*masks_lib.DISTRIBUTIONS)),
+    _f("prune.min_per_layer", "int", PRUNING, "keep at least this many weights per layer (global)", low=0),
     _f("prune.rounds", "int", P, "rounds of pruning at init (0 = the criterion's default)", low=0),
     _f("prune.round_schedule", "str", P, "densities of those rounds", choices=_schedules),
     _f("prune.ablation", "str", P, "Frankle et al.'s sanity check", choices=_ablations),
-    _f("autos.datasets", "strs", ("autos_train",), "score datasets the scorer learns from"),
-    _f("autos.backbone", "str", ("autos_train",), "scorer network", choices=_c("resnet18", "vgg19", "mlp")),
-    _f("autos.features", "strs", ("autos_train",), "scorer inputs", choices=_c("theta0", "g0")),
-    _f("autos.width", "float", ("autos_train",), "scorer width scale", low=0.0, low_open=True, high=64.0),
-    _f("autos.holdout_fraction", "float", ("autos_train",), "weights held out", low=0.0, low_open=True,
+    _f("scorer.datasets", "strs", ("autos_train",), "score datasets the scorer learns from"),
+    _f("scorer.backbone", "str", ("autos_train",), "scorer network", choices=_c("resnet18", "vgg19", "mlp")),
+    _f("scorer.features", "strs", ("autos_train",), "scorer inputs", choices=_c("theta0", "g0")),
+    _f("scorer.width", "float", ("autos_train",), "scorer width scale", low=0.0, low_open=True, high=64.0),
+    _f("scorer.holdout_fraction", "float", ("autos_train",), "weights held out", low=0.0, low_open=True,
        high=1.0, high_open=True),
     _f("mesh.seeds", "int", T, "devices the seeds are spread over", low=1),
     _f("mesh.data", "int", T, "data-parallel devices (-1 = the rest)", low=1, minus_one=True),
@@ -162,8 +167,6 @@ FIELDS = [
     _f("irp.checkpoint_every_steps", "int", ("irp",), "checkpoint inside rounds (0 = after rounds)", low=0),
     _f("irp.keep_checkpoints", "int", ("irp",), "checkpoints kept", low=1),
     _f("sweep.criteria", "strs", ("sweep",), "criteria (or keys of sweep.variants)"),
-    _f("sweep.sparsities", "floats", ("sweep",), "sparsities of the grid", low=0.0, low_open=True, high=1.0,
-       high_open=True, verb="lie"),
     _f("sweep.dense", "bool", ("sweep",), "add dense rows"),
     _f("sweep.max_networks_per_program", "int", ("sweep",), "networks per vmapped program (0 = all, -1 = auto: "
        "one for conv nets on CPU, all otherwise)", low=0, minus_one=True),
@@ -184,13 +187,66 @@ def option_schema_fields():
     checks = dict(field.metadata["checks"])
     if "choices" in checks:
       checks["choices"] = _c(*checks["choices"])
-    out.append(Field(path, kind(record, field), tuple(field.metadata.get("jobs") or T), field.metadata["doc"],
+    out.append(Field(path, kind(record, field), tuple(field.metadata.get("jobs") or PRUNING), field.metadata["doc"],
                      **checks))
   return out
 
 
 FIELDS += option_schema_fields()
 BY_NAME = {f.name: f for f in FIELDS}
+
+# Fields renamed in this release: old dotted name -> new. The old names are refused (one release)
+# with the new one named, from a config file, a pipeline stage or a --config flag; a workdir whose
+# config.json uses them is read with the new names (upgrade_renamed).
+RENAMED = {f"autos.{name}": f"scorer.{name}" for name in
+           ("datasets", "backbone", "features", "width", "holdout_fraction")}
+RENAMED["sweep.sparsities"] = "sparsities"
+RENAME_REASONS = {  # new name's group -> why, for the message.
+    "scorer": "the autos_train job's scorer settings; `autos` now holds the autos criterion's only",
+    "sparsities": "one field for the sparsities of the prune and sweep jobs",
+}
+
+
+def renamed_message(name, prefix="config."):
+  """The message for a field under its old name (`name` relative to `prefix`), or None."""
+  new = RENAMED.get(name)
+  if new is None:
+    return None
+  return (f"{prefix}{name} was renamed {prefix}{new} ({RENAME_REASONS[new.split('.')[0]]}): "
+          f"set {prefix}{new} instead.")
+
+
+def upgrade_renamed(saved):
+  """A config dict written by an earlier release (a workdir's config.json) with its renamed fields
+  under their new names, pipeline stages included: (upgraded dict, [old names found])."""
+  saved = copy.deepcopy(saved)
+  found = []
+  if saved.get("job") == "pipeline":
+    for stage in saved.get("stages") or ():
+      if isinstance(saved.get(stage), dict):
+        saved[stage], inner = upgrade_renamed(saved[stage])
+        found += [f"{stage}.{name}" for name in inner]
+    return saved, found
+  for old, new in RENAMED.items():
+    *old_path, old_leaf = old.split(".")
+    group = saved
+    for part in old_path:
+      group = group.get(part) if isinstance(group, dict) else None
+    if not isinstance(group, dict) or old_leaf not in group:
+      continue
+    value = group.pop(old_leaf)
+    if old_path and not group:  # The old group held only renamed fields.
+      parent = saved
+      for part in old_path[:-1]:
+        parent = parent[part]
+      parent.pop(old_path[-1])
+    *new_path, new_leaf = new.split(".")
+    target = saved
+    for part in new_path:
+      target = target.setdefault(part, {})
+    target.setdefault(new_leaf, value)
+    found.append(old)
+  return saved, found
 
 
 def _type_ok(kind, value):
@@ -253,9 +309,35 @@ def field_problems(field, value, where):
 
 
 def unknown_field(name, where_prefix=""):
+  renamed = renamed_message(name, where_prefix)
+  if renamed:
+    return renamed
   guess = difflib.get_close_matches(name, list(BY_NAME), n=1)
   hint = f" Did you mean {where_prefix}{guess[0]}?" if guess else ""
   return f"{where_prefix}{name} is not a config field.{hint}"
+
+
+def train_job_prunes(config, prefix="config.", command=None):
+  """The message for a train job config that asks to prune (criterion or sparsity set), or None.
+
+  The prune job is the one way to prune at init and train; the train job trains dense networks.
+  `command`: the exact prune command to suggest (main.py builds it from the command line).
+  """
+  criterion, sparsity = config.get("criterion", "none"), config.get("sparsity", 0.0)
+  if config.get("job") != "train" or (criterion == "none" and sparsity in (0, 0.0)):
+    return None
+  asked = f"{prefix}criterion={criterion!r}, {prefix}sparsity={sparsity!r}"
+  if prefix != "config.":  # A pipeline stage.
+    return (f"{asked}: the train job trains dense networks only; to prune at init and train, make this "
+            f"stage a prune job ({prefix}job='prune', as configs/prune.py builds it).")
+  if command is None:
+    from autosparse_jax.recipes import RECIPES
+    recipe = next((name for name, r in RECIPES.items()
+                   if (r["model"], r["dataset"]) == (config.get("model"), config.get("dataset"))), "RECIPE")
+    command = (f"python -m autosparse_jax.main --config=configs/prune.py:{recipe} --workdir=DIR "
+               f"--config.criterion={criterion}" + (f" --config.sparsity={sparsity}" if sparsity else ""))
+  return (f"{asked}: the train job trains dense networks only; prune at init and train with the prune "
+          f"job (same fields, same networks): {command}")
 
 
 def problems(config, prefix="config."):
@@ -263,6 +345,10 @@ def problems(config, prefix="config."):
   flat = flatten(config_to_dict(config))
   job = flat.get("job")
   out = []
+  prunes = train_job_prunes(config, prefix)
+  if prunes:
+    out.append(prunes)
+    flat = {k: v for k, v in flat.items() if k not in ("criterion", "sparsity")}  # Said once, above.
   for name, value in flat.items():
     if name.startswith("sweep.variants.") and job == "sweep":
       continue  # Free-form; the sweep checks each variant's fields against the schema.
@@ -329,10 +415,10 @@ def _shape_problems(config, prefix):
   total = sum(int(m.size) for m in layers)
   out = []
   sparsities = []
-  if config.job in ("train", "prune") and config.get("criterion", "none") != "none":
+  if config.job == "prune" and config.get("criterion", "none") != "none":
     sparsities = list(config.get("sparsities", ()) or ()) or [config.sparsity]
   if config.job == "sweep":
-    sparsities = list(config.sweep.sparsities)
+    sparsities = list(config.get("sparsities", ()) or ())
   if config.job == "irp":
     sparsities = [1.0 - float(config.irp.final_density)]
   minimum = int(config.prune.min_per_layer)

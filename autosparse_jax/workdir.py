@@ -2,7 +2,8 @@
 
 - One process writes a workdir: WorkdirLock, an exclusive OS file lock on WORKDIR/.lock taken
   before anything is written (the kernel drops it when its holder dies, SIGKILL included).
-- A workdir holding a run with a different config is refused, naming the fields.
+- A workdir holding a run with a different config is refused, naming the fields; a config.json
+  written before a field was renamed (schema.RENAMED) is compared under the new names.
 - A finished run (results.json present, same config) is not run again.
 - Every file goes through artefacts.py: written atomically, read back with a one-line error
   naming a damaged file and its fix; an earlier unfinished run's metrics are kept aside.
@@ -18,7 +19,7 @@ import time
 
 import tensorboardX
 
-from autosparse_jax import artefacts
+from autosparse_jax import artefacts, schema
 from autosparse_jax.artefacts import read_jsonl  # noqa: F401  (the jobs' and tests' import)
 from autosparse_jax.config_tools import config_to_dict, flatten
 from autosparse_jax.console import log
@@ -185,8 +186,10 @@ class Workdir:
     self.config = config_to_dict(config)
     config_path = os.path.join(self.path, CONFIG)
     if os.path.exists(config_path):
-      saved = read_json(config_path, "It is the config of the run in this workdir: " + RESTART_FIX,
-                        required={"job": str})
+      saved, renamed = schema.upgrade_renamed(read_json(
+          config_path, "It is the config of the run in this workdir: " + RESTART_FIX, required={"job": str}))
+      if renamed:  # Written by an earlier release: compared under the new names (and rewritten so).
+        log(f"{config_path} uses renamed fields ({', '.join(renamed)}): read under their new names.")
       diffs = config_differences(saved, self.config)
       if diffs:
         shown = "; ".join(f"{f}: {old!r} -> {new!r}" for f, old, new in diffs[:10])

@@ -14,7 +14,7 @@ from absl import app, flags
 
 import autosparse_jax as asj
 from autosparse_jax import config_tools, engine, masks as masks_lib, pruning
-from autosparse_jax.data import pipeline
+from autosparse_jax.data import batching
 
 flags.DEFINE_string("data_dir", "", "TFDS data dir with MNIST prepared.")
 flags.DEFINE_integer("repeats", 5, "Timed calls of each (after one compiling call).")
@@ -40,7 +40,7 @@ def main(argv):
   job_s, job_out = median_seconds(lambda: pruning.prune_states(config, task, states, "snip", 0.98)[0].masks,
                                   FLAGS.repeats)
   params = jax.tree.map(lambda x: x[0], states.params)
-  images = np.asarray(pipeline.normalize(task.train_images, task.trainer.spec))
+  images = np.asarray(batching.normalize(task.train_images, task.trainer.spec))
   labels = np.asarray(task.train_labels)
   batches = [(images[i:i + 128], labels[i:i + 128]) for i in range(0, len(labels), 128)]
   model = task.trainer.model

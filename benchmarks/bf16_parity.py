@@ -3,7 +3,7 @@ r"""config.dtype=bfloat16 against float32: accuracy (seeds) and epoch time of th
   python benchmarks/bf16_parity.py [--data_dir=$TFDS_DATA_DIR] [--epochs=5] [--seeds=3]
 
 For each recipe (lenet_digits always; lenet_mnist when MNIST is prepared in
---data_dir) it runs configs/train.py with SNIP at --sparsity, --seeds seeds
+--data_dir) it runs configs/prune.py with SNIP at --sparsity, --seeds seeds
 vmapped, once per dtype, interleaved, and prints final test accuracy mean / std
 over seeds and the median epoch time after the first (compiling) epoch. The masks
 are the same in both runs (scores are float32); only the compute dtype differs.
@@ -31,7 +31,7 @@ flags.DEFINE_string("json", "", "Also write the figures here.")
 
 
 def one_run(recipe, dtype, workdir):
-  config = config_tools.load_config("train", recipe)
+  config = config_tools.load_config("prune", recipe)
   config.dtype, config.num_seeds, config.train.epochs = dtype, FLAGS.seeds, FLAGS.epochs
   config.criterion, config.sparsity = "snip", FLAGS.sparsity
   config.data.data_dir, config.tensorboard = FLAGS.data_dir, False

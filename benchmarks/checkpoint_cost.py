@@ -48,7 +48,7 @@ def sweep_seconds(min_seconds):
   t = time.perf_counter()
   subprocess.run([sys.executable, "-m", "autosparse_jax.main", "--config=configs/pai_sweep.py:lenet_digits",
                   f"--workdir={workdir}/wd", "--config.train.epochs=10", "--config.sweep.criteria=('snip','random')",
-                  "--config.sweep.sparsities=(0.8,0.95)", "--config.sweep.dense=False", "--config.tensorboard=False",
+                  "--config.sparsities=(0.8,0.95)", "--config.sweep.dense=False", "--config.tensorboard=False",
                   f"--config.checkpoint_min_seconds={min_seconds}"], cwd=REPO, check=True, capture_output=True)
   seconds = time.perf_counter() - t
   shutil.rmtree(workdir)

@@ -6,7 +6,7 @@ r"""Conv nets on the CPU: XLA's conv vs conv="auto" (im2col where faster) vs PyT
 
 1. One SGD train step (batch 128, full width, CIFAR 32x32, 10 classes, the recipe's
    SGD + Nesterov, augmentation on device) as the jobs run it on CPU: one jitted
-   unrolled step of the seed-vmapped trainer (train.jit_epoch(trainer, 1, unroll=True);
+   unrolled step of the seed-vmapped trainer (training.jit_epoch(trainer, 1, unroll=True);
    XLA:CPU conv gradients inside a while loop are ~60x slower), for each conv
    implementation of models/conv.py; against the same architecture in PyTorch eager,
    channels-last, SGD + Nesterov on a fixed random batch (no augmentation), run by
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import engine, recipes, train
+from autosparse_jax import engine, recipes, training
 from autosparse_jax.data.specs import SPECS
 from autosparse_jax.models import get_model
 
@@ -71,7 +71,7 @@ def step_program(task, model, width, impl, states):
   trainer = dataclasses.replace(task.trainer, model=get_model(model, 10, width=width, conv=impl))
   args = (states, task.train_images, task.train_labels)
   t = time.perf_counter()
-  compiled = train.jit_epoch(trainer, 1, unroll=True).lower(*args).compile()
+  compiled = training.jit_epoch(trainer, 1, unroll=True).lower(*args).compile()
   return compiled, time.perf_counter() - t
 
 

@@ -20,7 +20,7 @@ import autosparse_jax  # noqa: F401  (sets XLA flags before jax starts)
 import jax
 import numpy as np
 
-from autosparse_jax import recipes, train, engine, pruning
+from autosparse_jax import recipes, training, engine, pruning
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 2, "LeNet training epochs.")
@@ -48,7 +48,7 @@ def trained(config, task, steps_per_call, calls, prune=True):
   states = engine.init_states(config, task)
   if prune:
     states = pruning.prune_states(config, task, states, "random", 0.8)[0]
-  fn = train.jit_epoch(task.trainer, steps_per_call)
+  fn = training.jit_epoch(task.trainer, steps_per_call)
   for _ in range(calls):
     states = fn(states, task.train_images, task.train_labels)[0]
   return jax.tree.map(np.asarray, states)

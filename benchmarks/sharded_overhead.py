@@ -2,7 +2,7 @@ r"""What the sharded code path costs on one device: plain vs mesh programs, same
 
   python benchmarks/sharded_overhead.py [--repeats=5] [--json=out.json]
 
-Training: the jobs' own jitted epoch programs (train.jit_epoch) once without a
+Training: the jobs' own jitted epoch programs (training.jit_epoch) once without a
 layout (what a one-device job runs) and once on a 1x1 ("seeds", "data") mesh
 (NamedSharding in/out, the batch constrained to the data axis, vmap with
 spmd_axis_name): LeNet-300-100 on MNIST-shaped synthetic data (one lax.scan of
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import recipes, sharding, train, engine, pruning
+from autosparse_jax import recipes, sharding, training, engine, pruning
 from autosparse_jax.autos import apply
 from autosparse_jax.autos.scorer import make_scorer
 
@@ -82,7 +82,7 @@ def train_case(name, config, steps_per_call, calls, unroll):
            "sharded": (sharded, layout.put_replicated(plain_args), layout.put_states(states))}
   fns = {}
   for kind, (trainer, args, st) in cases.items():
-    fn = train.jit_epoch(trainer, steps_per_call, unroll=unroll)
+    fn = training.jit_epoch(trainer, steps_per_call, unroll=unroll)
     holder = {"states": jax.tree.map(lambda x: jnp.array(x, copy=True), st)}  # Donated each call.
 
     def run(fn=fn, args=args, holder=holder):

@@ -9,7 +9,7 @@ program, as the sweep job does, and (b) one network at a time with the same prog
 at size 1, as a loop of separate runs would. Synthetic data of the real shapes
 (MNIST 28x28x1 for LeNet-300-100, CIFAR 32x32x3 for ResNet-18): timing only
 depends on shapes. Compile time is reported separately; the timed figure is the
-best of --repeats runs. Steps are driven as the jobs drive them (train.LOOPS "auto":
+best of --repeats runs. Steps are driven as the jobs drive them (training.LOOPS "auto":
 one unrolled step per call for conv nets on CPU, a lax.scan otherwise).
 """
 import json
@@ -21,7 +21,7 @@ import autosparse_jax  # noqa: F401  (sets XLA flags before jax starts)
 import jax
 import jax.numpy as jnp
 
-from autosparse_jax import engine, pruning, recipes, train
+from autosparse_jax import engine, pruning, recipes, training
 from autosparse_jax.jobs import sweep
 
 FLAGS = flags.FLAGS
@@ -52,16 +52,16 @@ def make(model):
 def driver(config, task):
   """A function training `steps` steps of stacked states, as run_training drives them."""
   trainer = task.trainer
-  loop = train.resolve_loop("auto", trainer, jax.default_backend())
+  loop = training.resolve_loop("auto", trainer, jax.default_backend())
   if loop == "python":
-    step = train.jit_epoch(trainer, 1, unroll=True)
+    step = training.jit_epoch(trainer, 1, unroll=True)
 
     def run(states):
       for _ in range(trainer.steps_per_epoch):
         states, _ = step(states, task.train_images, task.train_labels)
       return states
     return run, loop
-  epoch = train.jit_epoch(trainer)
+  epoch = training.jit_epoch(trainer)
   return lambda states: epoch(states, task.train_images, task.train_labels)[0], loop
 
 

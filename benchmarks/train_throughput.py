@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import recipes, train, engine, pruning
+from autosparse_jax import recipes, training, engine, pruning
 from measure import hlo_flops, matmul_peak_gflops  # benchmarks/measure.py
 from autosparse_jax.data import DatasetNotPreparedError, load_dataset
 from autosparse_jax.data.specs import SPECS
@@ -38,7 +38,7 @@ flags.DEFINE_list("dtypes", ["float32"], "Compute dtypes of the conv nets: float
 flags.DEFINE_integer("resnet_steps", 3, "Timed conv-net steps: calls on CPU, steps of one scan elsewhere.")
 flags.DEFINE_integer("resnet_batch", 128, "Conv-net batch size.")
 flags.DEFINE_integer("scan_repeats", 3, "Timed calls of the scanned epoch (non-CPU backends).")
-flags.DEFINE_enum("loop", "auto", list(train.LOOPS), "How conv-net steps are driven (auto = as the jobs).")
+flags.DEFINE_enum("loop", "auto", list(training.LOOPS), "How conv-net steps are driven (auto = as the jobs).")
 flags.DEFINE_integer("matmul_n", 0, "Matmul peak size (0 = 2048 on CPU, 8192 elsewhere).")
 flags.DEFINE_string("json", "", "Also write the figures to this JSON file.")
 
@@ -48,7 +48,7 @@ from autosparse_jax.models import DTYPES  # noqa: E402
 
 def step_flops(trainer, states, args):
   """FLOPs of one training step (analyses count a while loop's body once: no scanned epoch)."""
-  return hlo_flops(train.jit_epoch(trainer, 1, unroll=True), states, *args)
+  return hlo_flops(training.jit_epoch(trainer, 1, unroll=True), states, *args)
 
 
 def compile_timed(jitted, *args):
@@ -90,7 +90,7 @@ def lenet_epoch(data_dir, epochs):
                                      "random", 0.98)
   args = (task.train_images, task.train_labels)
   flops = step_flops(task.trainer, states, args) * task.trainer.steps_per_epoch
-  fn, compile_s = compile_timed(train.jit_epoch(task.trainer), states, *args)
+  fn, compile_s = compile_timed(training.jit_epoch(task.trainer), states, *args)
   _, seconds = time_calls(fn, states, args, epochs)
   images = task.trainer.steps_per_epoch * task.trainer.batch_size
   return {"benchmark": "lenet_300_100 masked epoch (batch 128, Adam, 98% sparse masks)",
@@ -111,11 +111,11 @@ def conv_steps(model, dtype_name, steps, batch):
       model=get_model(model, SPECS[dataset].num_classes, dtype=DTYPES[dtype_name]))
   task = dataclasses.replace(task, trainer=trainer)
   states = engine.init_states(config, task)
-  loop = train.resolve_loop(FLAGS.loop, trainer, jax.default_backend())
+  loop = training.resolve_loop(FLAGS.loop, trainer, jax.default_backend())
   unroll = loop == "python"
   args = (task.train_images, task.train_labels)
   flops = step_flops(trainer, states, args)
-  fn, compile_s = compile_timed(train.jit_epoch(trainer, 1 if unroll else steps, unroll=unroll),
+  fn, compile_s = compile_timed(training.jit_epoch(trainer, 1 if unroll else steps, unroll=unroll),
                                 states, *args)
   _, seconds = time_calls(fn, states, args, steps if unroll else FLAGS.scan_repeats)
   if not unroll:

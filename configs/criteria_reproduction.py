@@ -39,7 +39,7 @@ def get_config():
   config = config_tools.config_module(__file__, "pai_sweep.py").get_config("lenet_mnist")
   config.num_seeds = 3
   config.train.epochs = 20
-  config.sweep.sparsities = (0.9, 0.95, 0.98, 0.99)
+  config.sparsities = (0.9, 0.95, 0.98, 0.99)
   config.sweep.criteria = CRITERIA
   config.sweep.dense = False
   return config

@@ -1,7 +1,7 @@
 r"""Pruning at initialization, swept: criteria x sparsities x seeds, with a table and figures.
 
   python -m autosparse_jax.main --config=configs/pai_sweep.py:RECIPE --workdir=DIR \
-    [--config.sweep.criteria="('random','snip','grasp')"] [--config.sweep.sparsities="(0.9,0.98)"] \
+    [--config.sweep.criteria="('random','snip','grasp')"] [--config.sparsities="(0.9,0.98)"] \
     [--config.num_seeds=3] [--config.train.epochs=E]
 
 RECIPE as in configs/train.py. For each criterion, every (sparsity, seed) network is
@@ -34,9 +34,9 @@ def get_config(arg="lenet_digits"):
   config = recipes.recipe_config(arg)
   config.job = "sweep"
   config.num_seeds = 3
+  config.sparsities = (0.9, 0.95, 0.98, 0.99)  # The same field as the prune job's.
   config.sweep = ml_collections.ConfigDict(dict(
       criteria=ONE_SHOT,
-      sparsities=(0.9, 0.95, 0.98, 0.99),
       dense=True,                  # Also train the dense network (one row per seed).
       max_networks_per_program=-1,  # -1: auto (conv nets on CPU one at a time); 0: the whole grid.
       # label -> {"criterion": NAME, fields to set}; a label in `criteria` runs it.

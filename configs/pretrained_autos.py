@@ -22,8 +22,8 @@ def get_config():
   irp.train.epochs = 2
   irp.prune.grad_reduction = "mean"
   autos = config_tools.config_module(__file__, "autos_train.py").get_config("mlp")
-  autos.autos.width = 0.5
-  autos.autos.datasets = ("@irp.score_dataset_dir",)
+  autos.scorer.width = 0.5
+  autos.scorer.datasets = ("@irp.score_dataset_dir",)
   config = ml_collections.ConfigDict()
   config.job = "pipeline"
   config.stages = ("irp", "autos")

@@ -1,7 +1,11 @@
 r"""Prunes at initialization with one criterion, then trains the masked network.
 
   python -m autosparse_jax.main --config=configs/prune.py:RECIPE --workdir=DIR \
-    --config.criterion=snip --config.sparsity=0.98 [--config.sparsities=0.9,0.95 ...]
+    --config.criterion=snip --config.sparsity=0.98 [--config.sparsities="(0.9,0.95)"]
+
+The one way to prune at init and train (configs/train.py trains dense networks;
+configs/pai_sweep.py runs grids of criteria x sparsities x seeds, with the same
+config.sparsities field).
 
 RECIPE as in configs/train.py (lenet_digits, lenet_mnist, resnet18_cifar10, vgg16_cifar10,
 vgg19_cifar100, resnet18_tiny_imagenet). Criteria: random, magnitude, snip, grasp,
@@ -22,5 +26,5 @@ def get_config(arg="lenet_digits"):
   config.job = "prune"
   config.criterion = "snip"
   config.sparsity = 0.9
-  config.sparsities = ()  # Non-empty: prune and train at each of these instead.
+  config.sparsities = ()  # Non-empty: prune and train at each of these in turn, instead of `sparsity`.
   return config

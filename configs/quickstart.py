@@ -53,13 +53,13 @@ def build(recipe, sparsities, irp_epochs, epochs, num_seeds=2, criteria=CRITERIA
     irp.train.epochs = irp_epochs
     config[name] = irp
   autos = sibling("autos_train", "mlp")
-  autos.autos.datasets = ("@irp_snip.score_dataset_dir[0]",)  # One IRP run, as in the paper.
+  autos.scorer.datasets = ("@irp_snip.score_dataset_dir[0]",)  # One IRP run, as in the paper.
   config.autos = autos
   sweep = sibling("pai_sweep", recipe)
   sweep.num_seeds = num_seeds
   sweep.train.epochs = epochs
   sweep.sweep.criteria = criteria
-  sweep.sweep.sparsities = sparsities
+  sweep.sparsities = sparsities
   sweep.autos.scorer_dir = "@autos.scorer_dir"
   sweep.sweep.variants.snip_iter.survival.score_datasets = ("@irp_snip.score_dataset_dir",)
   sweep.sweep.variants.lth.survival.score_datasets = ("@irp_lth.score_dataset_dir",)

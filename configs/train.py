@@ -1,4 +1,4 @@
-r"""Trains one network with a paper recipe: dense, or pruned at init (criterion, sparsity).
+r"""Trains one dense network with a paper recipe (to prune at init and train: configs/prune.py).
 
   python -m autosparse_jax.main --config=configs/train.py:RECIPE --workdir=DIR [--config.x=y]
 
@@ -13,8 +13,10 @@ Recipes (paper Appendix A/C) and what they take; CPU = the 2-core dev machine:
   vgg19_cifar100         VGG-19-BN / CIFAR-100, SGD 0.1, 160 epochs (GPU job).
   resnet18_tiny_imagenet ResNet-18 / Tiny-ImageNet, SGD 0.1, 300 epochs (GPU job).
 
-Pruned at initialization (criteria: see autosparse_jax/criteria):
-  --config.criterion=magnitude --config.sparsity=0.98
+Pruned at initialization: the prune job, with the same recipes and fields
+(--config.criterion / --config.sparsity here are refused with that command):
+  python -m autosparse_jax.main --config=configs/prune.py:RECIPE --workdir=DIR \
+    --config.criterion=magnitude --config.sparsity=0.98
 Several seeds in one vmapped program (mean +- std in results.json):
   --config.num_seeds=3
 Datasets other than digits must be prepared first:

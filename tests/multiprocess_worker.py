@@ -2,7 +2,7 @@
 
   python tests/multiprocess_worker.py WORKDIR ['{"dotted.field": value, ...}']
 
-Runs the `train` job through main.run (jax.distributed start-up, config
+Runs the `prune` job through main.run (jax.distributed start-up, config
 agreement, process-0 writes) and then scores 1001 random feature rows with a
 random AutoS scorer over all devices of all processes; process 0 writes
 WORKDIR/scores.npz (scores, device and process counts).
@@ -21,7 +21,7 @@ from tests.conftest import apply_overrides, load_config  # noqa: E402
 
 def main(workdir, overrides):
   from autosparse_jax import main as cli
-  config = apply_overrides(load_config("train", "lenet_digits"), overrides)
+  config = apply_overrides(load_config("prune", "lenet_digits"), overrides)
   cli.run(config, workdir)  # Starts jax.distributed when AUTOSPARSE_COORDINATOR is set.
 
   from autosparse_jax.autos import apply

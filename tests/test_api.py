@@ -12,7 +12,7 @@ from flax import nnx
 
 import autosparse_jax as asj
 from autosparse_jax import engine, jobs, masks as masks_lib, pruning
-from autosparse_jax.data import pipeline
+from autosparse_jax.data import batching
 from tests.conftest import apply_overrides, load_config
 from tests.test_pruning import fake_scorer
 
@@ -28,7 +28,7 @@ def digits_lenet(tmp_path_factory):
   config.autos.scorer_dir = fake_scorer(str(tmp_path_factory.mktemp("scorer") / "scorer"))
   task = engine.build_task(config)
   states = engine.init_states(config, task)
-  images = pipeline.normalize(task.train_images, task.trainer.spec)  # What the jobs feed the network.
+  images = batching.normalize(task.train_images, task.trainer.spec)  # What the jobs feed the network.
   labels = task.train_labels
   batches = [(images[i:i + 128], labels[i:i + 128]) for i in range(0, len(labels), 128)]
   model = task.trainer.model

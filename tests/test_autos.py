@@ -60,7 +60,7 @@ def test_scorer_from_lenet_irp_prunes_a_resnet_through_the_cli(tmp_path):
       "--config.train.epochs=1")
   dataset = results(irp_dir)["score_dataset_dir"]
   cli("--config=configs/autos_train.py:mlp", f"--workdir={scorer_dir}", "--config.train.epochs=1",
-      "--config.autos.width=0.25", f"--config.autos.datasets=('{dataset}',)")
+      "--config.scorer.width=0.25", f"--config.scorer.datasets=('{dataset}',)")
   trained = results(scorer_dir)
   assert os.path.exists(trained["figure"])
   # A different model: ResNet-18 (narrow) on the same small images, pruned by the LeNet-trained scorer.

@@ -3,8 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import engine, pruning, train
-from autosparse_jax.jobs import train as train_job
+from autosparse_jax import engine, pruning, training
+from autosparse_jax.jobs import prune as prune_job
 from tests.conftest import small_config
 
 
@@ -13,7 +13,7 @@ def _pruned_and_trained(dtype, steps=6):
   task = engine.build_task(config)
   states, _ = pruning.prune_states(config, task, engine.init_states(config, task), "snip", 0.9)
   masks = jax.tree.map(np.asarray, states.masks)
-  states, _ = train.jit_epoch(task.trainer, steps)(states, task.train_images, task.train_labels)
+  states, _ = training.jit_epoch(task.trainer, steps)(states, task.train_images, task.train_labels)
   return task, masks, states
 
 
@@ -59,8 +59,8 @@ def test_bf16_conv_net_keeps_batchnorm_statistics_and_loss_in_float32():
   assert conv_dtypes == {jnp.dtype(jnp.bfloat16)}, conv_dtypes
 
 
-def test_bf16_train_job_prunes_to_the_exact_density(tmp_path):
+def test_bf16_prune_job_prunes_to_the_exact_density(tmp_path):
   config = small_config(dtype="bfloat16", criterion="snip", sparsity=0.9)
-  results = train_job.run(config, str(tmp_path / "wd"))
+  results = prune_job.run(config, str(tmp_path / "wd"))
   kept, total = results["density_per_seed"][0]["kept"], results["density_per_seed"][0]["total"]
   assert kept == round(0.1 * total) and np.isfinite(results["test_loss"])

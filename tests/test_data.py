@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from autosparse_jax import keys
-from autosparse_jax.data import DatasetNotPreparedError, load_dataset, pipeline, raw
+from autosparse_jax.data import DatasetNotPreparedError, batching, load_dataset, raw
 from autosparse_jax.data.prepare import prepare
 from autosparse_jax.data.specs import SPECS
 from tests.conftest import REPO, shared_raw_dir
@@ -187,7 +187,7 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
 def test_random_crop_flip_is_a_crop_of_the_padded_image():
   rng = np.random.default_rng(0)
   images = rng.random((16, 6, 6, 2)).astype(np.float32)
-  out = np.asarray(pipeline.random_crop_flip(jax.random.PRNGKey(0), jnp.asarray(images), 2))
+  out = np.asarray(batching.random_crop_flip(jax.random.PRNGKey(0), jnp.asarray(images), 2))
   padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
   flips = 0
   for img, got in zip(padded, out):

@@ -34,7 +34,7 @@ def test_real_mnist_lenet_one_epoch_reaches_95_percent(prepared_data_dir, tmp_pa
 
 def test_cli_writes_config_metrics_results_and_is_idempotent(tmp_path):
   wd = tmp_path / "digits"
-  args = [f"--config={CONFIGS}/train.py:lenet_digits", f"--workdir={wd}", "--config.train.epochs=3",
+  args = [f"--config={CONFIGS}/prune.py:lenet_digits", f"--workdir={wd}", "--config.train.epochs=3",
           "--config.num_seeds=2", "--config.criterion=magnitude", "--config.sparsity=0.9"]
   proc = cli(*args)
   assert proc.returncode == 0, proc.stderr
@@ -115,7 +115,7 @@ def test_every_criterion_prunes_real_mnist_lenet_to_98_percent_in_one_sweep(prep
   config = load_config("pai_sweep", "lenet_mnist")
   newer = ("random", "magnitude", "snip", "grasp", "synflow", "npb", "grasp_abs", "synflow_l2", "ntk_sap", "px",
            "prospr", "force", "fisher")
-  config.sweep.criteria, config.sweep.sparsities, config.sweep.dense = newer, (0.98,), False
+  config.sweep.criteria, config.sparsities, config.sweep.dense = newer, (0.98,), False
   for name in ("synflow", "synflow_l2", "px"):  # 10 of their 100 rounds: CI's time budget.
     config.sweep.variants[name] = {"criterion": name, "prune": {"rounds": 10}}
   config.num_seeds, config.train.epochs, config.prune.num_batches = 1, 1, 8
@@ -133,7 +133,7 @@ def test_a_job_run_twice_in_fresh_processes_compiles_its_programs_once(tmp_path)
   """The persistent compilation cache (autosparse_jax/__init__.py): the second process adds nothing."""
   cache = tmp_path / "xla"
   env = dict(os.environ, AUTOSPARSE_COMPILATION_CACHE=str(cache))
-  args = [f"--config={CONFIGS}/train.py:lenet_digits", "--config.train.epochs=1", "--config.criterion=snip",
+  args = [f"--config={CONFIGS}/prune.py:lenet_digits", "--config.train.epochs=1", "--config.criterion=snip",
           "--config.sparsity=0.9"]
   runs, stats = [], []
   for name in ("first", "second"):

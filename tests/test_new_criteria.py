@@ -10,7 +10,7 @@ import numpy as np
 from autosparse_jax import criteria, masks as masks_lib
 from autosparse_jax.criteria import fisher, force, ntk_sap, pathkernel, prospr, saliency
 from autosparse_jax.criteria.base import ModelState, PruneData, batch_indices, loss_on
-from autosparse_jax.data import embedded, pipeline
+from autosparse_jax.data import batching, embedded
 from autosparse_jax.data.specs import DatasetSpec
 
 
@@ -203,7 +203,7 @@ def test_prospr_meta_gradient_equals_central_differences_of_the_unrolled_loss():
     masks = random_mask(params, 0.8, 4)
     scores = jax.jit(lambda p: prospr.prospr_scores(p, masks, state, data, key, cfg))(params)
     b = jax.random.permutation(key, data.labels.shape[0])[:16]
-    x = pipeline.normalize(data.images[b], state.spec).reshape(16, -1).astype(jnp.float64)
+    x = batching.normalize(data.images[b], state.spec).reshape(16, -1).astype(jnp.float64)
     y = np.asarray(data.labels)[np.asarray(b)]
 
     @jax.jit

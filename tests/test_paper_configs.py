@@ -104,7 +104,7 @@ def test_loads_as_a_valid_pipeline_with_the_right_jobs(name, arg):
     if stage.job == "irp":
       assert float(stage.irp.final_density) == 0.01 and stage.irp.schedule == "count"
     if stage.job == "autos_train":
-      assert stage.autos.datasets and origins(stage.autos.datasets)
+      assert stage.scorer.datasets and origins(stage.scorer.datasets)
       assert int(stage.train.epochs) == 10 and int(stage.train.batch_size) == 1024
     if stage.job == "ccc":
       assert len(origins(stage.ccc.datasets)) == 2
@@ -173,15 +173,15 @@ def test_fig3_sweeps_each_target_with_the_one_resnet18_cifar10_scorer(arg):
   irp = stages["irp_snip"]
   assert (irp.model, irp.dataset, irp.criterion, int(irp.irp.rounds), int(irp.num_seeds)) == \
       ("resnet18", "cifar10", "snip", 20, 1)
-  assert stages["autos"].autos.backbone == "resnet18"
-  assert origins(stages["autos"].autos.datasets) == [("irp_snip", 0)]
+  assert stages["autos"].scorer.backbone == "resnet18"
+  assert origins(stages["autos"].scorer.datasets) == [("irp_snip", 0)]
   sweeps = {n: s for n, s in stages.items() if s.job == "sweep"}
   targets = fig3.TARGETS if arg == "all" else (arg,)
   assert len(sweeps) == len(targets)
   for target, (_, s) in zip(targets, sweeps.items()):
     assert (s.model, s.dataset) == (recipes.RECIPES[target]["model"], recipes.RECIPES[target]["dataset"])
     assert set(s.sweep.criteria) == {"random", "snip", "grasp", "npb", "autos"} and s.sweep.dense
-    assert tuple(s.sweep.sparsities) == (0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
+    assert tuple(s.sparsities) == (0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
     assert s.autos.scorer_dir == "/fake/autos/scorer"
 
 
@@ -189,7 +189,7 @@ def test_table1_prunes_tiny_imagenet_with_the_cifar10_scorer():
   stages = resolved(load_config("paper/table1"))
   s = stages["sweep"]
   assert (s.model, s.dataset, int(s.train.epochs)) == ("resnet18", "tiny_imagenet", 300)
-  assert tuple(s.sweep.sparsities) == (0.3, 0.5, 0.7, 0.9)
+  assert tuple(s.sparsities) == (0.3, 0.5, 0.7, 0.9)
   assert tuple(s.sweep.criteria) == ("snip", "grasp", "npb", "autos")
   assert s.autos.scorer_dir == "/fake/autos/scorer"
   assert (stages["irp_snip"].model, stages["irp_snip"].dataset) == ("resnet18", "cifar10")
@@ -198,9 +198,9 @@ def test_table1_prunes_tiny_imagenet_with_the_cifar10_scorer():
 def test_table2_three_scorers_differ_only_in_their_inputs():
   stages = resolved(load_config("paper/table2_inputs"))
   variants = sweep_variants(stages["sweep"])
-  features = {label: tuple(stages[scorer_stage(v)].autos.features) for label, (_, v) in variants.items()}
+  features = {label: tuple(stages[scorer_stage(v)].scorer.features) for label, (_, v) in variants.items()}
   assert features == {"autos_param": ("theta0",), "autos_grad": ("g0",), "autos_both": ("theta0", "g0")}
-  data = {tuple(stages[n].autos.datasets) for n in ("autos_param", "autos_grad", "autos_both")}
+  data = {tuple(stages[n].scorer.datasets) for n in ("autos_param", "autos_grad", "autos_both")}
   assert len(data) == 1 and origins(data.pop()) == [("irp_snip", 0)]
 
 
@@ -208,8 +208,8 @@ def test_table3_autos_from_lth_and_snip_iter_and_the_irp_masks_on_every_sweep_se
   stages = resolved(load_config("paper/table3_irp_method"))
   assert stages["irp_lth"].criterion == "magnitude" and stages["irp_snip"].criterion == "snip"
   variants = sweep_variants(stages["sweep"])
-  assert origins(stages[scorer_stage(variants["autos_lth"][1])].autos.datasets) == [("irp_lth", 0)]
-  assert origins(stages[scorer_stage(variants["autos_snip_iter"][1])].autos.datasets) == [("irp_snip", 0)]
+  assert origins(stages[scorer_stage(variants["autos_lth"][1])].scorer.datasets) == [("irp_lth", 0)]
+  assert origins(stages[scorer_stage(variants["autos_snip_iter"][1])].scorer.datasets) == [("irp_snip", 0)]
   first = int(stages["sweep"].seed)
   sweep_seeds = list(range(first, first + int(stages["sweep"].num_seeds)))
   for label, irp in (("lth", "irp_lth"), ("snip_iter", "irp_snip")):
@@ -226,14 +226,14 @@ def test_table4_every_source_x_backbone_scorer(arg, backbones):
   seen = set()
   for label, (criterion, v) in sweep_variants(stages["sweep"]).items():
     scorer = stages[scorer_stage(v)]
-    [(irp_name, seed)] = origins(scorer.autos.datasets)
+    [(irp_name, seed)] = origins(scorer.scorer.datasets)
     irp = stages[irp_name]
     source = next(r for r in table4.SOURCES if (recipes.RECIPES[r]["model"], recipes.RECIPES[r]["dataset"])
                   == (irp.model, irp.dataset))
-    seen.add((source, scorer.autos.backbone))
+    seen.add((source, scorer.scorer.backbone))
     assert criterion == "autos" and seed == 0 and irp.criterion == "snip"
   assert seen == {(s, b) for s in table4.SOURCES for b in backbones}
-  assert tuple(stages["sweep"].sweep.sparsities) == (0.9, 0.95, 0.99)
+  assert tuple(stages["sweep"].sparsities) == (0.9, 0.95, 0.99)
   assert (stages["sweep"].model, stages["sweep"].dataset) == ("resnet18", "cifar10")
 
 
@@ -241,7 +241,7 @@ def test_table5_scorers_learn_from_20_40_and_100_round_irps_of_one_init():
   stages = resolved(load_config("paper/table5_iterations"))
   rounds = {}
   for label, (_, v) in sweep_variants(stages["sweep"]).items():
-    [(irp, seed)] = origins(stages[scorer_stage(v)].autos.datasets)
+    [(irp, seed)] = origins(stages[scorer_stage(v)].scorer.datasets)
     rounds[label] = (int(stages[irp].irp.rounds), seed, stages[irp].criterion)
   assert rounds == {"autos_20": (20, 0, "snip"), "autos_40": (40, 0, "snip"), "autos_100": (100, 0, "snip")}
 
@@ -251,7 +251,7 @@ def test_table6_merges_splice_the_right_datasets():
   merged = {}
   for label, (_, v) in sweep_variants(stages["sweep"]).items():
     merged[label] = [(int(stages[irp].irp.rounds), stages[irp].criterion, seed)
-                     for irp, seed in origins(stages[scorer_stage(v)].autos.datasets)]
+                     for irp, seed in origins(stages[scorer_stage(v)].scorer.datasets)]
   assert merged == {
       "autos_3x20": [(20, "snip", 0), (20, "snip", 1), (20, "snip", 2)],
       "autos_20_40_100": [(20, "snip", 0), (40, "snip", 0), (100, "snip", 0)],

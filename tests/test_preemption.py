@@ -39,8 +39,7 @@ def results(workdir, name="results.json"):
 @pytest.mark.slow  # CI's 12-minute budget: the sweep test below covers the same engine loop in CI.
 def test_train_and_prune_jobs_killed_mid_epoch_resume_bit_identical(tmp_path):
   for config, extra, marker in [
-      ("configs/train.py:lenet_digits", ["--config.train.epochs=3", "--config.criterion=snip",
-                                         "--config.sparsity=0.9"], "epoch 2 step 10"),
+      ("configs/train.py:lenet_digits", ["--config.train.epochs=3"], "epoch 2 step 10"),
       ("configs/prune.py:lenet_digits", ["--config.train.epochs=2", "--config.criterion=magnitude",
                                          "--config.sparsities=(0.8,0.9)"], "magnitude@0.9 epoch 1 step 15")]:
     name = config.split("/")[1].split(".")[0]
@@ -54,7 +53,7 @@ def test_train_and_prune_jobs_killed_mid_epoch_resume_bit_identical(tmp_path):
 
 
 def test_sweep_killed_inside_and_between_programs_and_sigtermed_resumes_bit_identical(tmp_path):
-  extra = ["--config.train.epochs=2", "--config.sweep.criteria=('snip','random')", "--config.sweep.sparsities=(0.5,0.9)",
+  extra = ["--config.train.epochs=2", "--config.sweep.criteria=('snip','random')", "--config.sparsities=(0.5,0.9)",
            "--config.sweep.dense=False", "--config.num_seeds=1"]
   config = "configs/pai_sweep.py:lenet_digits"
   straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
@@ -88,8 +87,8 @@ def test_autos_train_killed_and_resumed_gives_the_identical_scorer(tmp_path):
           "--config.irp.rounds=2", "--config.train.epochs=1", "--config.width=0.5"])
   dataset = json.load(open(os.path.join(irp, "results.json")))["score_dataset_dir"]
   cmd = lambda w: [sys.executable, "-m", "autosparse_jax.main", "--config=configs/autos_train.py:mlp",
-                   f"--workdir={w}", "--config.train.epochs=4", "--config.autos.width=0.25",
-                   f"--config.autos.datasets=('{dataset}',)"]
+                   f"--workdir={w}", "--config.train.epochs=4", "--config.scorer.width=0.25",
+                   f"--config.scorer.datasets=('{dataset}',)"]
   finish(cmd(str(tmp_path / "straight")))
   out, code = run_until(cmd(str(tmp_path / "killed")), "epoch 2/4")
   assert code == -signal.SIGKILL, out

@@ -1,6 +1,7 @@
 """Reliability: bad input at the CLI, non-finite losses, unreadable and unfinished checkpoints."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,19 +29,27 @@ def cli(*args, timeout=300):
 BAD_INPUT = [
     ("train:lenet_digits", {"num_seeds": 0}, "config.num_seeds=0 must be >= 1"),
     ("train:lenet_digits", {"train.epochs": 0}, "config.train.epochs=0 must be >= 1"),
-    ("train:lenet_digits", {"sparsity": -0.1, "criterion": "snip"}, "config.sparsity=-0.1 must lie in [0, 1)"),
-    ("train:lenet_digits", {"prune.distribution": "erkk", "criterion": "snip", "sparsity": 0.9},
+    ("prune:lenet_digits", {"sparsity": -0.1, "criterion": "snip"}, "config.sparsity=-0.1 must lie in [0, 1)"),
+    ("prune:lenet_digits", {"prune.distribution": "erkk", "criterion": "snip", "sparsity": 0.9},
      "config.prune.distribution='erkk' is not known. Allowed: global, layerwise, erk. Did you mean 'erk'?"),
     ("train:lenet_digits", {"train.loop": "scann"},
      "config.train.loop='scann' is not known. Allowed: auto, scan, python. Did you mean 'scan'?"),
     ("train:lenet_digits", {"job": "trian"}, "config.job='trian' is not known"),
-    ("train:lenet_digits", {"criterion": "snip"}, "config.criterion='snip' needs config.sparsity > 0"),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.0}, "config.criterion='snip' needs config.sparsity > 0"),
+    # The train job trains dense networks: pruning at init and training is the prune job's.
+    ("train:lenet_digits", {"criterion": "snip", "sparsity": 0.9},
+     "config.criterion='snip', config.sparsity=0.9: the train job trains dense networks only; prune at init and "
+     "train with the prune job (same fields, same networks): python -m autosparse_jax.main "
+     "--config=configs/prune.py:lenet_digits --workdir=DIR --config.criterion=snip --config.sparsity=0.9"),
+    ("quickstart", {"sweep.job": "train", "sweep.criterion": "snip"},
+     "config.sweep.criterion='snip', config.sweep.sparsity=0.0: the train job trains dense networks only; to "
+     "prune at init and train, make this stage a prune job (config.sweep.job='prune'"),
     ("train:lenet_digits", {"model": "resnet19"}, "config.model='resnet19' is not known. Allowed: "
      "lenet_300_100, resnet18, vgg16, vgg19. Did you mean 'resnet18'?"),
     ("train:lenet_digits", {"dataset": "mnits"}, "config.dataset='mnits' is not known. Allowed: mnist, "
      "cifar10, cifar100, tiny_imagenet, digits, synthetic. Did you mean 'mnist'?"),
-    ("train:lenet_digits", {"criterion": "magnitud", "sparsity": 0.5}, "Did you mean 'magnitude'?"),
-    ("train:lenet_digits", {"sparsity": 1.0}, "config.sparsity=1.0 must lie in [0, 1)"),
+    ("prune:lenet_digits", {"criterion": "magnitud", "sparsity": 0.5}, "Did you mean 'magnitude'?"),
+    ("prune:lenet_digits", {"sparsity": 1.0}, "config.sparsity=1.0 must lie in [0, 1)"),
     ("train:lenet_digits", {"train.optimizer": "adamw"}, "config.train.optimizer='adamw' is not known"),
     ("train:lenet_digits", {"train.batch_size": 5000}, "config.train.batch_size=5000 is larger than the training set"),
     ("prune:lenet_digits", {"criterion": "npb", "prune.rounds": 3},
@@ -58,16 +67,20 @@ BAD_INPUT = [
     ("irp:lenet_digits", {"irp.rewind_step": 100000}, "config.irp.rewind_step=100000 must be below the steps of one round"),
     ("irp:lenet_digits", {"criterion": "npb"}, "config.criterion='npb' cannot drive IRP"),
     ("irp:lenet_digits", {"criterion": "synflw"}, "Did you mean 'synflow'?"),
-    ("autos_train:mlp", {}, "config.autos.datasets is empty"),
-    ("autos_train:resnet34", {"autos.datasets": ("/x",)},
-     "config.autos.backbone='resnet34' is not known. Allowed: resnet18, vgg19, mlp."),
-    ("autos_train:mlp", {"autos.datasets": ("/x",), "autos.features": ("theta",)},
-     "config.autos.features='theta' is not known. Allowed: theta0, g0. Did you mean 'theta0'?"),
-    ("autos_train:mlp", {"autos.datasets": ("/x",), "autos.holdout_fraction": 1.5},
-     "config.autos.holdout_fraction=1.5 must be in (0, 1)"),
-    ("autos_train:mlp", {"autos.datasets": ("/nonexistent/ds",)}, "/nonexistent/ds is not a score dataset (no dataset_info.json)"),
-    ("autos_train:mlp", {"autos.datasets": ("/x",), "dtype": "fp16"},
+    ("autos_train:mlp", {}, "config.scorer.datasets is empty"),
+    ("autos_train:resnet34", {"scorer.datasets": ("/x",)},
+     "config.scorer.backbone='resnet34' is not known. Allowed: resnet18, vgg19, mlp."),
+    ("autos_train:mlp", {"scorer.datasets": ("/x",), "scorer.features": ("theta",)},
+     "config.scorer.features='theta' is not known. Allowed: theta0, g0. Did you mean 'theta0'?"),
+    ("autos_train:mlp", {"scorer.datasets": ("/x",), "scorer.holdout_fraction": 1.5},
+     "config.scorer.holdout_fraction=1.5 must be in (0, 1)"),
+    ("autos_train:mlp", {"scorer.datasets": ("/nonexistent/ds",)}, "/nonexistent/ds is not a score dataset (no dataset_info.json)"),
+    ("autos_train:mlp", {"scorer.datasets": ("/x",), "dtype": "fp16"},
      "config.dtype='fp16' is not known. Allowed: float32, bfloat16."),
+    # Renamed fields (schema.RENAMED): the old name is refused with the new one, also in a pipeline stage.
+    ("autos_train:mlp", {"scorer.datasets": ("/x",), "autos.backbone": "vgg19"},
+     "config.autos.backbone was renamed config.scorer.backbone (the autos_train job's scorer settings"),
+    ("quickstart", {"autos.autos.width": 0.5}, "config.autos.autos.width was renamed config.autos.scorer.width"),
     ("ccc", {"ccc.datasets": ("/only/one",)}, "config.ccc.datasets has 1 entries"),
     # Caught by the schema (autosparse_jax/schema.py): values and cross-field rules.
     ("prune:lenet_digits", {"data.eval_batch_size": 0}, "config.data.eval_batch_size=0 must be >= 1"),
@@ -110,7 +123,9 @@ BAD_INPUT = [
     ("irp:lenet_digits", {"irp.keep_checkpoints": 0}, "config.irp.keep_checkpoints=0 must be >= 1"),
     ("irp:lenet_digits", {"prune.ablation": "invert"}, "IRP does not take it"),
     ("pai_sweep:lenet_digits", {"sweep.max_networks_per_program": -2}, "max_networks_per_program=-2"),
-    ("pai_sweep:lenet_digits", {"sweep.sparsities": (0.5, 1.2)}, "config.sweep.sparsities=1.2 must lie in (0, 1)"),
+    ("pai_sweep:lenet_digits", {"sparsities": (0.5, 1.2)}, "config.sparsities=1.2 must lie in (0, 1)"),
+    ("pai_sweep:lenet_digits", {"sweep.sparsities": (0.5,)},
+     "config.sweep.sparsities was renamed config.sparsities (one field for the sparsities of the prune and sweep"),
     ("quickstart", {"sweep.train.lr": -1.0, "irp_snip.train.epochs": 0},
      "config.irp_snip.train.epochs=0 must be >= 1"),  # Every stage of a pipeline, before stage 1.
     ("ccc", {"ccc.field": "scores", "ccc.datasets": ("/a", "/b")}, "config.ccc.field='scores' is not known"),
@@ -126,7 +141,7 @@ def with_values(config, overrides):
     target = flat
     *path, last = name.split(".")
     for p in path:
-      target = target[p]
+      target = target.setdefault(p, {})  # A group the config lacks (an old name) is created.
     target[last] = value
   return ml_collections.ConfigDict(flat)
 
@@ -313,7 +328,18 @@ def test_cli_faults_of_the_command_line_and_files_are_one_line_exit_2(tmp_path):
            (["--config=configs/irp.py:lenet_digits", "--config.sparsity=0.5"],
             "config.sparsity=0.5 is not read by the irp job"),
            (["--config=configs/train.py:lenet_digits", "--config.irp.rounds=3"],
-            "this config has no field irp.rounds (it belongs to the config of: irp)")]
+            "this config has no field irp.rounds (it belongs to the config of: irp)"),
+           (["--config=configs/autos_train.py:mlp", "--config.autos.backbone=vgg19"],
+            "--config.autos.backbone: config.autos.backbone was renamed config.scorer.backbone"),
+           (["--config=configs/quickstart.py", "--config.autos.autos.width=0.5"],
+            "config.autos.autos.width was renamed config.autos.scorer.width"),
+           (["--config=configs/quickstart.py", "--config.sweep.sparsities=(0.9,)",  # The stage's: not the fault.
+             "--config.sweep.sweep.sparsities=(0.9,)"],
+            "--config.sweep.sweep.sparsities: config.sweep.sweep.sparsities was renamed config.sweep.sparsities"),
+           (["--config=configs/train.py:lenet_digits", "--config.criterion=snip", "--config.sparsity=0.98"],
+            "the train job trains dense networks only; prune at init and train with the prune job (same fields, "
+            "same networks): python -m autosparse_jax.main --config=configs/prune.py:lenet_digits "
+            f"--config.criterion=snip --config.sparsity=0.98 --workdir={tmp_path / 'wd'}")]
   for args, message in cases:
     proc = cli(*args, f"--workdir={tmp_path / 'wd'}")
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
@@ -344,3 +370,37 @@ def test_a_full_disk_while_writing_results_keeps_the_earlier_results(tmp_path, m
     wd.write_results({"test_accuracy": 0.9})
   assert (tmp_path / "wd" / "results.json").read_bytes() == before
   assert [p.name for p in (tmp_path / "wd").iterdir() if ".tmp." in p.name] == []
+
+
+def test_a_workdir_written_before_a_field_was_renamed_is_compared_under_the_new_names(tmp_path):
+  """config.json of an earlier release (autos_train's config.autos.*, now config.scorer.*; the sweep's
+  config.sweep.sparsities, now config.sparsities), alone and as pipeline stages: the same config
+  resumes there and config.json is rewritten with the new names; another config is refused, naming
+  the field under its new name."""
+  def old_names(job_config):
+    if job_config["job"] == "autos_train":
+      job_config["autos"] = job_config.pop("scorer")
+    if job_config["job"] == "sweep":
+      job_config["sweep"]["sparsities"] = job_config.pop("sparsities")
+    return job_config
+
+  def saved_by_earlier_release(config):
+    saved = schema.config_to_dict(config)
+    if saved["job"] == "pipeline":
+      return dict(saved, **{stage: old_names(saved[stage]) for stage in saved["stages"]})
+    return old_names(saved)
+
+  for config, changed_field, old_value in (
+      (with_values(load_config("autos_train", "mlp"), {"scorer.datasets": ("/x",)}), "scorer.width", 1.0),
+      (load_config("pai_sweep", "lenet_digits"), "sparsities", [0.9, 0.95, 0.98, 0.99]),
+      (load_config("quickstart"), "autos.scorer.width", 1.0),
+      (load_config("quickstart"), "sweep.sparsities", [0.8, 0.9, 0.95])):
+    wd = tmp_path / f"{config.job}_{changed_field}"
+    wd.mkdir()
+    (wd / "config.json").write_text(json.dumps(saved_by_earlier_release(config)))
+    workdir_lib.Workdir(str(wd), config, is_writer=True).start()
+    assert json.loads((wd / "config.json").read_text()) == schema.config_to_dict(config)  # Rewritten so.
+    (wd / "config.json").write_text(json.dumps(saved_by_earlier_release(config)))
+    changed = with_values(config, {changed_field: (0.5,) if "sparsities" in changed_field else 0.5})
+    with pytest.raises(ConfigError, match=re.escape(f"{changed_field}: {old_value!r} -> ")):
+      workdir_lib.Workdir(str(wd), changed, is_writer=True)

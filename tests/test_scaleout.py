@@ -28,7 +28,7 @@ DATA_PARALLEL = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import NamedSharding
     from tests.conftest import small_config
-    from autosparse_jax import engine, pruning, train
+    from autosparse_jax import engine, pruning, training
     from autosparse_jax.workdir import Workdir
     assert jax.device_count() == 4
 
@@ -59,7 +59,7 @@ DATA_PARALLEL = textwrap.dedent("""
       leaf = jax.tree.leaves(got.params)[0]
       assert isinstance(leaf.sharding, NamedSharding) and leaf.sharding.mesh.devices.shape == (seeds, data)
       if model == "lenet_300_100":  # First layer: [seeds per device, examples per device, 60].
-        hlo = train.jit_epoch(task.trainer, 1).lower(got, task.train_images, task.train_labels).compile().as_text()
+        hlo = training.jit_epoch(task.trainer, 1).lower(got, task.train_images, task.train_labels).compile().as_text()
         assert "all-reduce" in hlo and re.search(rf"f32\\[{2 // seeds},{32 // data},60\\]", hlo), (seeds, data)
       for a, b in zip(jax.tree.leaves(ref.masks), jax.tree.leaves(got.masks)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -234,10 +234,10 @@ def test_launch_scripts_parse_and_the_array_script_runs_its_grid_cell(tmp_path):
   env = dict(env_with_repo(), SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_JOB_ID="77", PYTHON="echo",
              WORKDIR_ROOT=str(tmp_path / "runs"))
   out = subprocess.run(["bash", os.path.join(REPO, "launch", "slurm_array.sbatch"), str(grid),
-                        "--config=configs/train.py:lenet_digits"], capture_output=True, text=True,
+                        "--config=configs/prune.py:lenet_digits"], capture_output=True, text=True,
                        env=env, timeout=30)
   assert out.returncode == 0, out.stderr
-  assert out.stdout.split() == ["-m", "autosparse_jax.main", "--config=configs/train.py:lenet_digits",
+  assert out.stdout.split() == ["-m", "autosparse_jax.main", "--config=configs/prune.py:lenet_digits",
                                 f"--workdir={tmp_path / 'runs' / 'cell_1'}", "--config.criterion=magnitude",
                                 "--config.sparsity=0.98"]
 
@@ -304,7 +304,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_after_one_checkpoint_and_res
   to an uninterrupted 2-process run."""
   import signal
   import time
-  args = ["--config=configs/train.py:lenet_digits", "--config.train.epochs=2", "--config.criterion=snip",
+  args = ["--config=configs/prune.py:lenet_digits", "--config.train.epochs=2", "--config.criterion=snip",
           "--config.sparsity=0.9", "--config.train.log_every_steps=5", "--config.checkpoint_every_steps=5",
           "--config.checkpoint_min_seconds=0", "--config.tensorboard=False"]
 

@@ -1,9 +1,12 @@
-"""The package's structure: no import circles, counting imports inside functions."""
+"""The package's structure: no import circles, counting imports inside functions; the README's
+layout lists every module."""
 import ast
 import os
+import re
 
 PACKAGE = "autosparse_jax"
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), PACKAGE)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.join(REPO, PACKAGE)
 
 
 def package_modules():
@@ -74,3 +77,33 @@ def test_the_graph_builder_sees_imports_inside_functions_and_finds_circles():
 def test_the_package_has_no_import_circle():
   cycle = find_cycle(import_graph())
   assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def readme_layout_modules():
+  """Module paths ('jobs/train.py') the README's layout tree lists under autosparse_jax/.
+
+  The tree indents two spaces per level; an entry is the first word of a line, a folder when
+  it ends with '/', a module when it ends with '.py' (other lines continue a description).
+  """
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read()
+  block = re.search(r"^```\n(autosparse_jax/\n.*?)^```", text, re.S | re.M)
+  assert block, "README.md lost its layout tree (a block starting with 'autosparse_jax/')"
+  folders, listed = [], set()
+  for line in block.group(1).splitlines()[1:]:
+    word = line.split()[0] if line.strip() else ""
+    depth = (len(line) - len(line.lstrip())) // 2 - 1  # Depth below autosparse_jax/.
+    if depth < 0:
+      break  # configs/, results/, ...: outside the package.
+    if word.endswith("/"):
+      folders[depth:] = [word]
+    elif word.endswith(".py"):
+      listed.add("".join(folders[:depth]) + word)
+  return listed
+
+
+def test_the_readme_layout_lists_every_module_and_no_other():
+  modules = {os.path.relpath(path, ROOT).replace(os.sep, "/") for path in package_modules().values()}
+  listed = readme_layout_modules()
+  assert not modules - listed, f"modules missing from README.md's layout: {sorted(modules - listed)}"
+  assert not listed - modules, f"README.md's layout lists modules that do not exist: {sorted(listed - modules)}"

@@ -22,7 +22,7 @@ def sweep_config(**overrides):
   config = small_config(job="sweep", num_seeds=2)
   config.sweep = load_config("pai_sweep").sweep
   config.sweep.criteria = ("snip", "random")
-  config.sweep.sparsities = SPARSITIES
+  config.sparsities = SPARSITIES
   return apply_overrides(config, overrides)
 
 
@@ -125,7 +125,8 @@ def test_sweep_config_errors_name_the_field():
   for overrides, message in [
       ({"sweep.criteria": ()}, "config.sweep.criteria is empty"),
       ({"sweep.criteria": ("snip", "snip")}, "repeats a name"),
-      ({"sweep.sparsities": (0.5, 1.0)}, "config.sweep.sparsities="),
+      ({"sparsities": (0.5, 1.0)}, "config.sparsities="),
+      ({"sparsities": ()}, "config.sparsities is empty"),
       ({"sweep.criteria": ("snipp",)}, "config.sweep.criteria='snipp' is not known.*Did you mean 'snip'"),
       ({"sweep.criteria": ("lth",)}, "needs config.survival.score_datasets"),
       ({"sweep.max_networks_per_program": -2}, "max_networks_per_program=-2"),

@@ -1,5 +1,6 @@
 """Masked training: pruned weights stay zero, optimizers match PyTorch's update rules,
-vmapped seeds equal separate runs, mid-epoch resume and reruns are bit-identical."""
+vmapped seeds equal separate runs, mid-epoch resume and reruns are bit-identical; the prune job
+is the one way to prune at init and train."""
 import dataclasses
 
 import jax
@@ -8,8 +9,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from autosparse_jax import engine, keys, pruning, train
-from autosparse_jax.jobs import train as train_job
+from autosparse_jax import engine, jobs, keys, pruning, training
+from autosparse_jax.errors import ConfigError
+from autosparse_jax.jobs import prune as prune_job
+from autosparse_jax.workdir import Workdir
 from tests.conftest import small_config
 
 
@@ -19,7 +22,7 @@ def _states(config, task, sparsity=0.8, criterion="random"):
 
 
 def _steps(task, states, n):
-  fn = train.jit_epoch(task.trainer, n)
+  fn = training.jit_epoch(task.trainer, n)
   return fn(states, task.train_images, task.train_labels)[0]
 
 
@@ -66,7 +69,7 @@ def _reference_torch_adam(p, grads, lr, wd, b1=0.9, b2=0.999, eps=1e-8):
 def test_optimizer_matches_pytorch_update_rule(optimizer, nesterov):
   cfg = ml_collections.ConfigDict(dict(optimizer=optimizer, lr=0.1, momentum=0.9, nesterov=nesterov,
                                        weight_decay=0.01, lr_drop_epochs=(), lr_drop_factor=0.1))
-  tx = train.make_optimizer(cfg, steps_per_epoch=10)
+  tx = training.make_optimizer(cfg, steps_per_epoch=10)
   rng = np.random.default_rng(0)
   p0 = rng.standard_normal(5)
   grads = [rng.standard_normal(5) for _ in range(6)]
@@ -82,7 +85,7 @@ def test_optimizer_matches_pytorch_update_rule(optimizer, nesterov):
 def test_learning_rate_drops_at_epoch_boundaries():
   cfg = ml_collections.ConfigDict(dict(optimizer="sgd", lr=1.0, momentum=0.0, nesterov=False,
                                        weight_decay=0.0, lr_drop_epochs=(2, 3), lr_drop_factor=0.2))
-  tx = train.make_optimizer(cfg, steps_per_epoch=5)
+  tx = training.make_optimizer(cfg, steps_per_epoch=5)
   p, state, steps = jnp.zeros(()), tx.init(jnp.zeros(())), []
   for _ in range(20):
     u, state = tx.update(jnp.ones(()), state, p)
@@ -138,7 +141,7 @@ def test_same_config_same_bits_and_training_learns():
   s2 = _steps(task, _states(config, task, sparsity=0), 3 * task.trainer.steps_per_epoch)
   for x, y in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
     np.testing.assert_array_equal(x, y)
-  metrics = train.jit_evaluate(task.trainer)(s1, *task.eval_arrays)
+  metrics = training.jit_evaluate(task.trainer)(s1, *task.eval_arrays)
   assert float(metrics["accuracy"][0]) > 0.3  # 10 classes: chance is 0.1.
 
 
@@ -147,7 +150,7 @@ def test_scan_and_per_step_loops_train_the_same_network():
   task = engine.build_task(config)
   spe = task.trainer.steps_per_epoch
   scanned = _steps(task, _states(config, task), spe)
-  stepped, one_step = _states(config, task), train.jit_epoch(task.trainer, 1, unroll=True)
+  stepped, one_step = _states(config, task), training.jit_epoch(task.trainer, 1, unroll=True)
   for _ in range(spe):
     stepped = one_step(stepped, task.train_images, task.train_labels)[0]
   assert int(stepped.step[0]) == spe
@@ -162,9 +165,9 @@ def test_conv_net_job_runs_one_step_per_call_on_cpu(tmp_path, capsys, monkeypatc
       "data.synthetic.num_test": 16, "train.batch_size": 8, "train.epochs": 1,
       "train.log_every_steps": 2})
   task = engine.build_task(config)
-  assert train.resolve_loop("auto", task.trainer, "cpu") == "python"
-  assert train.resolve_loop("auto", task.trainer, "gpu") == "scan"
-  results = train_job.run(config, str(tmp_path / "wd"))
+  assert training.resolve_loop("auto", task.trainer, "cpu") == "python"
+  assert training.resolve_loop("auto", task.trainer, "gpu") == "scan"
+  results = prune_job.run(config, str(tmp_path / "wd"))
   assert np.isfinite(results["test_loss"]) and abs(results["density"] - 0.5) < 1e-3
   assert "epoch 1 step 2/4" in capsys.readouterr().out  # Progress inside the epoch.
 
@@ -182,3 +185,23 @@ def test_train_seed_keeps_theta_0_and_changes_the_run():
   step = jax.jit(jax.vmap(lambda s: task.trainer.train_steps(s, task.train_images, task.train_labels, 1)[0]))
   ta, tb = step(a), step(b)  # Another data order: the first step already differs.
   assert not np.array_equal(np.asarray(jax.tree.leaves(ta.params)[0]), np.asarray(jax.tree.leaves(tb.params)[0]))
+
+
+def test_the_prune_job_is_the_one_way_to_prune_at_init_and_train(tmp_path):
+  """One sparsity: the prune job trains the networks the train job trained when it took a criterion
+  (theta_0 -> prune_states -> run_training: the code it ran) and reports them at the top level of
+  results.json as it did; a train config with a criterion is refused, naming the prune job."""
+  config = small_config(job="prune", criterion="magnitude", sparsity=0.9, num_seeds=2)
+  results = jobs.run(config, str(tmp_path / "prune"))
+  task = engine.build_task(config)
+  states, _ = pruning.prune_states(config, task, engine.init_states(config, task), "magnitude", 0.9)
+  reports = engine.density_reports(states)
+  _, last = engine.run_training(config, task, states, Workdir("/nonexistent", config, is_writer=False))
+  assert results["test_accuracy_seeds"]["per_seed"] == [float(a) for a in last["test_accuracy"]]
+  assert results["test_loss"] == float(np.mean(last["test_loss"]))
+  assert results["kept_per_seed"] == [r["kept"] for r in reports] and results["seeds"] == [0, 1]
+  assert results["runs"][0]["test_loss"] == results["test_loss"]
+  with pytest.raises(ConfigError, match="the train job trains dense networks only; prune at init and train "
+                                        "with the prune job"):
+    jobs.run(small_config(criterion="magnitude", sparsity=0.9), str(tmp_path / "train"))
+  assert not (tmp_path / "train").exists()

@@ -19,7 +19,7 @@ from autosparse_jax.criteria.options import DataOptions, data_options, option
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.programs import BoundedCache, directory_stamp
 
-_PRUNING_AT_INIT = ("train", "prune", "sweep")
+_PRUNING_AT_INIT = ("prune", "sweep")
 
 
 @dataclasses.dataclass(frozen=True)

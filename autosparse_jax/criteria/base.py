@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from autosparse_jax.data import pipeline
+from autosparse_jax.data import batching
 from autosparse_jax.data.specs import DatasetSpec
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.masks import apply_masks
@@ -26,7 +26,7 @@ class ModelState:
 
   def inputs(self, images):
     """The network's input of stored images (uint8 -> normalised float32)."""
-    return pipeline.normalize(images, self.spec)
+    return batching.normalize(images, self.spec)
 
   def logits(self, params, x, dtype=None):
     """Eval-mode forward (BN uses running statistics, as the original criteria do)."""

@@ -55,7 +55,7 @@ from autosparse_jax.criteria.paths import neutral_network
 from autosparse_jax.masks import path_name
 
 
-_PRUNING_AT_INIT = ("train", "prune", "sweep")  # The jobs that read NPB's options (not IRP's rounds).
+_PRUNING_AT_INIT = ("prune", "sweep")  # The jobs that read NPB's options (not IRP's rounds).
 
 
 @dataclasses.dataclass(frozen=True)

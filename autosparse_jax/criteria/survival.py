@@ -26,7 +26,7 @@ from autosparse_jax.score_dataset import load_score_dataset
 @dataclasses.dataclass(frozen=True)
 class SurvivalOptions:
   score_datasets: Tuple[str, ...] = option((), "the `survival` criterion's IRP score datasets",
-                                           config="survival.score_datasets", jobs=("train", "prune", "sweep"))
+                                           config="survival.score_datasets", jobs=("prune", "sweep"))
 
 
 # (theta0 by layer, survival by layer, metadata) per dataset directory, reloaded if it changes.

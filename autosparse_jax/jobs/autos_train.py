@@ -1,7 +1,7 @@
 """The `autos_train` job: learn surviving scores from (theta_0, g_0) of IRP score datasets.
 
 One sample = one weight. Several datasets are merged (paper Table 6). A
-held-out split (config.autos.holdout_fraction of the weights, drawn from the
+held-out split (config.scorer.holdout_fraction of the weights, drawn from the
 seed) is never trained on (the original's validation set was inside its
 training set). Features are standardised with training-split statistics,
 which are saved with the scorer. MSE loss, Adam, one lax.scan per epoch, Orbax
@@ -40,19 +40,19 @@ class ScorerState:
 
 
 def validate(config):
-  a = config.autos
-  if not list(a.datasets):
-    raise ConfigError("config.autos.datasets is empty: give the score_dataset_dir of one or more IRP "
-                      "runs, e.g. --config.autos.datasets='(\"/runs/irp/scores/seed_0/autosparse_scores/1.0.0\",)'.")
-  if a.backbone not in BACKBONES:
-    raise ConfigError(unknown_name_message("config.autos.backbone", a.backbone, BACKBONES))
-  for f in a.features:
+  settings = config.scorer
+  if not list(settings.datasets):
+    raise ConfigError("config.scorer.datasets is empty: give the score_dataset_dir of one or more IRP "
+                      "runs, e.g. --config.scorer.datasets='(\"/runs/irp/scores/seed_0/autosparse_scores/1.0.0\",)'.")
+  if settings.backbone not in BACKBONES:
+    raise ConfigError(unknown_name_message("config.scorer.backbone", settings.backbone, BACKBONES))
+  for f in settings.features:
     if f not in FEATURES:
-      raise ConfigError(unknown_name_message("config.autos.features", f, FEATURES))
+      raise ConfigError(unknown_name_message("config.scorer.features", f, FEATURES))
   if config.dtype not in DTYPES:
     raise ConfigError(unknown_name_message("config.dtype", config.dtype, tuple(DTYPES)))
-  if not 0.0 < float(a.holdout_fraction) < 1.0:
-    raise ConfigError(f"config.autos.holdout_fraction={a.holdout_fraction} must be in (0, 1).")
+  if not 0.0 < float(settings.holdout_fraction) < 1.0:
+    raise ConfigError(f"config.scorer.holdout_fraction={settings.holdout_fraction} must be in (0, 1).")
   if int(config.train.epochs) < 1 or int(config.train.batch_size) < 2:
     raise ConfigError(f"config.train.epochs={config.train.epochs} must be >= 1 and "
                       f"config.train.batch_size={config.train.batch_size} >= 2 (BatchNorm).")
@@ -68,7 +68,7 @@ def load_merged(dirs, features):
     metas.append(meta)
   reductions = {m.get("g0_reduction") for m in metas}
   if "g0" in features and len(reductions) > 1:
-    raise ConfigError(f"config.autos.datasets mix g_0 reductions {sorted(map(str, reductions))}: "
+    raise ConfigError(f"config.scorer.datasets mix g_0 reductions {sorted(map(str, reductions))}: "
                       "merge datasets whose g_0 was accumulated the same way.")
   return np.concatenate(xs), np.concatenate(ys), metas
 
@@ -84,15 +84,15 @@ def run(config, workdir_path):
   if (done := workdir.finished_results()) is not None:
     return done
   start = time.time()
-  a = config.autos
-  features = tuple(a.features)
-  x, y, metas = load_merged(list(a.datasets), features)
-  train_idx, held_idx = split(len(y), float(a.holdout_fraction), int(config.seed))
+  settings = config.scorer
+  features = tuple(settings.features)
+  x, y, metas = load_merged(list(settings.datasets), features)
+  train_idx, held_idx = split(len(y), float(settings.holdout_fraction), int(config.seed))
   mean, std = x[train_idx].mean(0), x[train_idx].std(0) + 1e-12
   xn = (x - mean) / std
   batch = min(int(config.train.batch_size), len(train_idx))
   steps = len(train_idx) // batch
-  module = make_scorer(a.backbone, len(features), float(a.width), DTYPES[config.dtype])
+  module = make_scorer(settings.backbone, len(features), float(settings.width), DTYPES[config.dtype])
   tx = optax.adam(float(config.train.lr))
   key = keys.scorer_key(config.seed)
   # One compiled program (eager init would compile each of its ~200 small ops).
@@ -137,7 +137,7 @@ def run(config, workdir_path):
       state, meta = restored
       log(f"resuming from epoch {meta['epoch']}")
   epochs = int(config.train.epochs)
-  log(f"autos_train: {a.backbone} scorer ({config.dtype}) on {len(train_idx)} weights from {len(metas)} "
+  log(f"autos_train: {settings.backbone} scorer ({config.dtype}) on {len(train_idx)} weights from {len(metas)} "
       f"dataset(s), {len(held_idx)} held out; features {features}; {epochs} epochs of {steps} steps")
   for epoch in range(int(meta["epoch"]), epochs):
     t = time.time()
@@ -156,7 +156,7 @@ def run(config, workdir_path):
   checkpoints.close()
   predictions = held_out_predictions(state)
   scorer_dir = os.path.join(workdir.path, "scorer")
-  info = {"backbone": a.backbone, "width": float(a.width), "features": list(features),
+  info = {"backbone": settings.backbone, "width": float(settings.width), "features": list(features),
           "dtype": config.dtype, "g0_reduction": metas[0].get("g0_reduction"),
           "trained_on": [{k: m.get(k) for k in ("model", "dataset", "criterion", "rounds", "seed")}
                          for m in metas]}
@@ -168,7 +168,7 @@ def run(config, workdir_path):
              "held_out_mse": float(np.mean((predictions - y_held) ** 2)),
              "held_out_variance": float(np.var(y_held)), "train_weights": int(len(train_idx)),
              "held_out_weights": int(len(held_idx)), "history": meta["history"],
-             "datasets": list(a.datasets), "wall_seconds_this_run": time.time() - start}
+             "datasets": list(settings.datasets), "wall_seconds_this_run": time.time() - start}
   workdir.write_results(results)
   log(f"scorer in {scorer_dir}; held-out MSE {results['held_out_mse']:.5f} "
       f"(variance of the scores {results['held_out_variance']:.5f})")

@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import criteria, engine, keys, masks as masks_lib, preemption, programs, prune_spec, pruning, train
+from autosparse_jax import (criteria, engine, keys, masks as masks_lib, preemption, programs, prune_spec, pruning,
+                            training)
 from autosparse_jax.checkpoints import Checkpoints
 from autosparse_jax.console import log, plain_output
 from autosparse_jax.criteria.base import PruneData, initial_gradient
@@ -39,7 +40,7 @@ from autosparse_jax.workdir import Workdir
 
 @flax.struct.dataclass
 class IrpState:
-  train: train.TrainState
+  train: training.TrainState
   rewind_params: Any       # Weights every round rewinds to (theta_0, or theta_k when late).
   rewind_batch_stats: Any
   init_params: Any         # theta_0 (the dataset's feature).

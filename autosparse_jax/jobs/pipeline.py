@@ -101,7 +101,7 @@ def check_stage_names(stage, where):
     raise ConfigError(unknown_name_message(f"{where}.model", stage.model, MODELS))
   if stage.get("dataset") is not None and stage.job != "autos_train" and stage.dataset not in DATASETS:
     raise ConfigError(unknown_name_message(f"{where}.dataset", stage.dataset, DATASETS))
-  if stage.job in ("train", "prune", "irp") and stage.criterion != NO_PRUNING:
+  if stage.job in ("prune", "irp") and stage.criterion != NO_PRUNING:
     criteria.get(stage.criterion, f"{where}.criterion")
   if stage.job == "sweep":
     defined = dict(stage.sweep.get("variants", {}) or {})

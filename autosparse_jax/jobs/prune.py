@@ -1,9 +1,11 @@
 """The `prune` job: prune at initialization with one criterion, then train the masked network.
 
-For each sparsity (config.sparsity, or each of config.sparsities) every seed's
-theta_0 is scored, masked and trained; results.json gives per sparsity the test
-accuracy, achieved density (overall and per layer), NPB's path metrics and the
-scoring time.
+The one way to prune at init and train (the train job trains dense networks;
+the sweep job runs grids of criteria x sparsities x seeds). For each sparsity
+(config.sparsity, or each of config.sparsities) every seed's theta_0 is scored,
+masked and trained; results.json gives per sparsity ("runs") the test accuracy,
+achieved density (overall and per layer), NPB's path metrics and the scoring
+time, and with one sparsity all of that run's fields at the top level too.
 """
 import os
 import time
@@ -82,8 +84,8 @@ def run(config, workdir_path):
              "grad_reduction": config.prune.grad_reduction,
              "distribution_used": pruning.distribution_used(config.criterion, config.prune.distribution),
              "runs": runs, "wall_seconds": time.time() - start}
-  if len(runs) == 1:
-    results.update({k: runs[0][k] for k in ("sparsity", "test_accuracy", "density", "scoring_seconds")})
+  if len(runs) == 1:  # Every field a one-network run reports (seeds, losses, densities) where readers look.
+    results.update(runs[0])
   workdir.write_results(results)
   for r in runs:
     log(f"{r['criterion']} at sparsity {r['sparsity']:g}: test accuracy "

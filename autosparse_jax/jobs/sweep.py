@@ -1,5 +1,7 @@
 """The `sweep` job: criteria x sparsities x seeds; each criterion's grid trains as one program.
 
+config.sweep.criteria x config.sparsities (the same field as the prune job's) x seeds.
+
 Masked networks of one model all have the same shapes, so every (sparsity,
 seed) network of a criterion is stacked on the leading axis that the training
 code vmaps over and trained by one compiled program (in chunks of
@@ -84,12 +86,11 @@ def validate(config):
   if len(set(labels)) != len(labels) or DENSE in labels:
     raise ConfigError(f"config.sweep.criteria={tuple(labels)} repeats a name or uses {DENSE!r} "
                       "(set config.sweep.dense=True for the dense baseline).")
-  if not list(config.sweep.sparsities):
-    raise ConfigError("config.sweep.sparsities is empty: list fractions in (0, 1) (0.9 keeps 10% of the "
-                      "prunable weights).")
-  for s in config.sweep.sparsities:
-    pruning.check_sparsity(s, f"config.sweep.sparsities={tuple(config.sweep.sparsities)} holds {s}:"
-                           " a sparsity")
+  if not list(config.get("sparsities", ()) or ()):
+    raise ConfigError("config.sparsities is empty: list fractions in (0, 1) (0.9 keeps 10% of the "
+                      "prunable weights), e.g. --config.sparsities='(0.9,0.98)'.")
+  for s in config.sparsities:
+    pruning.check_sparsity(s, f"config.sparsities={tuple(config.sparsities)} holds {s}: a sparsity")
   if int(config.sweep.max_networks_per_program) < -1:
     raise ConfigError(f"config.sweep.max_networks_per_program={config.sweep.max_networks_per_program} "
                       "must be >= -1 (-1 = auto, 0 = a criterion's whole grid in one program).")
@@ -182,7 +183,7 @@ def run(config, workdir_path):
   if done:
     log(f"sweep: resuming, {len(done)} networks already in {rows_path}")
   seeds = engine.seed_list(config)
-  sparsities = [float(s) for s in config.sweep.sparsities]
+  sparsities = [float(s) for s in config.sparsities]
   plan = [(DENSE, DENSE, config, [(0.0, s) for s in seeds])] if config.sweep.dense else []
   plan += [(label, criterion, vconfig, [(p, s) for p in sparsities for s in seeds])
            for label, criterion, vconfig in variants(config)]

@@ -11,7 +11,7 @@ from autosparse_jax.models.vgg import STAGES, VGG
 MODELS = ("lenet_300_100", "resnet18", "vgg16", "vgg19")
 
 # config.dtype: the compute dtype of the forward and backward passes. Parameters, optimizer
-# state, BatchNorm statistics, the loss and pruning scores stay float32 (see train.py).
+# state, BatchNorm statistics, the loss and pruning scores stay float32 (see training.py).
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 

@@ -71,8 +71,8 @@ def dataset_refs(stage, config, index=None):
 def autos_stage(backbone, datasets, features=FULL_FEATURES):
   """An autos_train job: the AutoS scorer (`backbone` resnet18 | vgg19 | mlp) on `datasets`."""
   config = job_config("autos_train", backbone)
-  config.autos.datasets = tuple(datasets)
-  config.autos.features = tuple(features)
+  config.scorer.datasets = tuple(datasets)
+  config.scorer.features = tuple(features)
   return config
 
 
@@ -92,7 +92,7 @@ def sweep_stage(recipe, criteria, sparsities, variants=None, num_seeds=SEEDS, de
   config.seed = 0
   config.num_seeds = int(num_seeds)
   config.sweep.criteria = tuple(criteria)
-  config.sweep.sparsities = tuple(float(s) for s in sparsities)
+  config.sparsities = tuple(float(s) for s in sparsities)
   config.sweep.dense = bool(dense)
   for label, fields in (variants or {}).items():
     config.sweep.variants[label] = fields

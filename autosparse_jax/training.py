@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from autosparse_jax import keys
-from autosparse_jax.data import pipeline
+from autosparse_jax.data import batching
 from autosparse_jax.data.specs import DatasetSpec
 from autosparse_jax.errors import ConfigError, unknown_name_message
 from autosparse_jax.masks import apply_masks
@@ -100,7 +100,7 @@ class Trainer:
     """One SGD step on batch (state.step % steps_per_epoch) of the epoch ordered by `perm`."""
     batch_index = state.step % self.steps_per_epoch
     aug_key = keys.augment_key(state.key, state.step)
-    x, y = pipeline.train_batch(self.spec, images, labels, perm, batch_index, self.batch_size, aug_key)
+    x, y = batching.train_batch(self.spec, images, labels, perm, batch_index, self.batch_size, aug_key)
     x, y = self.constrain_batch(x, y)  # Data parallel: each device takes its slice of the batch.
 
     def loss_fn(params):
@@ -136,11 +136,11 @@ class Trainer:
     return state, jax.tree.map(jnp.mean, metrics)
 
   def evaluate(self, state, images, labels, valid):
-    """Mean loss and accuracy over padded eval batches [B, b, ...] (see pipeline.eval_batches)."""
+    """Mean loss and accuracy over padded eval batches [B, b, ...] (see batching.eval_batches)."""
     def body(totals, batch):
       x, y, v = self.constrain_batch(*batch)
       logits, _ = self.apply(state.params, state.masks, state.batch_stats,
-                             pipeline.normalize(x, self.spec), train=False)
+                             batching.normalize(x, self.spec), train=False)
       loss = jnp.sum(cross_entropy(logits, y) * v)
       # Counted as integers: exact, so vmapped and single runs report identical accuracies.
       correct = jnp.sum(((jnp.argmax(logits, -1) == y) & (v > 0)).astype(jnp.int32))
@@ -167,7 +167,7 @@ def over_seeds(fn, in_axes, layout=None):
 
 
 def make_trainer(config, spec, num_train, model, layout=None):
-  spe = pipeline.steps_per_epoch(num_train, config.train.batch_size)
+  spe = batching.steps_per_epoch(num_train, config.train.batch_size)
   return Trainer(model=model, tx=make_optimizer(config.train, spe), spec=spec,
                  batch_size=int(config.train.batch_size), steps_per_epoch=spe, layout=layout)
 
