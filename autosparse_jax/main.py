@@ -1,4 +1,7 @@
-"""Entry point: python -m autosparse_jax.main --config=configs/NAME.py[:arg] --workdir=DIR.
+"""Entry point: python -m autosparse_jax.main (or `autosparse`) --config=NAME[:arg] --workdir=DIR.
+
+--config names a packaged config (autosparse_jax/configs/NAME.py: prune, paper/table1, ...)
+or any config file by path (configs/prune.py:lenet_mnist in a checkout).
 
 Fields are overridden with --config.field=value. The job is chosen by config.job.
 --describe prints every field the job reads (value, allowed, meaning) and exits.
@@ -11,19 +14,28 @@ with a checkpoint; the same command resumes it.
 Several processes (launch/): each runs this same command; see distributed.py.
 """
 import os
+import re
 import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autosparse_jax import compile_stats, console, preemption, schema
-from autosparse_jax.config_tools import module_from_path
+from autosparse_jax import compile_stats, config_tools, console, preemption, schema
 from autosparse_jax.data.raw import RawDataError
 from autosparse_jax.errors import ConfigError, NumericalError, OutputError
 from autosparse_jax.jobs import import_plugins, run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
+CONFIG_FLAG = re.compile(r"^--?config(=|$)")             # --config=VALUE, or --config VALUE
+
+
+def config_help():
+  return ("The job's config: a packaged config by name, NAME[:arg] (" + ", ".join(config_tools.packaged_config_names())
+          + "; e.g. --config=prune:lenet_mnist), or the path of a config file, PATH.py[:arg] (in a checkout "
+          "configs/NAME.py is the packaged NAME). --config.FIELD=VALUE sets a field.")
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, config_help(), lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metrics.jsonl, results.json.")
 _RESTART = flags.DEFINE_bool(
     "restart", False, "Start a new run in --workdir even if it holds another run: the old workdir is "
@@ -43,11 +55,11 @@ def config_file_fault(argv, error):
   for arg in argv[1:]:
     if arg.startswith("--config="):
       path = arg.split("=", 1)[1].split(":")[0]
-      if not os.path.exists(path):
-        return (f"--config={path}: no such config file (they are in configs/, e.g. "
-                "--config=configs/prune.py:lenet_mnist).")
+      if not os.path.exists(config_tools.resolve_config_arg(path)):
+        return (f"--config={path}: no such config file nor packaged config (packaged: "
+                f"{', '.join(config_tools.packaged_config_names())}; e.g. --config=prune:lenet_mnist).")
       return f"--config={arg.split('=', 1)[1]} could not be loaded: " + " ".join(str(error).split())[:600]
-  return "--config=configs/NAME.py[:arg] is required."
+  return "--config=NAME[:arg] is required (e.g. --config=prune:lenet_mnist)."
 
 
 def override_fault(argv):
@@ -69,10 +81,24 @@ def override_fault(argv):
   return None
 
 
+def with_packaged_configs(argv):
+  """argv with each --config=NAME[:arg] of a packaged config replaced by that file's path."""
+  out = list(argv)
+  for i, arg in enumerate(out[1:], 1):
+    if CONFIG_FLAG.match(arg):
+      if "=" in arg:
+        flag, value = arg.split("=", 1)
+        out[i] = f"{flag}={config_tools.resolve_config_arg(value)}"
+      elif i + 1 < len(out):
+        out[i + 1] = config_tools.resolve_config_arg(out[i + 1])
+  return out
+
+
 def parse_flags(argv):
-  """absl's flag parsing, with faults of --config.* overrides as one line (exit 2), no traceback."""
+  """absl's flag parsing, --config=NAME of a packaged config, with faults of --config.* overrides as one
+  line (exit 2), no traceback."""
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(with_packaged_configs(argv))
   except Exception as e:  # noqa: BLE001  (ml_collections raises KeyError, AttributeError, ...)
     fail(override_fault(argv) or config_file_fault(argv, e))
 
@@ -92,7 +118,7 @@ def unread_fields():
   filename = config_flags.get_config_filename(flags.FLAGS["config"])
   path, _, arg = filename.partition(":")
   try:
-    module = module_from_path(path)
+    module = config_tools.module_from_path(path)
     defaults = module.get_config(arg) if arg else module.get_config()
   except Exception:  # noqa: BLE001  (the file loaded once already; be silent if it will not twice)
     return []
@@ -146,5 +172,10 @@ def main(argv):
     sys.exit(preemption.EXIT_CODE)
 
 
-if __name__ == "__main__":
+def cli():
+  """The `autosparse` console command (pyproject's [project.scripts]): python -m autosparse_jax.main."""
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

@@ -8,12 +8,12 @@ import pytest
 
 import numpy as np
 
-from autosparse_jax import main as main_lib
+from autosparse_jax import config_tools, main as main_lib
 from autosparse_jax.workdir import read_jsonl
 from autosparse_jax.errors import ConfigError
 from tests.conftest import REPO, load_config
 
-CONFIGS = os.path.join(REPO, "configs")
+CONFIGS = config_tools.PACKAGED_CONFIGS
 
 
 def cli(*args, timeout=300):
@@ -75,12 +75,25 @@ def test_bad_input_at_the_cli_exits_2_with_the_message_and_no_traceback(tmp_path
   assert not (tmp_path / "wd").exists()  # Nothing written for a rejected job.
 
 
+VALID = ["--config.model=lenet_300_100", "--config.train.epochs=1"]  # Valid overrides of the prune config.
+
+
+def test_packaged_configs_run_by_name_with_valid_overrides(tmp_path):
+  wd = tmp_path / "wd"
+  proc = cli("--config=prune:lenet_digits", *VALID, "--config.num_seeds=1", "--config.criterion=magnitude",
+             "--config.sparsity=0.5", f"--workdir={wd}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  config = json.loads((wd / "config.json").read_text())
+  assert config["job"] == "prune" and config["train"]["epochs"] == 1 and config["sparsity"] == 0.5
+  assert json.loads((wd / "results.json").read_text())["runs"][0]["test_accuracy"] > 0.5
+
+
 def test_every_config_loads_and_documents_its_command():
   from autosparse_jax.recipes import RECIPES
-  for name in sorted(os.listdir(CONFIGS)):
-    if name.endswith(".py"):
-      text = open(os.path.join(CONFIGS, name)).read()
-      assert f"--config=configs/{name}" in text, f"{name}: docstring lacks its command"
+  for name in config_tools.packaged_config_names():
+    if "/" not in name:  # paper/: tests/test_paper_configs.py
+      text = open(os.path.join(CONFIGS, f"{name}.py")).read()
+      assert f"--config=configs/{name}.py" in text, f"{name}: docstring lacks its command"
   for recipe in RECIPES:
     config = load_config("train", recipe)
     assert config.job == "train" and config.train.epochs >= 1
