@@ -13,11 +13,13 @@ could not be written (e.g. a full disk), the earlier results kept; 75 preempted
 with a checkpoint; the same command resumes it.
 Several processes (launch/): each runs this same command; see distributed.py.
 """
+import difflib
 import os
 import re
 import sys
 import time
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -27,6 +29,7 @@ from autosparse_jax.errors import ConfigError, NumericalError, OutputError
 from autosparse_jax.jobs import import_plugins, run
 
 CONFIG_FLAG = re.compile(r"^--?config(=|$)")             # --config=VALUE, or --config VALUE
+OVERRIDE_FLAG = re.compile(r"^--?(no)?config\.([^=]+)")  # --config.FIELD[=VALUE], as ml_collections reads them
 
 
 def config_help():
@@ -50,35 +53,17 @@ def fail(message, code=2):
   sys.exit(code)
 
 
-def config_file_fault(argv, error):
-  """The one-line message for a config file that is missing or does not load."""
-  for arg in argv[1:]:
-    if arg.startswith("--config="):
-      path = arg.split("=", 1)[1].split(":")[0]
-      if not os.path.exists(config_tools.resolve_config_arg(path)):
-        return (f"--config={path}: no such config file nor packaged config (packaged: "
-                f"{', '.join(config_tools.packaged_config_names())}; e.g. --config=prune:lenet_mnist).")
-      return f"--config={arg.split('=', 1)[1]} could not be loaded: " + " ".join(str(error).split())[:600]
-  return "--config=NAME[:arg] is required (e.g. --config=prune:lenet_mnist)."
+def one_line(text):
+  return " ".join(str(text).split())
 
 
-def override_fault(argv):
-  """The message for a --config.NAME that names no field of the config, or None."""
-  for arg in argv[1:]:
-    if not arg.startswith("--config."):
-      continue
-    name = arg.split("=", 1)[0][len("--config."):]
-    parts = name.split(".")
-    if parts[0] == "sweep" and parts[1:2] == ["variants"]:
-      continue  # Free-form variants.
-    if name in schema.BY_NAME:
-      jobs = ", ".join(schema.BY_NAME[name].jobs)
-      return (f"--config.{name}: this config has no field {name} (it belongs to the config of: {jobs}); "
-              "choose a config file of that job.")
-    if ".".join(parts[1:]) in schema.BY_NAME:
-      continue  # A pipeline stage's field (--config.STAGE.FIELD).
-    return f"--config.{name}: " + schema.unknown_field(name, "config.")
-  return None
+def config_value(argv):
+  """The value of the (last) --config in argv, as typed, or None."""
+  value = None
+  for i, arg in enumerate(argv[1:], 1):
+    if CONFIG_FLAG.match(arg):
+      value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else None)
+  return value
 
 
 def with_packaged_configs(argv):
@@ -94,13 +79,129 @@ def with_packaged_configs(argv):
   return out
 
 
+def load_config_value(value):
+  """get_config([arg]) of --config=VALUE, loaded as ml_collections loads it."""
+  path, *arg = config_tools.resolve_config_arg(value).split(":", 1)
+  return config_tools.module_from_path(path).get_config(*arg)
+
+
+def config_fault(value):
+  """The one-line message for a --config=VALUE that names no config or does not load, or None."""
+  if value is None:
+    return "--config is required: a packaged config by name (e.g. --config=prune:lenet_mnist) or a config file's path."
+  spec = value.split(":", 1)[0]
+  if not os.path.isfile(config_tools.resolve_config_arg(value).split(":", 1)[0]):
+    names = config_tools.packaged_config_names()
+    name = re.sub(r"^(.*/)?configs/", "", spec).removesuffix(".py")  # configs/prune.py outside a checkout.
+    guess = [name] if name in names else difflib.get_close_matches(name, names, n=1)
+    hint = f" Did you mean --config={guess[0]}{value[len(spec):]}?" if guess else ""
+    return (f"--config={spec}: no such config file, nor a packaged config of that name.{hint} "
+            f"Packaged configs: {', '.join(names)}.")
+  try:
+    load_config_value(value)
+  except ConfigError as e:
+    return f"--config={value}: {one_line(e)}"
+  except Exception as e:  # noqa: BLE001  (any fault of the file: syntax, imports, get_config)
+    return f"--config={value} could not be loaded: {type(e).__name__}: {one_line(e)}"[:600]
+  return None
+
+
+def override_flags(argv):
+  """Each --config.FIELD override of argv as (FIELD, its tokens), in order: FIELD=VALUE or FIELD VALUE."""
+  out = []
+  for i, arg in enumerate(argv[1:], 1):
+    match = OVERRIDE_FLAG.match(arg)
+    if match:
+      takes_next = "=" not in arg and i + 1 < len(argv) and not re.match(r"^--?[A-Za-z]", argv[i + 1])
+      out.append((match.group(2), argv[i:i + 1 + takes_next]))
+  return out
+
+
+def parse_config_flags(value, tokens):
+  """Parses --config=VALUE and these override tokens alone, as the CLI does; raises what that raises."""
+  argv = ["autosparse", f"--config={config_tools.resolve_config_arg(value)}", *tokens]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv, lock_config=True)
+  flag_values(argv)
+
+
+def stage_and_field(config, name, prefix=""):
+  """(the job config that holds field `name`, the field's schema name, its flag prefix): a pipeline's
+  --config.STAGE.FIELD is FIELD of the stage's config, a sweep variant's fields are schema fields."""
+  parts = name.split(".")
+  if (config.get("job") == "pipeline" and len(parts) > 1 and parts[0] in (config.get("stages") or ())
+      and parts[0] in config):
+    return stage_and_field(config[parts[0]], ".".join(parts[1:]), f"{prefix}{parts[0]}.")
+  if parts[:2] == ["sweep", "variants"] and len(parts) > 3:
+    return config, ".".join(parts[3:]), prefix
+  return config, name, prefix
+
+
+def has_field(config, name):
+  node = config
+  for part in name.split("."):
+    if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def missing_field_message(config, name):
+  """Why --config.NAME names no field of `config`: a typo (did you mean), or a field of another job."""
+  job_config, field, prefix = stage_and_field(config, name)
+  if name.startswith("sweep.variants.") and not has_field(config, ".".join(name.split(".")[:3])):
+    variants = ", ".join(config.sweep.variants.keys())
+    return (f"there is no sweep variant {name.split('.')[2]} (variants: {variants}); a new "
+            "variant cannot be added from the command line: add it to sweep.variants in a config file.")
+  if field in schema.BY_NAME and not has_field(job_config, field):
+    jobs = schema.BY_NAME[field].jobs
+    job = job_config.get("job")
+    if job in jobs:
+      return (f"this config has no field {prefix}{field} (the {job} job reads it where its config file sets "
+              "it): add it to a copy of the config file.")
+    return (f"this config has no field {prefix}{field} (it belongs to the config of: {', '.join(jobs)}), and "
+            f"this is the {job} job's config: choose a config of one of those jobs.")
+  names = list(config_tools.flatten(config_tools.config_to_dict(config)))
+  guess = difflib.get_close_matches(name, names, n=1, cutoff=0.7)
+  hint = f" Did you mean --config.{guess[0]}?" if guess else ""
+  return f"config.{name} is not a config field.{hint}"
+
+
+def override_fault(argv, value):
+  """The one-line message for the first --config.FIELD override that ml_collections refuses, or None.
+
+  The overrides are parsed again from the first one on, one more each time: the first
+  prefix that fails ends with the flag at fault.
+  """
+  overrides = override_flags(argv)
+  config = load_config_value(value)
+  for k, (name, tokens) in enumerate(overrides):
+    try:
+      parse_config_flags(value, [token for _, group in overrides[:k + 1] for token in group])
+    except Exception as e:  # noqa: BLE001  (absl and ml_collections raise many types)
+      if not has_field(config, name):
+        return f"--config.{name}: " + missing_field_message(config, name)
+      field = schema.BY_NAME.get(stage_and_field(config, name)[1])
+      if isinstance(e, flags.IllegalFlagValueError) and field is not None:
+        typed = tokens[0].split("=", 1)[1] if "=" in tokens[0] else " ".join(tokens[1:])
+        return f"--config.{name}={typed} must be {field.allowed()} ({field.doc})."
+      return f"--config.{name}: {one_line(e)}"
+  return None
+
+
+def flag_fault(argv, error):
+  """The one-line message for a command line that flag parsing refused: the flag at fault and why."""
+  value = config_value(argv)
+  return config_fault(value) or override_fault(argv, value) or one_line(error)
+
+
 def parse_flags(argv):
-  """absl's flag parsing, --config=NAME of a packaged config, with faults of --config.* overrides as one
-  line (exit 2), no traceback."""
+  """absl's flag parsing, --config=NAME of a packaged config, and a fault as one line (exit 2) naming the
+  flag at fault, no traceback."""
   try:
     return flags.FLAGS(with_packaged_configs(argv))
-  except Exception as e:  # noqa: BLE001  (ml_collections raises KeyError, AttributeError, ...)
-    fail(override_fault(argv) or config_file_fault(argv, e))
+  except Exception as e:  # noqa: BLE001  (ml_collections raises KeyError, AttributeError, TypeError, ...)
+    fail(flag_fault(argv, e))
 
 
 def loaded_config():
@@ -110,7 +211,8 @@ def loaded_config():
     config.get("job")
     return config
   except Exception as e:  # noqa: BLE001
-    fail(config_file_fault(sys.argv, e))
+    value = config_value(sys.argv)
+    fail(config_fault(value) or f"--config={value} could not be loaded: {one_line(e)}")
 
 
 def unread_fields():

@@ -307,7 +307,7 @@ def test_cli_faults_of_the_command_line_and_files_are_one_line_exit_2(tmp_path):
   (tmp_path / "broken.py").write_text("def get_config(:\n")
   (tmp_path / "a_file").write_text("not a directory")
   cases = [([f"--config=configs/train.py:lenet_digits", "--config.train.epoch=3"],
-            "--config.train.epoch: config.train.epoch is not a config field. Did you mean config.train.epochs?"),
+            "--config.train.epoch: config.train.epoch is not a config field. Did you mean --config.train.epochs?"),
            (["--config=configs/nope.py"], "--config=configs/nope.py: no such config file"),
            ([f"--config={tmp_path / 'broken.py'}"], "could not be loaded"),
            (["--config=configs/irp.py:lenet_digits", "--config.sparsity=0.5"],
