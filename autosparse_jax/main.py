@@ -276,6 +276,10 @@ def main(argv):
 
 def cli():
   """The `autosparse` console command (pyproject's [project.scripts]): python -m autosparse_jax.main."""
+  if __name__ != "__main__":  # absl's --help shows __main__'s docstring and flags: the script's, so ours.
+    sys.modules["__main__"].__doc__ = __doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(main, flags_parser=parse_flags)
 
 
