@@ -1,4 +1,7 @@
-"""Entry point: python -m autosparse_jax.main --config=configs/NAME.py[:arg] --workdir=DIR.
+"""Entry point: python -m autosparse_jax.main (or `autosparse`) --config=NAME[:arg] --workdir=DIR.
+
+--config names a packaged config (autosparse_jax/configs/NAME.py: prune, paper/table1, ...)
+or any config file by path (configs/prune.py:lenet_mnist in a checkout).
 
 Fields are overridden with --config.field=value. The job is chosen by config.job.
 --describe prints every field the job reads (value, allowed, meaning) and exits.
@@ -10,22 +13,34 @@ could not be written (e.g. a full disk), the earlier results kept; 75 preempted
 with a checkpoint; the same command resumes it.
 Several processes (launch/): each runs this same command; see distributed.py.
 """
+import difflib
 import os
+import re
 import shlex
 import sys
 import time
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autosparse_jax import compile_stats, console, preemption, schema
-from autosparse_jax.config_tools import config_to_dict, flatten, module_from_path
+from autosparse_jax import compile_stats, config_tools, console, preemption, schema
 from autosparse_jax.data.raw import RawDataError
 from autosparse_jax.errors import ConfigError, NumericalError, OutputError
 from autosparse_jax.jobs import import_plugins, run
 from autosparse_jax.workdir import check_unlocked
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
+CONFIG_FLAG = re.compile(r"^--?config(=|$)")             # --config=VALUE, or --config VALUE
+OVERRIDE_FLAG = re.compile(r"^--?(no)?config\.([^=]+)")  # --config.FIELD[=VALUE], as ml_collections reads them
+
+
+def config_help():
+  return ("The job's config: a packaged config by name, NAME[:arg] (" + ", ".join(config_tools.packaged_config_names())
+          + "; e.g. --config=prune:lenet_mnist), or the path of a config file, PATH.py[:arg] (in a checkout "
+          "configs/NAME.py is the packaged NAME). --config.FIELD=VALUE sets a field.")
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, config_help(), lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metrics.jsonl, results.json.")
 _RESTART = flags.DEFINE_bool(
     "restart", False, "Start a new run in --workdir even if it holds another run: the old workdir is "
@@ -40,17 +55,57 @@ def fail(message, code=2):
   sys.exit(code)
 
 
-def config_file_fault(argv, error):
-  """The one-line message for a config file that is missing or does not load."""
-  for arg in argv[1:]:
-    if arg.startswith("--config="):
-      path = arg.split("=", 1)[1].split(":")[0]
-      if not os.path.exists(path):
-        return (f"--config={path}: no such config file (they are in configs/, e.g. "
-                "--config=configs/prune.py:lenet_mnist).")
-      return (f"--config={arg.split('=', 1)[1]} could not be loaded: " + " ".join(str(error).split())[:600]
-              + renamed_group_hint(error))
-  return "--config=configs/NAME.py[:arg] is required."
+def one_line(text):
+  return " ".join(str(text).split())
+
+
+def config_value(argv):
+  """The value of the (last) --config in argv, as typed, or None."""
+  value = None
+  for i, arg in enumerate(argv[1:], 1):
+    if CONFIG_FLAG.match(arg):
+      value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else None)
+  return value
+
+
+def with_packaged_configs(argv):
+  """argv with each --config=NAME[:arg] of a packaged config replaced by that file's path."""
+  out = list(argv)
+  for i, arg in enumerate(out[1:], 1):
+    if CONFIG_FLAG.match(arg):
+      if "=" in arg:
+        flag, value = arg.split("=", 1)
+        out[i] = f"{flag}={config_tools.resolve_config_arg(value)}"
+      elif i + 1 < len(out):
+        out[i + 1] = config_tools.resolve_config_arg(out[i + 1])
+  return out
+
+
+def load_config_value(value):
+  """get_config([arg]) of --config=VALUE, loaded as ml_collections loads it."""
+  path, *arg = config_tools.resolve_config_arg(value).split(":", 1)
+  return config_tools.module_from_path(path).get_config(*arg)
+
+
+def config_fault(value):
+  """The one-line message for a --config=VALUE that names no config or does not load, or None."""
+  if value is None:
+    return "--config is required: a packaged config by name (e.g. --config=prune:lenet_mnist) or a config file's path."
+  spec = value.split(":", 1)[0]
+  if not os.path.isfile(config_tools.resolve_config_arg(value).split(":", 1)[0]):
+    names = config_tools.packaged_config_names()
+    name = re.sub(r"^(.*/)?configs/", "", spec).removesuffix(".py")  # configs/prune.py outside a checkout.
+    guess = [name] if name in names else difflib.get_close_matches(name, names, n=1)
+    hint = f" Did you mean --config={guess[0]}{value[len(spec):]}?" if guess else ""
+    return (f"--config={spec}: no such config file, nor a packaged config of that name.{hint} "
+            f"Packaged configs: {', '.join(names)}.")
+  try:
+    load_config_value(value)
+  except ConfigError as e:
+    return f"--config={value}: {one_line(e)}"
+  except Exception as e:  # noqa: BLE001  (any fault of the file: syntax, imports, get_config)
+    return f"--config={value} could not be loaded: {type(e).__name__}: {one_line(e)}"[:600] + renamed_group_hint(e)
+  return None
 
 
 def renamed_group_hint(error):
@@ -64,50 +119,105 @@ def renamed_group_hint(error):
   return f" (config.{missing}.{{{','.join(moved)}}} were renamed config.{'/'.join(sorted(set(moved.values())))}.*)"
 
 
-def config_file_fields(argv):
-  """The fields of the --config file as it loads (before any override), or None if it does not load."""
-  for arg in argv[1:]:
-    if arg.startswith("--config="):
-      path, _, config_arg = arg.split("=", 1)[1].partition(":")
-      try:
-        module = module_from_path(path)
-        return set(flatten(config_to_dict(module.get_config(config_arg) if config_arg else module.get_config())))
-      except Exception:  # noqa: BLE001  (config_file_fault reports it)
-        return None
+def override_flags(argv):
+  """Each --config.FIELD override of argv as (FIELD, its tokens), in order: FIELD=VALUE or FIELD VALUE."""
+  out = []
+  for i, arg in enumerate(argv[1:], 1):
+    match = OVERRIDE_FLAG.match(arg)
+    if match:
+      takes_next = "=" not in arg and i + 1 < len(argv) and not re.match(r"^--?[A-Za-z]", argv[i + 1])
+      out.append((match.group(2), argv[i:i + 1 + takes_next]))
+  return out
+
+
+def parse_config_flags(value, tokens):
+  """Parses --config=VALUE and these override tokens alone, as the CLI does; raises what that raises."""
+  argv = ["autosparse", f"--config={config_tools.resolve_config_arg(value)}", *tokens]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv, lock_config=True)
+  flag_values(argv)
+
+
+def stage_and_field(config, name, prefix=""):
+  """(the job config that holds field `name`, the field's schema name, its flag prefix): a pipeline's
+  --config.STAGE.FIELD is FIELD of the stage's config, a sweep variant's fields are schema fields."""
+  parts = name.split(".")
+  if (config.get("job") == "pipeline" and len(parts) > 1 and parts[0] in (config.get("stages") or ())
+      and parts[0] in config):
+    return stage_and_field(config[parts[0]], ".".join(parts[1:]), f"{prefix}{parts[0]}.")
+  if parts[:2] == ["sweep", "variants"] and len(parts) > 3:
+    return config, ".".join(parts[3:]), prefix
+  return config, name, prefix
+
+
+def has_field(config, name):
+  node = config
+  for part in name.split("."):
+    if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def missing_field_message(config, name):
+  """Why --config.NAME names no field of `config`: a typo (did you mean), or a field of another job."""
+  job_config, field, prefix = stage_and_field(config, name)
+  renamed = schema.renamed_message(field, f"config.{prefix}")
+  if renamed and not has_field(job_config, field):  # An old name (one release): the new one.
+    return renamed
+  if name.startswith("sweep.variants.") and not has_field(config, ".".join(name.split(".")[:3])):
+    variants = ", ".join(config.sweep.variants.keys())
+    return (f"there is no sweep variant {name.split('.')[2]} (variants: {variants}); a new "
+            "variant cannot be added from the command line: add it to sweep.variants in a config file.")
+  if field in schema.BY_NAME and not has_field(job_config, field):
+    jobs = schema.BY_NAME[field].jobs
+    job = job_config.get("job")
+    if job in jobs:
+      return (f"this config has no field {prefix}{field} (the {job} job reads it where its config file sets "
+              "it): add it to a copy of the config file.")
+    return (f"this config has no field {prefix}{field} (it belongs to the config of: {', '.join(jobs)}), and "
+            f"this is the {job} job's config: choose a config of one of those jobs.")
+  names = list(config_tools.flatten(config_tools.config_to_dict(config)))
+  guess = difflib.get_close_matches(name, names, n=1, cutoff=0.7)
+  hint = f" Did you mean --config.{guess[0]}?" if guess else ""
+  return f"config.{name} is not a config field.{hint}"
+
+
+def override_fault(argv, value):
+  """The one-line message for the first --config.FIELD override that ml_collections refuses, or None.
+
+  The overrides are parsed again from the first one on, one more each time: the first
+  prefix that fails ends with the flag at fault.
+  """
+  overrides = override_flags(argv)
+  config = load_config_value(value)
+  for k, (name, tokens) in enumerate(overrides):
+    try:
+      parse_config_flags(value, [token for _, group in overrides[:k + 1] for token in group])
+    except Exception as e:  # noqa: BLE001  (absl and ml_collections raise many types)
+      if not has_field(config, name):
+        return f"--config.{name}: " + missing_field_message(config, name)
+      field = schema.BY_NAME.get(stage_and_field(config, name)[1])
+      if isinstance(e, flags.IllegalFlagValueError) and field is not None:
+        typed = tokens[0].split("=", 1)[1] if "=" in tokens[0] else " ".join(tokens[1:])
+        return f"--config.{name}={typed} must be {field.allowed()} ({field.doc})."
+      return f"--config.{name}: {one_line(e)}"
   return None
 
 
-def override_fault(argv):
-  """The message for a --config.NAME that names no field of the config, or None."""
-  fields = config_file_fields(argv) or set()
-  for arg in argv[1:]:
-    if not arg.startswith("--config."):
-      continue
-    name = arg.split("=", 1)[0][len("--config."):]
-    if name in fields:
-      continue  # A field of this config (e.g. a pipeline stage's sweep.sparsities): not the fault.
-    parts = name.split(".")
-    if parts[0] == "sweep" and parts[1:2] == ["variants"]:
-      continue  # Free-form variants.
-    renamed = schema.renamed_message(name) or schema.renamed_message(".".join(parts[1:]), f"config.{parts[0]}.")
-    if renamed:  # An old name (of this config, or of a pipeline stage's): the new one.
-      return f"--config.{name}: {renamed}"
-    if name in schema.BY_NAME:
-      jobs = ", ".join(schema.BY_NAME[name].jobs)
-      return (f"--config.{name}: this config has no field {name} (it belongs to the config of: {jobs}); "
-              "choose a config file of that job.")
-    if ".".join(parts[1:]) in schema.BY_NAME:
-      continue  # A pipeline stage's field (--config.STAGE.FIELD).
-    return f"--config.{name}: " + schema.unknown_field(name, "config.")
-  return None
+def flag_fault(argv, error):
+  """The one-line message for a command line that flag parsing refused: the flag at fault and why."""
+  value = config_value(argv)
+  return config_fault(value) or override_fault(argv, value) or one_line(error)
 
 
 def parse_flags(argv):
-  """absl's flag parsing, with faults of --config.* overrides as one line (exit 2), no traceback."""
+  """absl's flag parsing, --config=NAME of a packaged config, and a fault as one line (exit 2) naming the
+  flag at fault, no traceback."""
   try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # noqa: BLE001  (ml_collections raises KeyError, AttributeError, ...)
-    fail(override_fault(argv) or config_file_fault(argv, e))
+    return flags.FLAGS(with_packaged_configs(argv))
+  except Exception as e:  # noqa: BLE001  (ml_collections raises KeyError, AttributeError, TypeError, ...)
+    fail(flag_fault(argv, e))
 
 
 def loaded_config():
@@ -117,7 +227,8 @@ def loaded_config():
     config.get("job")
     return config
   except Exception as e:  # noqa: BLE001
-    fail(config_file_fault(sys.argv, e))
+    value = config_value(sys.argv)
+    fail(config_fault(value) or f"--config={value} could not be loaded: {one_line(e)}")
 
 
 def unread_fields():
@@ -125,7 +236,7 @@ def unread_fields():
   filename = config_flags.get_config_filename(flags.FLAGS["config"])
   path, _, arg = filename.partition(":")
   try:
-    module = module_from_path(path)
+    module = config_tools.module_from_path(path)
     defaults = module.get_config(arg) if arg else module.get_config()
   except Exception:  # noqa: BLE001  (the file loaded once already; be silent if it will not twice)
     return []
@@ -133,17 +244,21 @@ def unread_fields():
 
 
 def prune_command(argv):
-  """This command line with the train config swapped for the prune config beside it (same recipe, same
-  flags): what a train command with a criterion must run instead. None for other config files."""
+  """This command line with the train config swapped for the prune config (same recipe, same flags):
+  what a train command with a criterion must run instead. None for other configs."""
   args = []
   for arg in argv[1:]:
-    if arg.startswith("--config="):
-      path, colon, config_arg = arg[len("--config="):].partition(":")
-      if os.path.basename(path) != "train.py":
+    if CONFIG_FLAG.match(arg) and "=" in arg:
+      value = arg.split("=", 1)[1]
+      spec, colon, config_arg = value.partition(":")
+      if spec == "train":  # A packaged name.
+        arg = f"--config=prune{colon}{config_arg}"
+      elif os.path.basename(spec) == "train.py":
+        arg = f"--config={os.path.join(os.path.dirname(spec), 'prune.py')}{colon}{config_arg}"
+      else:
         return None
-      arg = f"--config={os.path.join(os.path.dirname(path), 'prune.py')}{colon}{config_arg}"
     args.append(arg)
-  return "python -m autosparse_jax.main " + " ".join(shlex.quote(a) for a in args)
+  return "autosparse " + " ".join(shlex.quote(a) for a in args)
 
 
 def set_aside_workdir(workdir):
@@ -200,5 +315,14 @@ def main(argv):
     sys.exit(preemption.EXIT_CODE)
 
 
-if __name__ == "__main__":
+def cli():
+  """The `autosparse` console command (pyproject's [project.scripts]): python -m autosparse_jax.main."""
+  if __name__ != "__main__":  # absl's --help shows __main__'s docstring and flags: the script's, so ours.
+    sys.modules["__main__"].__doc__ = __doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

@@ -334,7 +334,7 @@ def train_job_prunes(config, prefix="config.", command=None):
     from autosparse_jax.recipes import RECIPES
     recipe = next((name for name, r in RECIPES.items()
                    if (r["model"], r["dataset"]) == (config.get("model"), config.get("dataset"))), "RECIPE")
-    command = (f"python -m autosparse_jax.main --config=configs/prune.py:{recipe} --workdir=DIR "
+    command = (f"autosparse --config=prune:{recipe} --workdir=DIR "
                f"--config.criterion={criterion}" + (f" --config.sparsity={sparsity}" if sparsity else ""))
   return (f"{asked}: the train job trains dense networks only; prune at init and train with the prune "
           f"job (same fields, same networks): {command}")

@@ -46,7 +46,7 @@ def command(workdir, rounds, config="", overrides=()):
   if config:
     return [sys.executable, "-m", "autosparse_jax.main", f"--config={config}", f"--workdir={workdir}",
             "--config.checkpoint_min_seconds=0", *overrides]
-  return [sys.executable, "-m", "autosparse_jax.main", "--config=configs/irp.py:lenet_digits",
+  return [sys.executable, "-m", "autosparse_jax.main", "--config=irp:lenet_digits",
           f"--workdir={workdir}", f"--config.irp.rounds={rounds}", "--config.train.epochs=2",
           "--config.train.log_every_steps=2", "--config.irp.checkpoint_every_steps=2", "--config.width=0.5",
           "--config.checkpoint_min_seconds=0"]

@@ -8,12 +8,12 @@ import pytest
 
 import numpy as np
 
-from autosparse_jax import main as main_lib
+from autosparse_jax import config_tools, main as main_lib
 from autosparse_jax.workdir import read_jsonl
 from autosparse_jax.errors import ConfigError
 from tests.conftest import REPO, load_config
 
-CONFIGS = os.path.join(REPO, "configs")
+CONFIGS = config_tools.PACKAGED_CONFIGS
 
 
 def cli(*args, timeout=300):
@@ -75,12 +75,57 @@ def test_bad_input_at_the_cli_exits_2_with_the_message_and_no_traceback(tmp_path
   assert not (tmp_path / "wd").exists()  # Nothing written for a rejected job.
 
 
+VALID = ["--config.model=lenet_300_100", "--config.train.epochs=1"]  # Valid overrides of the prune config.
+
+
+@pytest.mark.parametrize("args, message", [
+    (VALID + ["--config.train.epoch=3"],
+     "--config.train.epoch: config.train.epoch is not a config field. Did you mean --config.train.epochs?"),
+    (VALID + ["--config.num_seeds=1.5"], "--config.num_seeds=1.5 must be an integer >= 1 "),
+    (["--config.num_seeds=1.5"], "--config.num_seeds=1.5 must be an integer >= 1 "),
+    (VALID + ["--config.irp.rounds=3"],
+     "--config.irp.rounds: this config has no field irp.rounds (it belongs to the config of: irp)"),
+    (VALID + ["--config.tensorboard=maybe"], "--config.tensorboard=maybe must be True or False "),
+    (VALID + ["--config.sparsities=(0.5,"], "--config.sparsities=(0.5, must be a list of numbers in (0, 1) "),
+    (VALID + ["--workdri=/tmp/x"], "Unknown command line flag 'workdri'"),
+    (["--config.num_seeds", "two"], "--config.num_seeds=two must be an integer >= 1 "),
+], ids=["typo", "float_for_int", "float_for_int_alone", "other_jobs_field", "bool_maybe", "list_garbage",
+        "unknown_flag", "space_separated"])
+def test_a_flag_that_fails_to_parse_is_named_with_the_reason_in_one_line(tmp_path, args, message):
+  proc = cli("--config=configs/prune.py:lenet_digits", *args, f"--workdir={tmp_path / 'wd'}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr[-2000:]
+  assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+  assert not (tmp_path / "wd").exists()
+
+
+def test_packaged_configs_run_by_name_with_valid_overrides(tmp_path):
+  wd = tmp_path / "wd"
+  proc = cli("--config=prune:lenet_digits", *VALID, "--config.num_seeds=1", "--config.criterion=magnitude",
+             "--config.sparsity=0.5", f"--workdir={wd}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  config = json.loads((wd / "config.json").read_text())
+  assert config["job"] == "prune" and config["train"]["epochs"] == 1 and config["sparsity"] == 0.5
+  assert json.loads((wd / "results.json").read_text())["runs"][0]["test_accuracy"] > 0.5
+
+
+def test_a_config_that_is_neither_a_file_nor_a_packaged_name_gets_the_packaged_one_suggested(tmp_path):
+  """Outside a checkout configs/prune.py is no file: the packaged prune is named (and paper/ names work)."""
+  proc = subprocess.run([sys.executable, "-m", "autosparse_jax.main", "--config=configs/prune.py:lenet_mnist",
+                         f"--workdir={tmp_path / 'wd'}"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=REPO))  # This checkout's package, from another cwd.
+  assert proc.returncode == 2 and "Did you mean --config=prune:lenet_mnist?" in proc.stderr, proc.stderr
+  assert "paper/table1" in proc.stderr and "Traceback" not in proc.stderr
+  assert main_lib.with_packaged_configs(["prog", "--config", "paper/table1", "--config=irp:x"])[2:] == [
+      os.path.join(CONFIGS, "paper", "table1.py"), f"--config={os.path.join(CONFIGS, 'irp.py')}:x"]
+
+
 def test_every_config_loads_and_documents_its_command():
   from autosparse_jax.recipes import RECIPES
-  for name in sorted(os.listdir(CONFIGS)):
-    if name.endswith(".py"):
-      text = open(os.path.join(CONFIGS, name)).read()
-      assert f"--config=configs/{name}" in text, f"{name}: docstring lacks its command"
+  for name in config_tools.packaged_config_names():
+    if "/" not in name:  # paper/: tests/test_paper_configs.py
+      text = open(os.path.join(CONFIGS, f"{name}.py")).read()
+      assert f"--config=configs/{name}.py" in text, f"{name}: docstring lacks its command"
   for recipe in RECIPES:
     config = load_config("train", recipe)
     assert config.job == "train" and config.train.epochs >= 1

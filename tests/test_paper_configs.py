@@ -13,14 +13,14 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from autosparse_jax import recipes
+from autosparse_jax import config_tools, recipes
 from autosparse_jax.jobs import sweep
 from autosparse_jax.jobs.pipeline import stage_config, validate as validate_pipeline
 from tests.conftest import REPO, load_config
 
-PAPER = os.path.join(REPO, "configs", "paper")
+PAPER = os.path.join(config_tools.PACKAGED_CONFIGS, "paper")
 PAPER_TEXT = os.path.join(os.path.dirname(REPO), "shared", "paper", "autosparse-paper.txt")
-NAMES = sorted(f[:-3] for f in os.listdir(PAPER) if f.endswith(".py") and f != "common.py")
+NAMES = sorted(n.split("/", 1)[1] for n in config_tools.packaged_config_names() if n.startswith("paper/"))
 FAKE = re.compile(r"^/fake/(?P<stage>\w+)/scores/seed_(?P<seed>\d+)$")
 JOB_OF_PREFIX = (("irp_", "irp"), ("autos", "autos_train"), ("sweep", "sweep"), ("ccc_", "ccc"))
 

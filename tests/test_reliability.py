@@ -39,8 +39,8 @@ BAD_INPUT = [
     # The train job trains dense networks: pruning at init and training is the prune job's.
     ("train:lenet_digits", {"criterion": "snip", "sparsity": 0.9},
      "config.criterion='snip', config.sparsity=0.9: the train job trains dense networks only; prune at init and "
-     "train with the prune job (same fields, same networks): python -m autosparse_jax.main "
-     "--config=configs/prune.py:lenet_digits --workdir=DIR --config.criterion=snip --config.sparsity=0.9"),
+     "train with the prune job (same fields, same networks): autosparse "
+     "--config=prune:lenet_digits --workdir=DIR --config.criterion=snip --config.sparsity=0.9"),
     ("quickstart", {"sweep.job": "train", "sweep.criterion": "snip"},
      "config.sweep.criterion='snip', config.sweep.sparsity=0.0: the train job trains dense networks only; to "
      "prune at init and train, make this stage a prune job (config.sweep.job='prune'"),
@@ -322,7 +322,7 @@ def test_cli_faults_of_the_command_line_and_files_are_one_line_exit_2(tmp_path):
   (tmp_path / "broken.py").write_text("def get_config(:\n")
   (tmp_path / "a_file").write_text("not a directory")
   cases = [([f"--config=configs/train.py:lenet_digits", "--config.train.epoch=3"],
-            "--config.train.epoch: config.train.epoch is not a config field. Did you mean config.train.epochs?"),
+            "--config.train.epoch: config.train.epoch is not a config field. Did you mean --config.train.epochs?"),
            (["--config=configs/nope.py"], "--config=configs/nope.py: no such config file"),
            ([f"--config={tmp_path / 'broken.py'}"], "could not be loaded"),
            (["--config=configs/irp.py:lenet_digits", "--config.sparsity=0.5"],
@@ -338,7 +338,7 @@ def test_cli_faults_of_the_command_line_and_files_are_one_line_exit_2(tmp_path):
             "--config.sweep.sweep.sparsities: config.sweep.sweep.sparsities was renamed config.sweep.sparsities"),
            (["--config=configs/train.py:lenet_digits", "--config.criterion=snip", "--config.sparsity=0.98"],
             "the train job trains dense networks only; prune at init and train with the prune job (same fields, "
-            "same networks): python -m autosparse_jax.main --config=configs/prune.py:lenet_digits "
+            "same networks): autosparse --config=configs/prune.py:lenet_digits "
             f"--config.criterion=snip --config.sparsity=0.98 --workdir={tmp_path / 'wd'}")]
   for args, message in cases:
     proc = cli(*args, f"--workdir={tmp_path / 'wd'}")
