@@ -18,7 +18,6 @@ benchmarks).
 """
 import atexit
 import collections
-import json
 import logging
 import os
 
@@ -89,5 +88,5 @@ def line():
 
 
 def _write(path):
-  with open(path, "w") as f:
-    json.dump(summary(), f, indent=1)
+  from autosparse_jax import artefacts  # Lazily: this module loads before the rest of the package.
+  artefacts.write_json(path, summary())

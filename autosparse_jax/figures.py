@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from autosparse_jax import engine, masks as masks_lib, pruning
+from autosparse_jax import artefacts, engine, masks as masks_lib, pruning
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.score_dataset import load_score_dataset
 
@@ -56,6 +56,6 @@ def survival_figure(irp_config, irp_results, path, max_points=20000):
   fig.suptitle(f"IRP-{meta['criterion']}, {meta['model']} / {meta['dataset']}, {meta['rounds']} rounds, "
                f"seed {meta['seed']}", fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  artefacts.save_figure(fig, path, dpi=120)
   plt.close(fig)
   return path

@@ -12,7 +12,8 @@ import sys
 
 import numpy as np
 
-from autosparse_jax.workdir import read_jsonl
+from autosparse_jax import artefacts
+from autosparse_jax.artefacts import read_jsonl
 
 DENSE = "dense"  # The criterion label of unpruned networks in rows and tables.
 ROWS = "results.jsonl"  # A sweep's rows, one JSON line per trained network.
@@ -141,7 +142,7 @@ def plot_accuracy(table, path, title=""):
   axes[1].set_title("zoomed on the leading criteria")
   axes[0].legend(fontsize=8, ncol=2)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  artefacts.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
@@ -167,7 +168,7 @@ def plot_layer_density(rows, path):
   axes[0][0].set_ylabel("layer density (kept fraction)")
   axes[0][-1].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  artefacts.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
@@ -179,9 +180,7 @@ def write_sweep_report(rows, directory, title=""):
   if directory:
     for name, text in (("table.csv", to_csv(table)), ("table.md", markdown)):
       files[name] = os.path.join(directory, name)
-      with open(files[name] + ".tmp", "w") as f:
-        f.write(text)
-      os.replace(files[name] + ".tmp", files[name])
+      artefacts.write_text(files[name], text)
     files["accuracy_vs_sparsity.png"] = os.path.join(directory, "accuracy_vs_sparsity.png")
     plot_accuracy(table, files["accuracy_vs_sparsity.png"], title)
     if any(r["criterion"] != DENSE for r in rows):

@@ -17,6 +17,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from autosparse_jax.artefacts import DamagedFile
 from autosparse_jax.errors import ConfigError
 
 CHUNK = 16384
@@ -109,9 +110,34 @@ def export_score_dataset(data_dir, names, theta0, g0, survival, metadata):
   return str(builder.data_dir)
 
 
+REEXPORT_FIX = ("Run the IRP job that wrote it again in a new --workdir (or with --restart) to export it anew, "
+                "or pass another IRP job's score_dataset_dir.")
+META_FIELDS = {"layers": list, "model": str, "dataset": str, "seed": int, "criterion": str}
+
+
+def _opened(directory):
+  """(TFDS builder, metadata) of a score dataset; DamagedFile naming what in it is unreadable."""
+  try:
+    builder = tfds.builder_from_directory(directory)
+    text = builder.info.metadata["autosparse"]
+  except Exception as e:  # noqa: BLE001  (TFDS raises many types for damaged dataset_info/features files)
+    raise DamagedFile(f"score dataset {directory} is damaged: its TFDS description cannot be read "
+                      f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); nothing was changed. "
+                      f"{REEXPORT_FIX}") from None
+  try:
+    meta = json.loads(text)
+  except (TypeError, json.JSONDecodeError) as e:
+    raise DamagedFile(f"score dataset {directory} is damaged: its metadata is not valid JSON ({e}); nothing was "
+                      f"changed. {REEXPORT_FIX}") from None
+  for field, kind in META_FIELDS.items():
+    if not isinstance(meta.get(field), kind):
+      raise DamagedFile(f"score dataset {directory} has no valid metadata field {field!r} (written by another "
+                        f"version, or damaged); nothing was changed. {REEXPORT_FIX}")
+  return builder, meta
+
+
 def read_metadata(directory):
-  builder = tfds.builder_from_directory(directory)
-  return json.loads(builder.info.metadata["autosparse"])
+  return _opened(directory)[1]
 
 
 def check_score_dataset(directory, field=None):
@@ -128,23 +154,26 @@ def load_score_dataset(directory):
   The per-layer arrays are also returned under 'by_layer' in their original shapes.
   """
   check_score_dataset(directory)
-  builder = tfds.builder_from_directory(directory)
-  meta = json.loads(builder.info.metadata["autosparse"])
+  builder, meta = _opened(directory)
   layers = meta["layers"]
   by_layer = [{f: np.zeros(int(np.prod(layer["shape"])), dt) for f, dt in
                zip(FIELDS, (np.float32, np.float32, np.int32, np.float32))} for layer in layers]
-  source = builder.as_data_source(split="train")
   filled = [0] * len(layers)
-  for i in range(len(source)):
-    ex = source[i]
-    index, offset, length = int(ex["layer"]), int(ex["offset"]), int(ex["length"])
-    for f in FIELDS:
-      by_layer[index][f][offset:offset + length] = np.asarray(ex[f])[:length]
-    filled[index] += length
+  try:
+    source = builder.as_data_source(split="train")
+    for i in range(len(source)):
+      ex = source[i]
+      index, offset, length = int(ex["layer"]), int(ex["offset"]), int(ex["length"])
+      for f in FIELDS:
+        by_layer[index][f][offset:offset + length] = np.asarray(ex[f])[:length]
+      filled[index] += length
+  except Exception as e:  # noqa: BLE001  (array_record / TFDS errors of a truncated or foreign file)
+    raise DamagedFile(f"score dataset {directory} is damaged: its records cannot be read ({type(e).__name__}: "
+                      f"{' '.join(str(e).split())[:200]}); nothing was changed. {REEXPORT_FIX}") from None
   for layer, count in zip(layers, filled):
     if count != int(np.prod(layer["shape"])):
-      raise ValueError(f"score dataset {directory}: layer {layer['name']} has {count} of "
-                       f"{int(np.prod(layer['shape']))} weights: the dataset is incomplete.")
+      raise DamagedFile(f"score dataset {directory}: layer {layer['name']} has {count} of "
+                        f"{int(np.prod(layer['shape']))} weights: the dataset is incomplete. {REEXPORT_FIX}")
   flat = {f: np.concatenate([d[f] for d in by_layer]) for f in FIELDS}
   flat["layer"] = np.concatenate([np.full(d["theta0"].size, i, np.int32) for i, d in enumerate(by_layer)])
   flat["names"] = [layer["name"] for layer in layers]

@@ -94,6 +94,31 @@ def compare(reference, soaked):
   return diffs
 
 
+def torn_files(workdir):
+  """Files of `workdir` a kill left unreadable: a JSON file that does not parse, a JSON-lines file
+  with a bad line before its last (a torn LAST line is the expected state after a kill mid-append)."""
+  from autosparse_jax import artefacts
+  torn = []
+  for root, dirs, files in os.walk(workdir):
+    dirs[:] = [d for d in dirs if not d.startswith("checkpoints")]  # Orbax's own, checked on restore.
+    for name in files:
+      path = os.path.join(root, name)
+      if name.startswith(".") or ".tmp" in name:
+        continue  # A writer's temporary file (never read).
+      try:
+        if name.endswith(".json") and name not in ("dataset_info.json", "features.json"):
+          artefacts.read_json(path, "")
+        elif name.endswith(".jsonl"):
+          artefacts.read_jsonl(path, quiet=True)
+        elif name.endswith(".png"):
+          with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+              raise artefacts.DamagedFile(f"{path}: not a PNG")
+      except artefacts.DamagedFile as e:
+        torn.append(str(e).split(";")[0])
+  return torn
+
+
 def soak(kills, workdir, seed=0, rounds=4, log=print, terms=0, config="", overrides=()):
   """Returns (number of stops that landed before the job ended, [differences])."""
   command_of = lambda w: command(w, rounds, config, overrides)
@@ -109,6 +134,7 @@ def soak(kills, workdir, seed=0, rounds=4, log=print, terms=0, config="", overri
   ref_lines = sum(1 for _ in open(os.path.join(reference, "metrics.jsonl"))) * 11
   landed = 0
   stops = [str(x) for x in rng.permutation(["KILL"] * kills + ["TERM"] * terms)]
+  torn = []
   for k, how in enumerate(stops):
     # Kill after a random number of progress lines, then a random fraction of a second, so
     # kills land inside chunks, between chunks and during checkpoint saves.
@@ -136,9 +162,10 @@ def soak(kills, workdir, seed=0, rounds=4, log=print, terms=0, config="", overri
     if how == "TERM" and code not in (75, 0):
       raise SystemExit(f"stop {k + 1}: SIGTERM ended the job with exit code {code}, not 75 (preempted).")
     landed += 1
+    torn += [f"after stop {k + 1}: {t}" for t in torn_files(soaked)]  # Every file that exists parses.
     log(f"stop {k + 1}: SIG{how} after {seen} progress lines + {extra:.2f} s; exit code {code}")
   subprocess.run(command_of(soaked), cwd=REPO, check=True, capture_output=True, env=ENV)
-  diffs = compare(reference, soaked)
+  diffs = compare(reference, soaked) + torn
   log(f"{landed} stops landed; the results "
       + ("are IDENTICAL to the uninterrupted run's" if not diffs else f"DIFFER: {diffs}"))
   return landed, diffs

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +44,11 @@ def final_checkpoint(workdir):
   return restored.state, restored.meta
 
 
-def run_until(command, marker, timeout=300):
-  """Starts `command`, SIGKILLs it once a stdout line contains `marker`; returns the lines."""
+def run_until(command, marker, timeout=300, at_marker=None):
+  """Starts `command`, SIGKILLs it once a stdout line contains `marker`; returns the lines.
+
+  at_marker(proc): called first, with the job stopped (SIGSTOP: alive, holding its workdir).
+  """
   proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           cwd=os.path.dirname(os.path.dirname(__file__)),
                           env=dict(os.environ, AUTOSPARSE_PLAIN_OUTPUT="0"))  # Step lines: kill points.
@@ -53,6 +57,9 @@ def run_until(command, marker, timeout=300):
     for line in proc.stdout:
       lines.append(line)
       if marker in line:
+        if at_marker is not None:
+          proc.send_signal(signal.SIGSTOP)
+          at_marker(proc)
         proc.send_signal(signal.SIGKILL)
         break
     proc.wait(timeout=timeout)
@@ -68,10 +75,22 @@ def test_sigkilled_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
   done = subprocess.run(cli(straight), capture_output=True, text=True, timeout=600, cwd=root)
   assert done.returncode == 0, done.stdout + done.stderr
   killed = str(tmp_path / "killed")
-  # Kill inside round 0 (mid-epoch, between checkpoints), then inside round 1.
-  for marker in ("round 0 epoch 1 step 15", "round 1 epoch 2 step 10"):
-    out, code = run_until(cli(killed), marker)
+  refused = []
+
+  def second_writer(first):
+    """A second run on the workdir the first one holds: refused within seconds, naming the first."""
+    start = time.time()
+    second = subprocess.run(cli(killed), capture_output=True, text=True, timeout=300, cwd=root)
+    refused.append(time.time() - start)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"is in use by another run (pid {first.pid} on host " in second.stderr, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
+
+  # Kill inside round 0 (mid-epoch, between checkpoints; a second writer refused first), then inside round 1.
+  for marker, check in (("round 0 epoch 1 step 15", second_writer), ("round 1 epoch 2 step 10", None)):
+    out, code = run_until(cli(killed), marker, at_marker=check)
     assert code == -signal.SIGKILL, out
+  assert refused and refused[0] < 60, refused  # Its start-up (imports) and the checks: no compute.
   resumed = subprocess.run(cli(killed), capture_output=True, text=True, timeout=600, cwd=root)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert "resuming from checkpoint" in resumed.stdout + resumed.stderr

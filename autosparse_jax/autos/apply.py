@@ -12,7 +12,6 @@ the devices of all processes and every process gets all scores back.
 """
 import dataclasses
 import functools
-import json
 import os
 from typing import Any
 
@@ -22,8 +21,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from autosparse_jax.autos.scorer import make_scorer
+from autosparse_jax import artefacts
+from autosparse_jax.autos.scorer import BACKBONES, make_scorer
 from autosparse_jax.errors import ConfigError
+from autosparse_jax.masks import path_name
 
 FEATURES = ("theta0", "g0")
 SCORER_JSON = "scorer.json"
@@ -127,23 +128,65 @@ def save_scorer(directory, module_info, variables, mean, std):
   checkpointer.wait_until_finished()
   if jax.process_index() != 0:  # Several processes: Orbax saved the variables; process 0 writes the rest.
     return
-  with open(os.path.join(directory, SCORER_JSON + ".tmp"), "w") as f:
-    json.dump(info, f, indent=2, sort_keys=True)
-  os.replace(os.path.join(directory, SCORER_JSON + ".tmp"), os.path.join(directory, SCORER_JSON))
+  artefacts.write_json(os.path.join(directory, SCORER_JSON), info)
+
+
+# What scorer.json must hold (this version writes all of them).
+SCORER_FIELDS = {"backbone": str, "features": list, "width": (int, float), "mean": list, "std": list}
+RETRAIN_FIX = ("Point config.autos.scorer_dir at the scorer_dir an autos_train job wrote (its results.json names "
+               "it), or run that job again.")
+
+
+def _variable_shapes(tree):
+  return {path_name(p): tuple(getattr(x, "shape", ())) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def check_scorer_files(directory, info, target):
+  """scorer.json and the saved variables must describe the same network: DamagedFile naming both."""
+  path = os.path.join(directory, SCORER_JSON)
+  variables_dir = os.path.join(os.path.abspath(directory), "variables")
+  if info["backbone"] not in BACKBONES:
+    raise artefacts.DamagedFile(f"{path} names backbone {info['backbone']!r}, which this version does not know "
+                                f"(known: {', '.join(BACKBONES)}). {RETRAIN_FIX}")
+  unknown = [f for f in info["features"] if f not in FEATURES]
+  count = len(info["features"])
+  if unknown or not count or len(info["mean"]) != count or len(info["std"]) != count:
+    raise artefacts.DamagedFile(f"{path} lists features {info['features']} with {len(info['mean'])} means and "
+                                f"{len(info['std'])} stds: one per known feature ({', '.join(FEATURES)}) is "
+                                f"needed. {RETRAIN_FIX}")
+  try:
+    saved = ocp.StandardCheckpointer().metadata(variables_dir)
+  except Exception as e:  # noqa: BLE001  (Orbax raises many types for a missing or damaged checkpoint)
+    raise artefacts.DamagedFile(f"{variables_dir} cannot be read as the scorer's variables "
+                                f"({type(e).__name__}: {' '.join(str(e).split())[:200]}). {RETRAIN_FIX}") from None
+  saved = _variable_shapes(getattr(saved, "item_metadata", saved))
+  wanted = _variable_shapes(target)
+  if saved != wanted:
+    only_saved = sorted(set(saved) - set(wanted))[:2]
+    only_wanted = sorted(set(wanted) - set(saved))[:2]
+    shapes = [f"{k}: {saved[k]} saved, {wanted[k]} expected" for k in sorted(set(saved) & set(wanted))
+              if saved[k] != wanted[k]][:2]
+    detail = "; ".join(filter(None, [f"only in variables/: {only_saved}" if only_saved else "",
+                                     f"missing from variables/: {only_wanted}" if only_wanted else "",
+                                     *shapes]))
+    raise artefacts.DamagedFile(
+        f"{path} (backbone {info['backbone']!r}, width {info['width']}, {len(info['features'])} features) and "
+        f"{variables_dir} describe different networks ({detail}): the two files come from different "
+        f"scorers. {RETRAIN_FIX}")
 
 
 def load_scorer(directory, dtype=None):
-  """The TrainedScorer saved in `directory` (config.autos.scorer_dir)."""
+  """The TrainedScorer saved in `directory` (config.autos.scorer_dir), checked before any compute."""
   path = os.path.join(directory or "", SCORER_JSON)
   if not directory or not os.path.exists(path):
     raise ConfigError(f"config.autos.scorer_dir={directory!r} holds no trained scorer ({SCORER_JSON} "
                       "missing): pass the scorer_dir from an autos_train job's results.json.")
-  with open(path) as f:
-    info = json.load(f)
-  module = make_scorer(info["backbone"], len(info["features"]), info["width"],
-                       dtype or jnp.dtype(info.get("dtype", "float32")))
+  info = artefacts.read_json(path, RETRAIN_FIX, required=SCORER_FIELDS)
+  module = make_scorer(info["backbone"] if info["backbone"] in BACKBONES else BACKBONES[0], len(info["features"]),
+                       info["width"], dtype or jnp.dtype(info.get("dtype", "float32")))
   target = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0),
                                               jnp.zeros((2, len(info["features"]))), train=False))
+  check_scorer_files(directory, info, target)
   variables = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(directory), "variables"),
                                                  target)
   return TrainedScorer(module=module, variables=variables, features=tuple(info["features"]),

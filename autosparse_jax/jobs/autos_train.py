@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from typing import Any
 
-from autosparse_jax import keys
+from autosparse_jax import artefacts, keys
 from autosparse_jax.autos.apply import FEATURES, save_scorer
 from autosparse_jax.autos.scorer import BACKBONES, make_scorer
 from autosparse_jax.checkpoints import Checkpoints
@@ -197,5 +197,5 @@ def plot_predictions(path, x, y, pred, features, max_points=20000):
   axes[2].set_ylabel("predicted score")
   axes[2].set_title("held-out weights")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  artefacts.save_figure(fig, path, dpi=100)
   plt.close(fig)
