@@ -351,7 +351,8 @@ def score(criterion, params, *, apply_fn=None, batches=None, input_shape=None, k
 
 def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batches=None, input_shape=None,
           key=None, distribution="global", min_per_layer=0, rounds=0, round_schedule="exponential",
-          ablation="none", prunable=None, masks=None, num_classes=None, init_fn=None, scorer=None, **options):
+          ablation="none", structure="unstructured", group_reduce="sum", prunable=None, masks=None,
+          num_classes=None, init_fn=None, scorer=None, **options):
   """A mask pytree like `params` keeping exactly round(density x n) prunable weights.
 
   sparsity (or density = 1 - sparsity); distribution: global | layerwise | erk;
@@ -359,7 +360,9 @@ def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batc
   criteria run their rounds (SynFlow 100; rounds= to change, round_schedule= their
   densities; SynFlow and synflow_l2 call apply_fn with float64 params and input:
   layers that fix their dtype compute in it, others in float64). ablation=: Frankle et
-  al.'s sanity checks ('invert' prunes the highest scores). For `autos`:
+  al.'s sanity checks ('invert' prunes the highest scores). structure=: 'unstructured', 'N:M'
+  (e.g. '2:4', with sparsity=1 - N/M), 'block:RxC' or 'channel' (structure.py), group scores
+  reduced by group_reduce= (sum | mean | max). For `autos`:
   scorer=asj.autos.pretrained(NAME) (or load_scorer(DIR), or a scorer_dir).
   """
   if (sparsity is None) == (density is None):
@@ -376,12 +379,13 @@ def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batc
   attrs, spec, net, data, masks, key, fingerprint = _prepare(
       criterion, params, apply_fn, batches, input_shape, key, prunable, masks, num_classes, init_fn, scorer,
       target, options, distribution=distribution, min_per_layer=min_per_layer, rounds=rounds,
-      round_schedule=round_schedule, ablation=ablation)
+      round_schedule=round_schedule, ablation=ablation, structure=structure, group_reduce=group_reduce)
   try:
     plan = pruning.init_plan(spec, masks)
   except ValueError as e:
     raise ValueError(str(e)) from None
-  if spec.min_per_layer and spec.min_per_layer * len(masks_lib.prunable_items(masks, masks)) > int(plan[-1]):
+  if (spec.min_per_layer and np.ndim(plan[-1]) == 0
+          and spec.min_per_layer * len(masks_lib.prunable_items(masks, masks)) > int(plan[-1])):
     raise ValueError(f"min_per_layer={spec.min_per_layer} x {len(masks_lib.prunable_items(masks, masks))} "
                      f"prunable layers is more than the {int(plan[-1])} weights kept: lower it.")
   if not attrs.jittable:

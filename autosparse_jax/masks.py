@@ -162,17 +162,27 @@ def keep_counts(masks, density, distribution="global"):
 
   Per-layer counts add up to round(density * total) exactly (largest remainders).
   """
+  shapes = [m.shape for _, m in prunable_items(masks, masks)]
+  return keep_counts_for(shapes, np.array([int(np.prod(s)) for s in shapes]), density, distribution)
+
+
+def keep_counts_for(shapes, sizes, density, distribution="global"):
+  """keep_counts of layers of `shapes` counted in units of which layer l has sizes[l] (weights, or the
+  groups of a structure: structure.py). ERK's layer densities come from the weights' shapes; the total
+  is round(density * sum(sizes)) (global, layerwise) or round(sum(ERK density_l * sizes_l)) (ERK)."""
   if distribution not in DISTRIBUTIONS:
     raise ValueError(f"config.prune.distribution={distribution!r} is not known. "
                      f"Allowed: {', '.join(DISTRIBUTIONS)}.")
-  shapes = [m.shape for _, m in prunable_items(masks, masks)]
-  sizes = np.array([int(np.prod(s)) for s in shapes])
+  sizes = np.asarray(sizes, np.int64)
+  weights = np.array([int(np.prod(s)) for s in shapes])
   total = num_to_keep(density, sizes.sum())
   if distribution == "global":
     return total
   layer_density = (np.full(len(shapes), float(density)) if distribution == "layerwise"
                    else erk_densities(shapes, float(density)))
   exact = layer_density * sizes
+  if distribution == "erk" and not np.array_equal(sizes, weights):  # Groups: ERK's own total of them.
+    total = int(np.floor(exact.sum() + 0.5))
   counts = np.minimum(np.floor(exact).astype(np.int64), sizes)
   order = np.argsort(-(exact - counts), kind="stable")
   for i in order[: max(0, total - counts.sum())]:

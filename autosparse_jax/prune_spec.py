@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 from typing import Any, Callable, Union
 
-from autosparse_jax import criteria, masks as masks_lib
+from autosparse_jax import criteria, masks as masks_lib, structure as structure_lib
 from autosparse_jax.criteria.options import DataOptions, config_path, from_values
 from autosparse_jax.errors import ConfigError
 
@@ -33,6 +33,8 @@ class PruneSpec:
   ablation      Frankle et al.'s sanity check (pruning.ABLATIONS)
   prunable      'default' (masks.default_prunable), a regex over leaf paths, or (path, leaf) -> bool
   options       the criterion's options record (criteria.get(criterion).options)
+  structure     unstructured | N:M (e.g. 2:4) | block:RxC | channel (structure.py)
+  group_reduce  sum | mean | max: a group's score from its members' (block, channel)
   """
   criterion: str
   density: float = 1.0
@@ -43,10 +45,16 @@ class PruneSpec:
   ablation: str = "none"
   prunable: Union[str, Callable] = masks_lib.DEFAULT_PRUNABLE
   options: Any = None
+  structure: str = structure_lib.UNSTRUCTURED
+  group_reduce: str = "sum"
 
   def __post_init__(self):
     if self.options is None:
       object.__setattr__(self, "options", criteria.get(self.criterion).options())
+
+  @property
+  def parsed_structure(self):
+    return structure_lib.parse(self.structure)
 
   @property
   def sparsity(self):
@@ -62,7 +70,7 @@ class PruneSpec:
   def program_fields(self):
     """Every field a compiled pruning program reads: all but the density (keep counts are an argument)."""
     return (self.criterion, self.distribution, int(self.min_per_layer), self.num_rounds, self.schedule,
-            self.ablation, self.prunable, self.options)
+            self.ablation, self.prunable, self.options, self.structure, self.group_reduce)
 
 
 def _config_value(config, path):
@@ -97,7 +105,19 @@ def from_config(config, criterion=None, sparsity=None):
       criterion=criterion, density=1.0 - sparsity, distribution=prune.distribution,
       min_per_layer=int(prune.min_per_layer), rounds=int(prune.get("rounds", 0)),
       schedule=prune.get("round_schedule", "exponential"), ablation=prune.get("ablation", "none"),
-      prunable=prune.prunable, options=options_from_config(config, criterion))
+      prunable=prune.prunable, options=options_from_config(config, criterion),
+      structure=prune.get("structure", structure_lib.UNSTRUCTURED), group_reduce=prune.get("group_reduce", "sum"))
+
+
+def check_structure(text, density, field="structure", density_field="sparsity"):
+  """The parsed structure; N:M fixes the density at N/M, so another density is refused."""
+  parsed = structure_lib.parse(text, field)
+  if parsed.kind == "nm" and abs(float(density) - parsed.n / parsed.m) > 1e-9:
+    wanted = parsed.n / parsed.m if density_field.endswith("density") else 1 - parsed.n / parsed.m
+    raise ValueError(f"{field}={text!r} keeps exactly {parsed.n} of every {parsed.m} weights (density "
+                     f"{parsed.n / parsed.m:g}), but {density_field} asks for density {float(density):g}: set "
+                     f"{density_field} to {wanted:g}.")
+  return parsed
 
 
 def option_names(criterion):
@@ -106,7 +126,7 @@ def option_names(criterion):
 
 def from_keywords(criterion, *, density=1.0, distribution="global", min_per_layer=0, rounds=0,
                   round_schedule="exponential", ablation="none", prunable=masks_lib.DEFAULT_PRUNABLE,
-                  fixed=(), preset=None, **options):
+                  structure=structure_lib.UNSTRUCTURED, group_reduce="sum", fixed=(), preset=None, **options):
   """The spec of the API's keywords; ValueError naming a keyword that is not this criterion's option.
 
   fixed: option names the caller sets itself (the API's batch_size from its batches, scorer_dir
@@ -138,12 +158,17 @@ def from_keywords(criterion, *, density=1.0, distribution="global", min_per_laye
     raise ValueError(f"round_schedule={round_schedule!r} is not known: use one of {', '.join(ROUND_SCHEDULES)}.")
   if ablation not in ABLATIONS:
     raise ValueError(f"ablation={ablation!r} is not known: use one of {', '.join(ABLATIONS)}.")
+  check_structure(structure, density)
+  if group_reduce not in structure_lib.GROUP_REDUCTIONS:
+    raise ValueError(f"group_reduce={group_reduce!r} is not known: use one of "
+                     f"{', '.join(structure_lib.GROUP_REDUCTIONS)}.")
   spec = criteria.get(criterion, "criterion", extra=())
   if not spec.jittable and rounds > 1:
     raise ValueError(f"rounds={rounds} is not supported by criterion {criterion!r} (one-shot only).")
   return PruneSpec(criterion=criterion, density=float(density), distribution=distribution,
                    min_per_layer=int(min_per_layer), rounds=int(rounds), schedule=round_schedule,
-                   ablation=ablation, prunable=prunable,
+                   ablation=ablation, prunable=prunable, structure=str(structure_lib.parse(structure)),
+                   group_reduce=group_reduce,
                    options=from_values(record, {**options, **{k: v for k, v in (preset or {}).items()
                                                               if k in option_names(criterion)}}, ""))
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autosparse_jax import criteria, keys, masks as masks_lib, prune_spec as prune_spec_lib, programs
+from autosparse_jax import structure as structure_lib
 from autosparse_jax.criteria.autos import cached_scorer, check_features
 from autosparse_jax.criteria.base import ModelState, PruneData
 from autosparse_jax.distributed import to_host
@@ -93,9 +94,17 @@ def distribution_used(criterion, distribution):
 
 
 def init_plan(spec, masks):
-  """The keep counts of spec's rounds at init down to spec.density ([R] or [R, layers])."""
+  """The keep counts of spec's rounds at init down to spec.density ([R] or [R, layers]), in the
+  unit of spec's structure (weights; groups; N:M's weights per group)."""
   densities = schedule(spec.density, spec.num_rounds, spec.schedule)
-  return keep_plan(masks, densities, distribution_used(spec.criterion, spec.distribution))
+  return structure_lib.keep_plan(spec.parsed_structure, masks, densities,
+                                 distribution_used(spec.criterion, spec.distribution))
+
+
+def structured_masks(spec, scores, masks, counts):
+  """Top-k masks of `scores` for `counts` in spec's structure (exact counts, ties to the lower index)."""
+  return structure_lib.masks_from_counts(spec.parsed_structure, spec.group_reduce, scores, masks, counts,
+                                         spec.min_per_layer)
 
 
 def prune_round(spec, params, masks, model_state, data, key, counts, drop_zero_scores=False):
@@ -107,8 +116,8 @@ def prune_round(spec, params, masks, model_state, data, key, counts, drop_zero_s
   scores = criteria.get(spec.criterion).score(params, masks, model_state, data, key, spec.options)
   if spec.ablation == "invert":
     scores = inverted(scores)
-  new = masks_lib.masks_from_counts(scores, masks, counts, spec.min_per_layer)
-  if drop_zero_scores:
+  new = structured_masks(spec, scores, masks, counts)
+  if drop_zero_scores and spec.structure == structure_lib.UNSTRUCTURED:  # Would break a structure's groups.
     new = jax.tree.map(lambda m, s: m & (s != 0) if m.ndim else m, new, scores)
   return new, scores
 
@@ -173,7 +182,6 @@ def _reviving_rounds(spec, params, masks, model_state, data, key, plan):
   Scores are taken at the previous round's masks; the last round's scores rank
   every weight, so their top-k at the final density is the final mask.
   """
-  min_per_layer = spec.min_per_layer
   invert = spec.ablation == "invert"
 
   def round_scores(m, r):
@@ -186,14 +194,14 @@ def _reviving_rounds(spec, params, masks, model_state, data, key, plan):
     r, counts = xs
     scores = round_scores(m, r)
     finite = [a & b for a, b in zip(finite, finite_layers(scores, masks))]
-    return (masks_lib.masks_from_counts(scores, masks, counts, min_per_layer), finite), None
+    return (structured_masks(spec, scores, masks, counts), finite), None
 
   rounds = plan.shape[0]
   finite0 = [jnp.asarray(True)] * len(masks_lib.prunable_items(masks, masks))
   (m, finite), _ = jax.lax.scan(body, (masks, finite0), (jnp.arange(rounds - 1), plan[:-1]))
   last = round_scores(m, rounds - 1)
   finite = [a & b for a, b in zip(finite, finite_layers(last, masks))]
-  return masks_lib.masks_from_counts(last, masks, plan[-1], min_per_layer), last, finite
+  return structured_masks(spec, last, masks, plan[-1]), last, finite
 
 
 def inverted(scores):
@@ -241,10 +249,13 @@ def host_prune(spec, params, masks, model_state, data, key, counts, scores=None)
   """
   criterion = criteria.get(spec.criterion)
   if scores is None:
-    extra = {"budgets": np.asarray(counts).tolist()} if criterion.layer_budgets else {}
+    budgets = counts
+    if criterion.layer_budgets and spec.structure != structure_lib.UNSTRUCTURED:  # Its budgets are weights.
+      budgets = masks_lib.keep_counts(masks, spec.density, distribution_used(spec.criterion, spec.distribution))
+    extra = {"budgets": np.asarray(budgets).tolist()} if criterion.layer_budgets else {}
     scores = criterion.score(params, masks, model_state, data, keys.prune_stream(key), spec.options, **extra)
   ranked = inverted(scores) if spec.ablation == "invert" else scores
-  return masks_lib.masks_from_counts(ranked, masks, counts, spec.min_per_layer), scores
+  return structured_masks(spec, ranked, masks, counts), scores
 
 
 def ablated_state(trainer, state, masks, spec):

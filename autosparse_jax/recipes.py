@@ -92,7 +92,10 @@ def base_config():
       rounds=0,  # 0 = the criterion's default (SynFlow 100, others 1); R > 1 with snip = SNIP-it
       round_schedule="exponential",
       # Frankle et al.'s sanity checks (pruning.ABLATIONS): none | shuffle_layerwise | reinit | invert.
-      ablation="none"))
+      ablation="none",
+      # Sparsity structure (structure.py): unstructured | N:M (2:4, 1:4: sparsity must be 1 - N/M) |
+      # block:RxC | channel; a group's score from its members' scores: sum | mean | max.
+      structure="unstructured", group_reduce="sum"))
   # The `autos` criterion's scorer (the results.json scorer_dir of an autos_train job) and the
   # `survival` criterion's IRP score datasets.
   c.autos = ml_collections.ConfigDict()

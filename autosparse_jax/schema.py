@@ -139,6 +139,10 @@ FIELDS = [
     _f("prune.rounds", "int", P, "rounds of pruning at init (0 = the criterion's default)", low=0),
     _f("prune.round_schedule", "str", P, "densities of those rounds", choices=_schedules),
     _f("prune.ablation", "str", P, "Frankle et al.'s sanity check", choices=_ablations),
+    _f("prune.structure", "str", PRUNING, "sparsity structure: unstructured, N:M (e.g. 2:4: sparsity 1 - N/M), "
+       "block:RxC (e.g. block:4x4) or channel (whole output units)"),
+    _f("prune.group_reduce", "str", PRUNING, "a group's score from its members' scores (block, channel)",
+       choices=_c("sum", "mean", "max")),
     _f("scorer.datasets", "strs", ("autos_train",), "score datasets the scorer learns from"),
     _f("scorer.backbone", "str", ("autos_train",), "scorer network", choices=_c("resnet18", "vgg19", "mlp")),
     _f("scorer.features", "strs", ("autos_train",), "scorer inputs", choices=_c("theta0", "g0")),
@@ -421,6 +425,17 @@ def _shape_problems(config, prefix):
     sparsities = list(config.get("sparsities", ()) or ())
   if config.job == "irp":
     sparsities = [1.0 - float(config.irp.final_density)]
+  structure_text = config.prune.get("structure", "unstructured")
+  try:
+    from autosparse_jax import prune_spec, structure
+    parsed = structure.parse(structure_text, f"{prefix}prune.structure")
+    structure.group_counts(parsed, masks)  # Every prunable layer divides into the structure's groups.
+    for s in sparsities:
+      prune_spec.check_structure(structure_text, 1.0 - float(s), f"{prefix}prune.structure",
+                                 f"{prefix}irp.final_density" if config.job == "irp" else
+                                 f"{prefix}sparsity/sparsities ({s:g})")
+  except ValueError as e:
+    out.append(str(e))
   minimum = int(config.prune.min_per_layer)
   for s in sparsities:
     kept = masks_lib.num_to_keep(1.0 - float(s), total) if 0 <= float(s) <= 1 else total

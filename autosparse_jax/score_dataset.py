@@ -112,7 +112,7 @@ def export_score_dataset(data_dir, names, theta0, g0, survival, metadata):
 
 REEXPORT_FIX = ("Run the IRP job that wrote it again in a new --workdir (or with --restart) to export it anew, "
                 "or pass another IRP job's score_dataset_dir.")
-META_FIELDS = {"layers": list, "model": str, "dataset": str, "seed": int, "criterion": str}
+META_FIELDS = {"layers": list}  # What loading needs (model, dataset, seed: for messages only).
 
 
 def _opened(directory):

@@ -229,7 +229,7 @@ def test_a_damaged_score_dataset_is_named_with_its_fix(tmp_path):
     info_text = f.read()
   with open(metadata) as f:
     meta_text = f.read()
-  other_version = json.dumps({"autosparse": json.dumps(dict(meta, seed="zero"))})
+  other_version = json.dumps({"autosparse": json.dumps(dict(meta, layers="a, b"))})
   for path, damaged in ((info, info_text[: len(info_text) // 2]), (metadata, other_version)):
     with open(path, "w") as f:
       f.write(damaged)

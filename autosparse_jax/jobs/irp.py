@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autosparse_jax import (criteria, engine, keys, masks as masks_lib, preemption, programs, prune_spec, pruning,
-                            training)
+                            structure, training)
 from autosparse_jax.checkpoints import Checkpoints
 from autosparse_jax.console import log, plain_output
 from autosparse_jax.criteria.base import PruneData, initial_gradient
@@ -77,7 +77,9 @@ def levels(config, masks_one_seed):
   """The run's levels in order (the dense one first when irp.train_first)."""
   densities = pruning.schedule(float(config.irp.final_density), int(config.irp.rounds), config.irp.schedule,
                                "config.irp.schedule", pruning.IRP_SCHEDULES)
-  counts = pruning.keep_plan(masks_one_seed, densities, config.prune.distribution)
+  counts = structure.keep_plan(structure.parse(config.prune.get("structure", structure.UNSTRUCTURED),
+                                               "config.prune.structure"),
+                               masks_one_seed, densities, config.prune.distribution)
   out = [Level(0, None)] if config.irp.train_first else []
   return out + [Level(len(out) + r, r, float(d), c) for r, (d, c) in enumerate(zip(densities, counts))]
 
