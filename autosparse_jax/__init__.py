@@ -2,8 +2,8 @@
 
 Public API (autosparse_jax/api.py; loaded on first use, so `import autosparse_jax`
 stays light for the command-line tools): score, prune, masked, apply_masks,
-init_masks, register_criterion, criterion_names, and autos.pretrained /
-autos.load_scorer.
+init_masks, register_criterion, criterion_names, cost (sparse_cost.py), export /
+load_export (compact_export.py), and autos.pretrained / autos.load_scorer.
 
 Importing the package (before jax starts its backend) turns off XLA:CPU's
 YNNPACK library fusions unless XLA_FLAGS already sets them: those fusions pick
@@ -44,13 +44,19 @@ _enable_compilation_cache()
 _API = ("score", "prune", "masked", "apply_masks", "init_masks", "register_criterion", "criterion_names")
 
 
+_ELSEWHERE = {"cost": "autosparse_jax.sparse_cost", "export": "autosparse_jax.compact_export",
+              "load_export": "autosparse_jax.compact_export"}
+
+
 def __getattr__(name):
   import importlib
   if name in _API:
     return getattr(importlib.import_module("autosparse_jax.api"), name)
+  if name in _ELSEWHERE:
+    return getattr(importlib.import_module(_ELSEWHERE[name]), name)
   if name == "autos":
     return importlib.import_module("autosparse_jax.autos")
   raise AttributeError(f"module 'autosparse_jax' has no attribute {name!r}")
 
 
-__all__ = list(_API) + ["autos"]
+__all__ = list(_API) + list(_ELSEWHERE) + ["autos"]
