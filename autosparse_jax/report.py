@@ -31,7 +31,32 @@ def aggregate(rows):
     out.append({"criterion": criterion, "sparsity": sparsity, "n": len(group),
                 "mean": float(acc.mean()), "std": float(acc.std()),
                 "seeds": [r["seed"] for r in group], "density": float(np.mean([r["density"] for r in group]))})
+    if all("inference_flops" in r for r in group):  # Rows of this version: what the masks cost.
+      out[-1].update(inference_flops=float(np.mean([r["inference_flops"] for r in group])),
+                     inference_flops_dense=float(group[0]["inference_flops_dense"]),
+                     bytes=dict(group[0]["bytes"]), structure=group[0].get("structure", "unstructured"))
   return out
+
+
+def plot_accuracy_vs_flops(table, path, title=""):
+  """Test accuracy against inference FLOPs per example (log scale), one line per criterion."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for name in criteria_order(table):
+    pts = sorted((t for t in table if t["criterion"] == name and "inference_flops" in t),
+                 key=lambda t: t["inference_flops"])
+    if pts:
+      ax.errorbar([t["inference_flops"] for t in pts], [100 * t["mean"] for t in pts],
+                  yerr=[100 * t["std"] for t in pts], marker="o", ms=4, capsize=3, label=name)
+  ax.set_xscale("log")
+  ax.set_xlabel("inference FLOPs per example (masked kernels)")
+  ax.set_ylabel("test accuracy (%)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  artefacts.save_figure(fig, path, dpi=120)
+  plt.close(fig)
 
 
 def criteria_order(table):
@@ -54,6 +79,22 @@ def to_csv(table):
     writer.writerow([t["criterion"], f"{t['sparsity']:g}", t["n"], f"{t['mean']:.6f}", f"{t['std']:.6f}",
                      f"{t['density']:.6f}"])
   return buf.getvalue()
+
+
+def cost_markdown(table):
+  """What each criterion x sparsity's masks cost: inference FLOPs per example and bytes stored."""
+  rows = [t for t in table if "inference_flops" in t]
+  if not rows:
+    return ""
+  lines = ["inference FLOPs per example and bytes of the weights (masked kernels; sparse_cost.py)", "",
+           "| criterion | sparsity | structure | inference MFLOPs (dense) | bytes dense | values + bitmask | "
+           "N:M compressed |", "|---|---|---|---|---|---|---|"]
+  for t in rows:
+    b = t["bytes"]
+    lines.append(f"| {t['criterion']} | {100 * t['sparsity']:g}% | {t['structure']} | "
+                 f"{t['inference_flops'] / 1e6:.3f} ({t['inference_flops_dense'] / 1e6:.3f}) | {b['dense']} | "
+                 f"{b['bitmask']} | {b.get('nm', '')} |")
+  return "\n".join(lines) + "\n"
 
 
 def to_markdown(table):
@@ -89,6 +130,7 @@ def to_markdown(table):
 
 def parse_markdown(text):
   """{(criterion, sparsity): (mean %, std %)} from to_markdown's output (for checks)."""
+  text = text.split("\n\ninference FLOPs per example")[0]  # The accuracy table only, not the cost table.
   lines = [l for l in text.splitlines() if l.startswith("|")]
   header = [c.strip() for c in lines[0].strip("|").split("|")][1:]
   sparsities = [float(h.rstrip("%")) / 100 for h in header]
@@ -176,6 +218,9 @@ def write_sweep_report(rows, directory, title=""):
   """table.csv, table.md and the two figures in `directory` (None: compute only)."""
   table = aggregate(rows)
   markdown = to_markdown(table)
+  costs = cost_markdown(table)
+  if costs:
+    markdown = markdown.rstrip("\n") + "\n\n" + costs
   files = {}
   if directory:
     for name, text in (("table.csv", to_csv(table)), ("table.md", markdown)):
@@ -183,6 +228,9 @@ def write_sweep_report(rows, directory, title=""):
       artefacts.write_text(files[name], text)
     files["accuracy_vs_sparsity.png"] = os.path.join(directory, "accuracy_vs_sparsity.png")
     plot_accuracy(table, files["accuracy_vs_sparsity.png"], title)
+    if any("inference_flops" in t for t in table):
+      files["accuracy_vs_flops.png"] = os.path.join(directory, "accuracy_vs_flops.png")
+      plot_accuracy_vs_flops(table, files["accuracy_vs_flops.png"], title)
     if any(r["criterion"] != DENSE for r in rows):
       files["layer_density.png"] = os.path.join(directory, "layer_density.png")
       plot_layer_density(rows, files["layer_density.png"])

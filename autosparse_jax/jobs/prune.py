@@ -13,9 +13,10 @@ import time
 import jax
 import numpy as np
 
-from autosparse_jax import criteria, engine, programs, pruning
+from autosparse_jax import criteria, engine, programs, pruning, sparse_cost, structure
 from autosparse_jax.console import log
 from autosparse_jax.criteria.paths import path_metrics
+from autosparse_jax.distributed import to_host
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.workdir import read_jsonl
 
@@ -49,6 +50,38 @@ def mask_metrics(task, states):
     return {k: np.asarray(v).tolist() for k, v in out.items()}
 
 
+def mask_cost(task, states, config):
+  """asj.cost of every network's masks, per example (FLOPs of one input): a list over the seed axis.
+
+  The dense FLOPs (XLA's cost analysis) are computed once per task; the masked layers'
+  multiply-adds are read from each network's jaxpr with its masks (sparse_cost.py).
+  """
+  trainer = task.trainer
+  parsed = structure.parse(config.prune.get("structure", structure.UNSTRUCTURED))
+  nm = (parsed.n, parsed.m) if parsed.kind == "nm" else None
+  shape = (1,) + tuple(trainer.spec.image_shape)
+  states = to_host(states)  # Several processes: every process gets every network.
+  out = []
+  for i in range(jax.tree.leaves(states.params)[0].shape[0]):
+    state = jax.tree.map(lambda x, i=i: np.asarray(x[i]), states)
+    model_state = pruning.model_state(trainer, state.batch_stats)
+    apply_fn = lambda p, x, ms=model_state: ms.logits(p, x)
+    def dense_flops(state=state, apply_fn=apply_fn):  # Once per task: the masks do not change it.
+      full = sparse_cost.cost(state.params, state.masks, apply_fn, shape)
+      return full["inference_flops_dense"], full["training_flops_dense"]
+    dense = task.program(programs.program_key("dense_flops"), dense_flops)
+    out.append(sparse_cost.cost(state.params, state.masks, apply_fn, shape, nm=nm, dense_flops=dense))
+  return out
+
+
+def cost_summary(costs):
+  """The cost fields of a result row: FLOPs per example (mean over seeds) and bytes (seed 0's)."""
+  mean = lambda k: float(np.mean([c[k] for c in costs]))
+  return {"inference_flops": mean("inference_flops"), "inference_flops_dense": costs[0]["inference_flops_dense"],
+          "training_flops": mean("training_flops"), "training_flops_dense": costs[0]["training_flops_dense"],
+          "kept_macs": mean("kept_macs"), "bytes": costs[0]["bytes"]}
+
+
 def run(config, workdir_path):
   sparsities = sparsity_list(config)
   start = time.time()
@@ -69,6 +102,7 @@ def run(config, workdir_path):
     scoring_seconds = time.time() - t
     reports = engine.density_reports(states)
     paths = mask_metrics(task, states)
+    costs = cost_summary(mask_cost(task, states, config))
     engine.warn_empty_layers(reports, [f"seed {s}" for s in seeds], tag)
     log(f"{tag}: scored in {scoring_seconds:.1f} s (compilation included), density "
         f"{np.mean([r['density'] for r in reports]):.5f}, log10 paths {np.mean(paths['log10_paths']):.2f}")
@@ -77,7 +111,8 @@ def run(config, workdir_path):
                                        networks=[f"seed_{s}" for s in seeds])
     runs.append({"criterion": config.criterion, "sparsity": sparsity, "seeds": seeds,
                  **engine.accuracy_summary(last), **engine.density_summary(reports),
-                 "scoring_seconds": scoring_seconds, **paths})
+                 "scoring_seconds": scoring_seconds, "structure": config.prune.get("structure", "unstructured"),
+                 **costs, **paths})
     workdir.append_jsonl(RUNS, [runs[-1]])
   results = {"job": "prune", "model": config.model, "dataset": config.dataset,
              "criterion": config.criterion, "epochs": int(config.train.epochs),

@@ -34,7 +34,7 @@ from autosparse_jax import engine, pruning, report, schema
 from autosparse_jax.config_tools import flatten
 from autosparse_jax.console import log
 from autosparse_jax.errors import ConfigError
-from autosparse_jax.jobs.prune import mask_metrics
+from autosparse_jax.jobs.prune import cost_summary, mask_cost, mask_metrics
 from autosparse_jax.report import DENSE, ROWS
 from autosparse_jax.workdir import read_jsonl
 
@@ -123,9 +123,11 @@ def grid_states(config, task, criterion, cells, seeds):
                                                              score_cache))
     seconds = time.time() - t
     reports, paths = engine.density_reports(pruned), mask_metrics(task, pruned)
+    costs = mask_cost(task, take(pruned, wanted), config)
     parts.append(take(pruned, wanted))
-    for i in wanted:
+    for j, i in enumerate(wanted):
       info.append({"sparsity": sparsity, "seed": seeds[i], "scoring_seconds": seconds,
+                   "structure": config.prune.get("structure", "unstructured"), **cost_summary([costs[j]]),
                    "report": reports[i], **{k: v[i] for k, v in paths.items()}})
   return concat(parts), info
 
