@@ -121,6 +121,9 @@ def base_config():
   # One writer per workdir (an OS lock on WORKDIR/.lock). On a filesystem without working locks
   # (some NFS): refuse (default: two writers would silently corrupt the run) | warn (run unlocked).
   c.workdir_lock = "refuse"
+  # The prune job's trained networks under their masks, one file per seed in WORKDIR/export/:
+  # '' (none) | bitmask | nm (N:M masks: the 2:4 layout) | bcoo (compact_export.py).
+  c.export = ""
   return c
 
 

@@ -159,6 +159,8 @@ FIELDS = [
     _f("preemption_signal", "str", ALL, "the signal that stops a job with a checkpoint (exit 75)",
        choices=_c("TERM", "USR1", "INT")),
     _f("tensorboard", "bool", ALL, "TensorBoard event files in WORKDIR/tensorboard"),
+    _f("export", "str", ("prune",), "the trained networks under their masks, one file per seed in WORKDIR/export "
+       "('' = none)", choices=_c("", "bitmask", "nm", "bcoo")),
     _f("workdir_lock", "str", ALL, "where the filesystem has no working file locks (some NFS): refuse to run, "
        "or warn once and run unlocked", choices=_c("refuse", "warn")),
     _f("irp.rounds", "int", ("irp",), "pruning rounds", low=1),

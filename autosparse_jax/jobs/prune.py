@@ -13,7 +13,7 @@ import time
 import jax
 import numpy as np
 
-from autosparse_jax import criteria, engine, programs, pruning, sparse_cost, structure
+from autosparse_jax import compact_export, criteria, engine, programs, pruning, sparse_cost, structure
 from autosparse_jax.console import log
 from autosparse_jax.criteria.paths import path_metrics
 from autosparse_jax.distributed import to_host
@@ -82,6 +82,25 @@ def cost_summary(costs):
           "kept_macs": mean("kept_macs"), "bytes": costs[0]["bytes"]}
 
 
+def export_networks(config, workdir, states, seeds, tag):
+  """config.export (bitmask | nm | bcoo): each seed's trained weights under its masks, one file each,
+  in WORKDIR/export/ (compact_export.py); returns their paths ([] when config.export is '')."""
+  fmt = config.get("export", "")
+  if not fmt or not workdir.is_writer:
+    return []
+  directory = os.path.join(workdir.path, "export")
+  os.makedirs(directory, exist_ok=True)
+  states = to_host(states)
+  paths = []
+  for i, seed in enumerate(seeds):
+    path = os.path.join(directory, f"{tag.replace(':', '_')}_seed_{seed}.{fmt}.npz")
+    compact_export.export(jax.tree.map(lambda x: np.asarray(x[i]), states.params),
+                          jax.tree.map(lambda x: np.asarray(x[i]), states.masks), path, format=fmt,
+                          structure=config.prune.get("structure") if fmt == "nm" else None)
+    paths.append(path)
+  return paths
+
+
 def run(config, workdir_path):
   sparsities = sparsity_list(config)
   start = time.time()
@@ -109,7 +128,9 @@ def run(config, workdir_path):
     states, last = engine.run_training(config, task, states, workdir, tag=tag,
                                        checkpoint_dir=os.path.join(workdir.path, "checkpoints", tag),
                                        networks=[f"seed_{s}" for s in seeds])
+    exported = export_networks(config, workdir, states, seeds, tag)
     runs.append({"criterion": config.criterion, "sparsity": sparsity, "seeds": seeds,
+                 **({"export": exported} if exported else {}),
                  **engine.accuracy_summary(last), **engine.density_summary(reports),
                  "scoring_seconds": scoring_seconds, "structure": config.prune.get("structure", "unstructured"),
                  **costs, **paths})
