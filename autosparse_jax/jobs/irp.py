@@ -30,6 +30,7 @@ import numpy as np
 from autosparse_jax import (criteria, engine, keys, masks as masks_lib, preemption, programs, prune_spec, pruning,
                             structure, training)
 from autosparse_jax.checkpoints import Checkpoints
+from autosparse_jax.jobs.prune import cost_summary, mask_cost
 from autosparse_jax.console import log, plain_output
 from autosparse_jax.criteria.base import PruneData, initial_gradient
 from autosparse_jax.distributed import is_writer, to_host
@@ -257,7 +258,8 @@ def run(config, workdir_path):
                 "density": [x["density"] for x in reports], "kept": [x["kept"] for x in reports],
                 "target_density": level.density, "train_accuracy": last.get("train_accuracy"),
                 "test_accuracy": last.get("test_accuracy"), "test_loss": last.get("test_loss"),
-                "prune_seconds": progress.prune_seconds, "seconds": seconds}
+                "prune_seconds": progress.prune_seconds, "seconds": seconds,
+                **cost_summary(mask_cost(task, irp.train, config))}  # What this round's masks cost.
       workdir.log_metrics(dict(record, event="round_done"))
       log(f"{level.tag} done: test {100 * np.mean(last['test_accuracy']):.2f}% at density "
           f"{record['density'][0]:.5f}, {seconds:.1f} s (level {level.index + 1}/{len(plan)}, "
