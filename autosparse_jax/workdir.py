@@ -38,6 +38,12 @@ LOCK_POLICIES = ("refuse", "warn")
 RESTART_FIX = "Run again with --restart to move this workdir aside and start anew."
 
 
+# Fields added since a workdir may have been written, with the value that computes what it computed
+# then (a config.json without them resumes), and old spellings of the same setting.
+ADDED_FIELDS = {"prune.structure": "unstructured", "prune.group_reduce": "sum", "export": ""}
+SAME_SETTING = {("prune.prunable", r"(^|/)kernel$", "default")}  # The jobs' models: the same leaves.
+
+
 def config_differences(saved, current):
   """[(field, saved value, new value)] over the union of fields, runtime-only ones skipped."""
   a, b = flatten(saved), flatten(current)
@@ -47,6 +53,10 @@ def config_differences(saved, current):
     if field in RUNTIME_ONLY_FIELDS:
       continue
     old, new = a.get(field, missing), b.get(field, missing)
+    if old is missing and field in ADDED_FIELDS and new == ADDED_FIELDS[field]:
+      continue
+    if any((field, old, new) == same for same in SAME_SETTING):
+      continue
     if old != new:
       diffs.append((field, "<absent>" if old is missing else old, "<absent>" if new is missing else new))
   return diffs

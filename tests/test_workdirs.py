@@ -334,3 +334,17 @@ def test_writers_killed_at_random_instants_leave_only_whole_files(tmp_path):
       if name.endswith(".json"):
         assert "i" in artefacts.read_json(os.path.join(directory, name), "")
   assert kills == 6 and any(n.startswith("out") for n in os.listdir(directory))
+
+
+def test_a_workdir_of_the_previous_version_resumes_under_the_new_defaults():
+  from autosparse_jax.workdir import config_differences
+  from autosparse_jax.config_tools import config_to_dict
+  current = config_to_dict(load_config("prune", "lenet_digits"))
+  old = json.loads(json.dumps(current))
+  for field in ("structure", "group_reduce"):
+    del old["prune"][field]
+  del old["export"]
+  old["prune"]["prunable"] = r"(^|/)kernel$"  # The jobs' default regex before the 'default' rule.
+  assert config_differences(old, current) == []
+  old["prune"]["prunable"] = "bias$"
+  assert [d[0] for d in config_differences(old, current)] == ["prune.prunable"]
