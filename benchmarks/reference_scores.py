@@ -1,0 +1,622 @@
+"""Reference scores from the criteria's original implementations -> tests/reference/*.npz.
+
+    python benchmarks/reference_scores.py --repo synaptic_flow=/work/refs/Synaptic-Flow \
+        --repo grasp=/work/refs/GraSP --repo px=/work/refs/px-ntk-pruning ... \
+        [--out tests/reference] [--shared_data ../shared/data]
+
+Each NAME=DIR is a checkout of an authors' repository (fetch it; check it out outside this
+repository). Its scoring code is imported from DIR and run unmodified under CPU PyTorch, in
+a virtualenv of its own (torch is not a dependency of autosparse_jax):
+
+    python3 -m venv /work/refvenv && /work/refvenv/bin/pip install torch==2.13.0 numpy scipy tqdm
+
+The networks (tests/reference_nets.py: LeNet-300-100 on MNIST, a small conv net with
+BatchNorm on the CIFAR-10 subset) take fixed weights regenerated from seeds; the inputs are
+a fixed batch of real images (tests/reference/inputs.npz, read from the raw files through
+autosparse_jax/data/raw.py). Each fixture holds the authors' scores per layer (all of them,
+or a fixed sample of a layer's entries above SAMPLE_ABOVE), the zero pattern and the masks
+their own masking code keeps at 90% and 98% sparsity, and metadata: repository, commit,
+torch version, settings, tolerance, what had to be done to run the code.
+
+A checkout whose commit is not the one recorded in REPOS below, or whose tracked Python
+files are modified, is refused before torch is imported: a fixture is never silently
+regenerated from other code. To move to another commit, change REPOS (a reviewed edit) and
+regenerate.
+
+Random draws are fed to both sides: NTK-SAP's re-initialised weights, random inputs and
+perturbations come from seeded numpy streams (tests/reference_nets.py) that the tests
+regenerate; the GraSP authors' re-drawn classifier weights are recorded; the samples of
+GraSP, PX, ProsPr and FORCE are the fixture's batch itself.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
+
+# name: (url, the commit fixtures are made from, criteria it gives reference scores for)
+REPOS = {
+    "synaptic_flow": ("https://github.com/ganguli-lab/Synaptic-Flow",
+                      "9dfa57aa4012c34028ee646d367f18e32f0e3bc7", ("magnitude", "snip", "grasp", "synflow")),
+    "grasp": ("https://github.com/alecwangcq/GraSP", "f17d87ac537bfce476ac2424171a8b6eb56499db", ("grasp",)),
+    "px": ("https://github.com/iurada/px-ntk-pruning", "ed6c40ea576e4651d6665b3a45741f6eb67ceef8",
+           ("px", "synflow_l2")),
+    "ntk_sap": ("https://github.com/YiteWang/NTK-SAP", "e23682bc8798795107961af1afb236d349bf5c00", ("ntk_sap",)),
+    "prospr": ("https://github.com/mil-ad/prospr", "a92177989f4480f1f2b43a48b3e18a6597ebba6d", ("prospr",)),
+    "force": ("https://github.com/naver/force", "7494eed332b0494c283d6f3a2ed7a033895a6ccb", ("force",)),
+    "npb": ("https://github.com/pvh1602/NPB", "090830c388bcbf7fa62260343e76e5a2eb55f41d", ("npb",)),
+    "autosparse": ("https://github.com/ChengYaofeng/AutoSparse", "18350e58e5e4f1ef7b752e22f2510bfd4b915c81",
+                   ("autos",)),
+}
+SPARSITIES = (0.9, 0.98)
+SAMPLE_ABOVE, SAMPLE_SIZE = 16384, 8192  # Layers larger than this store a fixed sample of their scores.
+RTOL = 1e-5
+TOLERANCE_NOTE = ("float32 on both sides, different summation orders (PyTorch vs XLA): agreement to "
+                  "1e-5 of the layer's largest |score| (a few float32 ulps of the largest terms, "
+                  "accumulated over the batch and the layers).")
+NTK_DRAW_SEED = 7001  # Seeded stream replacing torch.randn_like in NTK-SAP (tests/reference_nets.normal_draw).
+NTK_FRESH_SEED = 8001  # theta0(net, NTK_FRESH_SEED + j, fresh=True) is NTK-SAP's j-th re-initialisation.
+FORCE_MASK_SEED = 9001  # A fixed 30%-density mask at which FORCE's saliencies are also compared.
+
+
+class Refused(SystemExit):
+  pass
+
+
+def git(directory, *args):
+  return subprocess.run(["git", "-C", directory, *args], capture_output=True, text=True)
+
+
+def check_checkout(name, directory):
+  """Refuses (exit 2) unless `directory` is a git checkout of REPOS[name] at the recorded commit with
+  its tracked Python files unmodified. Runs before torch is imported."""
+  if name not in REPOS:
+    raise Refused(f"refusing --repo {name}=...: unknown repository name; known: {', '.join(REPOS)}.")
+  url, commit, _ = REPOS[name]
+  if not os.path.isdir(directory):
+    raise Refused(f"refusing --repo {name}={directory}: not a directory.")
+  head = git(directory, "rev-parse", "HEAD")
+  if head.returncode != 0:
+    raise Refused(f"refusing --repo {name}={directory}: not a git checkout, so its commit cannot be checked "
+                  f"(check out {url} at {commit}).")
+  head = head.stdout.strip()
+  if head != commit:
+    raise Refused(f"refusing --repo {name}={directory}: it is at commit {head}, the fixtures are recorded "
+                  f"from {commit} ({url}). Check out that commit, or change REPOS in this script (and "
+                  "regenerate every fixture of this repository) to move to another.")
+  dirty = git(directory, "status", "--porcelain", "--untracked-files=no", "--", "*.py")
+  if dirty.returncode != 0 or dirty.stdout.strip():
+    raise Refused(f"refusing --repo {name}={directory}: its tracked Python files differ from commit "
+                  f"{commit}:\n{dirty.stdout}{dirty.stderr}The authors' code must run unmodified.")
+  return commit
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+def load_raw_module():
+  """autosparse_jax/data/raw.py (pure numpy) without importing the package (which needs JAX)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("_raw", os.path.join(REPO_ROOT, "autosparse_jax", "data", "raw.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def write_inputs(path, shared_data):
+  """tests/reference/inputs.npz: the first PER_CLASS images of each class (data order) of the MNIST
+  training set and of the CIFAR-10 subset's data_batch_1, read by autosparse_jax/data/raw.py."""
+  import numpy as np
+  import reference_nets as rn
+  raw = load_raw_module()
+  sums = {}
+  for sub in ("mnist", "cifar10-subset"):
+    for line in open(os.path.join(shared_data, sub, "SHA256SUMS")) if os.path.exists(
+        os.path.join(shared_data, sub, "SHA256SUMS")) else []:
+      digest, fname = line.split()
+      sums[f"{sub}/{fname.lstrip('*')}"] = digest
+  # The official files' sha256 (the shared copies' SHA256SUMS; TFDS's own list when installed).
+  for key, digest in sums.items():
+    got = raw.sha256_of(os.path.join(shared_data, key))
+    if got != digest:
+      raise SystemExit(f"{key}: sha256 {got} differs from its SHA256SUMS entry {digest}.")
+  mnist = raw.read_mnist(os.path.join(shared_data, "mnist"), verify=False)["train"]
+  cifar = raw.read_cifar(os.path.join(shared_data, "cifar10-subset"), "cifar10", verify=False,
+                         log=lambda *_: None)["train"]
+  out = {}
+  for net, (images, labels) in (("lenet", mnist), ("conv", cifar)):
+    idx = rn.first_per_class(labels, rn.PER_CLASS[net])
+    out[f"{net}/images"] = np.asarray(images[idx], np.uint8)
+    out[f"{net}/labels"] = np.asarray(labels[idx], np.int32)
+    out[f"{net}/source_index"] = idx.astype(np.int32)
+  meta = {"what": "first PER_CLASS training images of each class in data order (tests/reference_nets.py)",
+          "per_class": rn.PER_CLASS, "read_by": "autosparse_jax/data/raw.py (read_mnist, read_cifar)",
+          "sources": {"lenet": "mnist train-images-idx3-ubyte.gz", "conv": "cifar10-subset data_batch_1.bin"},
+          "source_sha256": sums}
+  np.savez_compressed(path, meta=json.dumps(meta), **out)
+
+
+# ---------------------------------------------------------------------- torch side (worker)
+
+def torch_setup():
+  import torch
+  torch.manual_seed(0)
+  torch.use_deterministic_algorithms(True)
+  torch.set_num_threads(1)
+  return torch
+
+
+def build_net(net, L, log_softmax=False):
+  """The fixed network `net` in PyTorch with layer classes from module L (nn or an authors' masked
+  layers), loaded with tests/reference_nets.theta0(net)."""
+  import torch
+  import torch.nn as nn
+  import torch.nn.functional as F
+  import reference_nets as rn
+
+  class LeNet(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.lin1, self.lin2, self.fc = L.Linear(784, 300), L.Linear(300, 100), L.Linear(100, 10)
+
+    def forward(self, x):
+      x = x.reshape(x.shape[0], -1)
+      x = self.fc(F.relu(self.lin2(F.relu(self.lin1(x)))))
+      return F.log_softmax(x, dim=1) if log_softmax else x
+
+  class ConvNet(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.conv1, self.bn1 = L.Conv2d(3, 16, 3, padding=1), L.BatchNorm2d(16)
+      self.conv2, self.bn2 = L.Conv2d(16, 32, 3, padding=1), L.BatchNorm2d(32)
+      self.conv3, self.bn3 = L.Conv2d(32, 64, 3, padding=1), L.BatchNorm2d(64)
+      self.fc = L.Linear(64, 10)
+
+    def forward(self, x):
+      x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+      x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+      x = F.relu(self.bn3(self.conv3(x))).mean(dim=(2, 3))
+      x = self.fc(x)
+      return F.log_softmax(x, dim=1) if log_softmax else x
+
+  model = {"lenet": LeNet, "conv": ConvNet}[net]()
+  load(model, rn.theta0(net))
+  return model
+
+
+def load(model, weights):
+  import torch
+  state = model.state_dict()
+  with torch.no_grad():
+    for key, value in weights.items():
+      state[key].copy_(torch.from_numpy(value))
+
+
+def batch(inputs, net):
+  import torch
+  import reference_nets as rn
+  x = rn.normalised_nchw(inputs[f"{net}/images"], rn.NETS[net]["dataset"])
+  return torch.from_numpy(x), torch.from_numpy(inputs[f"{net}/labels"].astype("int64"))
+
+
+def layer_arrays(model, net):
+  """[(layer name, torch weight Parameter)] of the prunable layers in forward order."""
+  import reference_nets as rn
+  modules = dict(model.named_modules())
+  return [(name, modules[name].weight) for name, _ in rn.prunable(net)]
+
+
+def numpy32(t):
+  return t.detach().cpu().numpy().astype("float32")
+
+
+def save_fixture(out_dir, repo, criterion, meta, results):
+  """results: {key: {"scores": {layer: array}, "masks": {sparsity: {layer: bool array}}, "extra": {...}}};
+  key: a net of reference_nets.NETS, or NET_VARIANT (the same network and weights, other settings)."""
+  import numpy as np
+  import reference_nets as rn
+  import torch
+  arrays = {}
+  for net, res in results.items():
+    names = [n for n, _ in rn.prunable(net.split("_")[0])]
+    scores = res["scores"]
+    for layer in names:
+      s = np.asarray(scores[layer], np.float32)
+      arrays[f"{net}/{layer}/zero"] = rn.pack_bits(s == 0)
+      arrays[f"{net}/{layer}/abs_sum"] = np.float64(np.abs(s.astype(np.float64)).sum())
+      arrays[f"{net}/{layer}/abs_max"] = np.float64(np.abs(s).max())
+      if s.size > SAMPLE_ABOVE:
+        idx = np.sort(np.random.default_rng([len(layer), s.size]).choice(s.size, SAMPLE_SIZE, replace=False))
+        arrays[f"{net}/{layer}/idx"] = idx.astype(np.int32)
+        arrays[f"{net}/{layer}/scores"] = s.reshape(-1)[idx]
+      else:
+        arrays[f"{net}/{layer}/scores"] = s
+    for sparsity, masks in res.get("masks", {}).items():
+      flat = np.concatenate([np.asarray(masks[layer], bool).reshape(-1) for layer in names])
+      arrays[f"{net}/mask{int(round(sparsity * 100))}"] = rn.pack_bits(flat)
+    for key, value in res.get("extra", {}).items():
+      arrays[f"{net}/{key}"] = np.asarray(value)
+  meta = dict(meta, repo=repo, url=REPOS[repo][0], commit=REPOS[repo][1], criterion=criterion,
+              torch=torch.__version__, python=sys.version.split()[0], rtol_vs_layer_max=meta.get("rtol", RTOL),
+              tolerance_note=meta.get("tolerance_note", TOLERANCE_NOTE),
+              weights_sha256={net: rn.sha256(rn.theta0(net.split("_")[0])) for net in results},
+              generated=time.strftime("%Y-%m-%d"), sample_above=SAMPLE_ABOVE, sample_size=SAMPLE_SIZE)
+  path = os.path.join(out_dir, f"{repo}__{criterion}.npz")
+  np.savez_compressed(path, meta=json.dumps(meta, sort_keys=True), **arrays)
+  print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KiB)")
+
+
+def reset_masks(model):
+  import torch
+  with torch.no_grad():
+    for name, buf in model.named_buffers():
+      if "mask" in name:
+        buf.fill_(1.0)
+
+
+def read_masks(model, net):
+  import reference_nets as rn
+  modules = dict(model.named_modules())
+  return {name: numpy32(modules[name].weight_mask) > 0.5 for name, _ in rn.prunable(net)}
+
+
+# ------------------------------------------------------------------- the repositories
+
+def run_synaptic_flow(directory, inputs, out_dir):
+  """Synaptic-Flow's Pruners.pruners (Mag, SNIP, GraSP, SynFlow) and prune.prune_loop, eval mode
+  (prune_loop's default train_mode=False), their masked layers (Layers.layers)."""
+  torch = torch_setup()
+  import torch.nn as nn
+  from Layers import layers
+  from Pruners import pruners
+  from Utils import generator
+  import prune as sf_prune
+
+  settings = {"magnitude": {}, "snip": {"batches": 2}, "grasp": {"batches": 1, "temperature": 200},
+              "synflow": {"rounds": 100, "schedule": "exponential"}}
+  classes = {"magnitude": pruners.Mag, "snip": pruners.SNIP, "grasp": pruners.GraSP, "synflow": pruners.SynFlow}
+  for criterion, cls in classes.items():
+    results = {}
+    for net in ("lenet", "conv"):
+      x, y = batch(inputs, net)
+      nb = settings[criterion].get("batches", 1)
+      loader = list(zip(x.chunk(nb), y.chunk(nb)))
+      model = build_net(net, layers).eval()
+      pruner = cls(generator.masked_parameters(model, False, False, False))
+      pruner.score(model, nn.CrossEntropyLoss(), loader, "cpu")
+      scores = {name: numpy32(pruner.scores[id(p)]) for name, p in layer_arrays(model, net)}
+      masks = {}
+      for sparsity in SPARSITIES:
+        if criterion == "synflow":  # Their whole loop: 100 rounds, exponential schedule, global.
+          m2 = build_net(net, layers)
+          p2 = cls(generator.masked_parameters(m2, False, False, False))
+          sf_prune.prune_loop(m2, nn.CrossEntropyLoss(), p2, loader, "cpu", 1 - sparsity, "exponential",
+                              "global", 100)
+          masks[sparsity] = read_masks(m2, net)
+        else:
+          reset_masks(model)
+          pruner.mask(1 - sparsity, "global")  # Their `sparsity` argument is the kept fraction.
+          masks[sparsity] = read_masks(model, net)
+      results[net] = {"scores": scores, "masks": masks}
+    meta = {"settings": settings[criterion], "mode": "eval (prune_loop train_mode=False)",
+            "data": "loader = the fixture batch in `batches` equal chunks",
+            "normalised": criterion in ("snip", "grasp"),
+            "masks_by": ("prune.prune_loop(..., 'exponential', 'global', 100)" if criterion == "synflow"
+                         else "Pruner.mask(1 - sparsity, 'global') on the one-shot scores"),
+            "entry_points": f"Pruners.pruners.{cls.__name__}.score, Pruner.mask" +
+                            (", prune.prune_loop" if criterion == "synflow" else "")}
+    save_fixture(out_dir, "synaptic_flow", criterion, meta, results)
+
+
+def run_grasp(directory, inputs, out_dir):
+  """The GraSP authors' pruner.GraSP.GraSP on plain nn layers, train mode (their driver calls it on a
+  freshly built network). It returns masks only: its normalised scores are recorded from its
+  torch.topk call; the classifier weights it re-draws (reinit=True) are recorded from its
+  nn.init.xavier_normal calls."""
+  torch = torch_setup()
+  import torch.nn as nn
+  import reference_nets as rn
+  from pruner import GraSP as grasp_module
+
+  recorded = {}
+  topk, xavier = torch.topk, nn.init.xavier_normal
+
+  def recording_topk(t, k, *a, **kw):
+    recorded.setdefault("topk", []).append((t.detach().clone(), k))
+    return topk(t, k, *a, **kw)
+
+  def recording_xavier(w, *a, **kw):
+    out = xavier(w, *a, **kw)
+    recorded.setdefault("xavier", []).append(w.detach().clone())
+    return out
+
+  torch.topk, nn.init.xavier_normal = recording_topk, recording_xavier
+  results, extra_meta = {}, {}
+  try:
+    for reinit in (False, True):
+      for net in ("lenet", "conv"):
+        if reinit and net == "lenet":
+          continue  # Every LeNet layer is Linear: reinit=True would re-draw the whole network.
+        x, y = batch(inputs, net)
+        per_class = rn.PER_CLASS[net]
+        loader = [(x, y), (x, y)]  # GraSP_fetch_data stops once it has seen every class full once more.
+        res = {"masks": {}}
+        for sparsity in SPARSITIES:
+          recorded.clear()
+          torch.manual_seed(1234)
+          model = build_net(net, nn).train()
+          keep = grasp_module.GraSP(model, sparsity, loader, "cpu", num_classes=10,
+                                    samples_per_class=per_class, num_iters=1, T=200, reinit=reinit)
+          flat, _ = recorded["topk"][0]
+          names = [n for n, _ in rn.prunable(net)]
+          sizes = [int(__import__("numpy").prod(s)) for _, s in rn.prunable(net)]
+          pieces = torch.split(flat, sizes)
+          res["scores"] = {n: numpy32(p.reshape(s)) for n, p, (_, s) in zip(names, pieces, rn.prunable(net))}
+          res["masks"][sparsity] = {n: numpy32(m) > 0.5 for n, m in zip(names, keep.values())}
+          if reinit:
+            res.setdefault("extra", {})["fc_reinit"] = numpy32(recorded["xavier"][0])
+        results[net if not reinit else f"{net}_reinit"] = res
+  finally:
+    torch.topk, nn.init.xavier_normal = topk, xavier
+  meta = {"settings": {"T": 200, "num_iters": 1, "samples_per_class": rn.PER_CLASS, "reinit": {"lenet": False,
+                                                                                              "conv": False,
+                                                                                              "conv_reinit": True}},
+          "mode": "train (BatchNorm on batch statistics; their main_prune_non_imagenet.py builds the network and "
+                  "calls GraSP without .eval())",
+          "data": "loader = [batch, batch] (the fixture batch has exactly samples_per_class of each class)",
+          "scores": "their normalised -theta * Hg (the argument of their torch.topk), lowest kept",
+          "instrumentation": "torch.topk and nn.init.xavier_normal wrapped to record their arguments/results; "
+                             "their code unchanged",
+          "entry_points": "pruner.GraSP.GraSP"}
+  # conv_reinit: the conv net again, scored by GraSP with reinit=True (their default).
+  save_fixture(out_dir, "grasp", "grasp", meta, results)
+
+
+def run_px(directory, inputs, out_dir):
+  """The PX authors' lib.pruners.PX and SynFlowL2 on their masked layers (lib.layers), driven as
+  their train_classification.py does: model.eval(), then per round score + mask(d^(r/R), 'global')."""
+  torch = torch_setup()
+  import torch.nn as nn
+  import reference_nets as rn
+  from globals import CONFIG
+  import lib.layers as layers
+  from lib.generator import masked_parameters
+  from lib.pruners import PX, SynFlowL2
+
+  class Labelled(torch.utils.data.TensorDataset):
+    def __init__(self, x, y):
+      super().__init__(x, y)
+      self.targets = [int(v) for v in y]
+
+  settings = {"rounds": 100, "examples_per_class": dict(rn.PER_CLASS), "batch": "one batch (all examples)"}
+  for criterion, cls in (("px", PX), ("synflow_l2", SynFlowL2)):
+    results = {}
+    for net in ("lenet", "conv"):
+      x, y = batch(inputs, net)
+      CONFIG.dataset = "CIFAR10"  # Their data path for a labelled dataset (get_balanced_subset).
+      CONFIG.batch_size = len(y)
+      CONFIG.experiment_args = {"examples_per_class": rn.PER_CLASS[net], "batch_limit": 1}
+      loader = torch.utils.data.DataLoader(Labelled(x, y), batch_size=len(y), shuffle=False)
+      model = build_net(net, layers).eval()
+      pruner = cls(masked_parameters(model))
+      pruner.score(model, nn.CrossEntropyLoss(), loader, "cpu")
+      scores = {name: numpy32(pruner.scores[id(p)]) for name, p in layer_arrays(model, net)}
+      masks = {}
+      for sparsity in SPARSITIES:
+        if criterion == "px":  # Their loop: 100 rounds.
+          m2 = build_net(net, layers).eval()
+          p2 = cls(masked_parameters(m2))
+          for r in range(settings["rounds"]):
+            p2.score(m2, nn.CrossEntropyLoss(), loader, "cpu")
+            p2.mask((1 - sparsity) ** ((r + 1) / settings["rounds"]), "global")
+          masks[sparsity] = read_masks(m2, net)
+        else:
+          reset_masks(model)
+          pruner.mask(1 - sparsity, "global")
+          masks[sparsity] = read_masks(model, net)
+      results[net] = {"scores": scores, "masks": masks}
+    meta = {"settings": settings if criterion == "px" else {"rounds": 1},
+            "config": "globals.CONFIG.dataset='CIFAR10' (their labelled-data path), experiment_args="
+                      "{'examples_per_class': k, 'batch_limit': 1}, batch_size = all examples",
+            "mode": "model.eval() as train_classification.py; PX's own copies: pk/jvf train mode, activations eval",
+            "masks_by": ("train_classification.py's loop: 100 x (PX.score, mask(d^((r+1)/100), 'global'))"
+                         if criterion == "px" else "Pruner.mask(1 - sparsity, 'global') on one-round scores"),
+            "entry_points": f"lib.pruners.{cls.__name__}.score, Pruner.mask"}
+    save_fixture(out_dir, "px", criterion, meta, results)
+
+
+def run_ntk_sap(directory, inputs, out_dir):
+  """The NTK-SAP authors' Pruners.pruners.NTKSAP on their masked layers, train mode (scripts/run.sh:
+  --prune-train-mode True). model._initialize_weights is the network's own: here it loads the j-th
+  seeded re-draw; torch.randn_like (the random inputs and perturbations) is replaced during the call
+  by a seeded numpy stream, so the tests can feed our criterion the same draws."""
+  torch = torch_setup()
+  import torch.nn as nn
+  import reference_nets as rn
+  from Layers import layers
+  from Pruners import pruners
+  from Utils import generator
+
+  settings = {"epsilon": 0.01, "R": 2, "batches": 1, "draw_seed": NTK_DRAW_SEED, "fresh_seed": NTK_FRESH_SEED}
+  results, draws_meta = {}, {}
+  randn_like = torch.randn_like
+  for net in ("lenet", "conv"):
+    x, y = batch(inputs, net)
+    model = build_net(net, layers)
+    fresh = {"count": 0}
+
+    def initialize(model=model, net=net):
+      load(model, rn.theta0(net, NTK_FRESH_SEED + fresh["count"], fresh=True))
+      fresh["count"] += 1
+
+    model._initialize_weights = initialize
+    calls = []
+
+    def seeded_randn_like(t, *a, **kw):
+      c = len(calls)
+      calls.append({"counter": c, "shape": list(t.shape)})
+      return torch.from_numpy(rn.normal_draw(NTK_DRAW_SEED, c, t.shape)).to(t.dtype)
+
+    torch.randn_like = seeded_randn_like
+    try:
+      model.train()
+      pruner = pruners.NTKSAP(generator.masked_parameters(model, False, False, False),
+                              ntksap_epsilon=settings["epsilon"], ntksap_R=settings["R"])
+      pruner.score(model, nn.MSELoss(), [(x, y)], "cpu")
+    finally:
+      torch.randn_like = randn_like
+    scores = {name: numpy32(pruner.scores[id(p)]) for name, p in layer_arrays(model, net)}
+    masks = {}
+    for sparsity in SPARSITIES:
+      reset_masks(model)
+      pruner.mask(1 - sparsity, "global")
+      masks[sparsity] = read_masks(model, net)
+    results[net] = {"scores": scores, "masks": masks}
+    draws_meta[net] = {"randn_like_calls": calls, "initialize_calls": fresh["count"]}
+  meta = {"settings": settings, "draws": draws_meta,
+          "mode": "train (scripts/run.sh --prune-train-mode True): reset BN, a train-mode pass with momentum 1, "
+                  "then both networks in eval mode",
+          "draw_order": "per draw j: _initialize_weights (theta0(net, fresh_seed + j, fresh=True)), then "
+                        "randn_like(data) = the input, then randn_like(w) per prunable weight in forward order",
+          "masks_by": "Pruner.mask(1 - sparsity, 'global') on the one-round scores (the 20-round masks re-draw "
+                      "the weights every round: not compared)",
+          "instrumentation": "torch.randn_like replaced by seeded numpy draws during score(); the network's "
+                             "_initialize_weights loads seeded re-draws; their code unchanged",
+          "entry_points": "Pruners.pruners.NTKSAP.score, Pruner.mask"}
+  save_fixture(out_dir, "ntk_sap", "ntk_sap", meta, results)
+
+
+def run_prospr(directory, inputs, out_dir):
+  """The ProsPr authors' prospr.prune (method 'full', new_data_in_inner=False: cli.py's defaults) on
+  plain nn layers; scores with return_scores=True, masks with return_scores=False."""
+  torch = torch_setup()
+  import reference_nets as rn
+  import torch.nn as nn
+  import prospr
+  from prospr.utils import pruning_filter_factory
+
+  settings = {"num_steps": 3, "inner_lr": 0.1, "inner_momentum": 0.0, "method": "full",
+              "new_data_in_inner": False, "structured": False}
+  results = {}
+  for net in ("lenet", "conv"):
+    x, y = batch(inputs, net)
+    loader = [(x, y)]
+    kw = dict(filter_fn=pruning_filter_factory(10, False), num_steps=settings["num_steps"],
+              inner_lr=settings["inner_lr"], inner_momentum=settings["inner_momentum"], method="full",
+              structured=False, new_data_in_inner=False)
+    model = build_net(net, nn)
+    scores = prospr.prune(model, 0.9, loader, return_scores=True, **kw)
+    names = [n for n, _ in rn.prunable(net)]
+    res = {"scores": {n: numpy32(s) for n, s in zip(names, scores)}, "masks": {}}
+    for sparsity in SPARSITIES:
+      _, keep = prospr.prune(build_net(net, nn), sparsity, loader, return_scores=False, **kw)
+      res["masks"][sparsity] = {n: numpy32(m) > 0.5 for n, m in zip(names, keep)}
+    results[net] = res
+  meta = {"settings": settings, "mode": "train (prune() calls net.train())",
+          "data": "loader = [the fixture batch]: the one batch of the inner loop and the meta-loss",
+          "masks_by": "prospr.prune(..., return_scores=False): keep_mask_from_scores, ceil(n * density) kept",
+          "entry_points": "prospr.prune"}
+  save_fixture(out_dir, "prospr", "prospr", meta, results)
+
+
+def run_force(directory, inputs, out_dir):
+  """The FORCE authors' pruning.pruning_algos: get_average_saliencies (prune_method=3) at the dense
+  network and at a fixed 30%-density mask, and iterative_pruning (10 steps, exp, 1 batch) for the
+  masks; plain nn layers with a log-softmax output (their nll_loss), train mode (their network is
+  never put in eval mode before pruning)."""
+  torch = torch_setup()
+  import copy
+  import numpy as np
+  import torch.nn as nn
+  import reference_nets as rn
+  from pruning import pruning_algos
+  from pruning.mask_networks import apply_prune_mask
+
+  settings = {"num_steps": 10, "mode": "exp", "num_batches": 1, "prune_method": 3, "mask_seed": FORCE_MASK_SEED,
+              "mask_density": 0.3}
+  results = {}
+  for net in ("lenet", "conv"):
+    x, y = batch(inputs, net)
+    loader = [(x, y)]
+    model = build_net(net, nn, log_softmax=True).train()
+    names = [n for n, _ in rn.prunable(net)]
+    original = [layer.weight.detach() for layer in model.modules() if isinstance(layer, (nn.Conv2d, nn.Linear))]
+    sal = pruning_algos.get_average_saliencies(copy.deepcopy(model), loader, "cpu", prune_method=3,
+                                               num_batches=1, original_weights=original)
+    res = {"scores": {n: numpy32(s) for n, s in zip(names, sal)}, "masks": {}, "extra": {}}
+    # At a fixed mask (pruned weights are zeroed without blocking their gradients, as in their rounds).
+    fixed = [torch.from_numpy((np.random.default_rng([FORCE_MASK_SEED, i]).random(s) < 0.3).astype(np.float32))
+             for i, (_, s) in enumerate(rn.prunable(net))]
+    masked = copy.deepcopy(model)
+    apply_prune_mask(masked, fixed, apply_hooks=False)
+    sal_m = pruning_algos.get_average_saliencies(masked, loader, "cpu", prune_method=3, num_batches=1,
+                                                 original_weights=original)
+    for n, s in zip(names, sal_m):
+      res["extra"][f"{n}/scores_at_mask"] = numpy32(s)
+    for sparsity in SPARSITIES:
+      keep = pruning_algos.iterative_pruning(build_net(net, nn, log_softmax=True).train(), loader, "cpu",
+                                             pruning_factor=1 - sparsity, prune_method=3, num_steps=10,
+                                             mode="exp", num_batches=1)
+      res["masks"][sparsity] = {n: numpy32(m) > 0.5 for n, m in zip(names, keep)}
+    results[net] = res
+  meta = {"settings": settings, "mode": "train (BatchNorm on batch statistics)",
+          "data": "loader = [the fixture batch]: next(iter(loader)) is the same batch every round",
+          "masks_by": "iterative_pruning(net, loader, 'cpu', 1 - sparsity, prune_method=3, num_steps=10, "
+                      "mode='exp', num_batches=1): keeps scores >= the int(n * d_r)-th largest",
+          "fixed_mask": "layer i: default_rng([mask_seed, i]).random(shape) < 0.3 (torch layout)",
+          "entry_points": "pruning.pruning_algos.get_average_saliencies, iterative_pruning; "
+                          "pruning.mask_networks.apply_prune_mask"}
+  save_fixture(out_dir, "force", "force", meta, results)
+
+
+RUNNERS = {"synaptic_flow": run_synaptic_flow, "grasp": run_grasp, "px": run_px, "ntk_sap": run_ntk_sap,
+           "prospr": run_prospr, "force": run_force}
+
+
+def worker(name, directory, out_dir):
+  import numpy as np
+  check_checkout(name, directory)
+  sys.path.insert(0, os.path.abspath(directory))
+  os.chdir(directory)  # Some repositories read relative paths at import.
+  with np.load(os.path.join(out_dir, "inputs.npz")) as f:
+    inputs = {k: f[k] for k in f.files}
+  if name not in RUNNERS:
+    raise SystemExit(f"{name}: no generator written for this repository yet.")
+  RUNNERS[name](directory, inputs, out_dir)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--repo", action="append", default=[], metavar="NAME=DIR",
+                      help=f"an authors' checkout; NAME one of {', '.join(REPOS)}")
+  parser.add_argument("--out", default=os.path.join(REPO_ROOT, "tests", "reference"))
+  parser.add_argument("--shared_data", default=os.path.join(os.path.dirname(REPO_ROOT), "shared", "data"))
+  parser.add_argument("--inputs", action="store_true", help="(re)write inputs.npz from --shared_data")
+  parser.add_argument("--worker", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  out_dir = os.path.abspath(args.out)
+  if args.worker:
+    return worker(args.worker[0], os.path.abspath(args.worker[1]), out_dir)
+  repos = []
+  for item in args.repo:  # Every checkout is checked before anything runs (and before torch loads).
+    if "=" not in item:
+      raise Refused(f"refusing --repo {item!r}: expected NAME=DIR.")
+    name, directory = item.split("=", 1)
+    check_checkout(name, os.path.abspath(directory))
+    repos.append((name, os.path.abspath(directory)))
+  os.makedirs(out_dir, exist_ok=True)
+  if args.inputs or not os.path.exists(os.path.join(out_dir, "inputs.npz")):
+    write_inputs(os.path.join(out_dir, "inputs.npz"), args.shared_data)
+  for name, directory in repos:  # One process per repository: several share module names (Layers, Utils).
+    start = time.time()
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", name, directory, "--out", out_dir],
+                   check=True)
+    print(f"{name}: {time.time() - start:.1f} s")
+
+
+if __name__ == "__main__":
+  main()
