@@ -129,7 +129,8 @@ def px_scores(params, masks, model_state, prune_data, key, cfg):
   pk0 = jax.tree.map(lambda p, k: p if k else jnp.square(p), theta, kept)
 
   def batch_loss(pk, b):
-    x = model_state.inputs(prune_data.images[b])
+    # In the weights' dtype (float64 when the caller runs PX in float64: x^2 squared in that precision).
+    x = model_state.inputs(prune_data.images[b]).astype(jax.tree.leaves(params)[0].dtype)
     pre = []
 
     def record(v, *a, **k):
