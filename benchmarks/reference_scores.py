@@ -179,7 +179,7 @@ def build_net(net, L, log_softmax=False):
     def forward(self, x):
       x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
       x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
-      x = F.relu(self.bn3(self.conv3(x))).mean(dim=(2, 3))
+      x = F.max_pool2d(F.relu(self.bn3(self.conv3(x))), 2).mean(dim=(2, 3))
       x = self.fc(x)
       return F.log_softmax(x, dim=1) if log_softmax else x
 
@@ -258,6 +258,20 @@ def reset_masks(model):
         buf.fill_(1.0)
 
 
+def counting(mask_fn, kept, out):
+  """mask_fn, recording the kept count after each call into `out` (their per-round counts: a tie at a
+  round's threshold prunes every tied weight, so a count can fall short of the schedule's)."""
+  def wrapped(*a, **kw):
+    result = mask_fn(*a, **kw)
+    out.append(int(kept()))
+    return result
+  return wrapped
+
+
+def round_counts(counts):
+  return {f"round_counts{int(round(s * 100))}": __import__("numpy").asarray(c, "int64") for s, c in counts.items()}
+
+
 def read_masks(model, net):
   import reference_nets as rn
   modules = dict(model.named_modules())
@@ -283,6 +297,7 @@ def run_synaptic_flow(directory, inputs, out_dir):
     results = {}
     for net in ("lenet", "conv"):
       x, y = batch(inputs, net)
+      counts = {}
       nb = settings[criterion].get("batches", 1)
       loader = list(zip(x.chunk(nb), y.chunk(nb)))
       model = build_net(net, layers).eval()
@@ -294,6 +309,7 @@ def run_synaptic_flow(directory, inputs, out_dir):
         if criterion == "synflow":  # Their whole loop: 100 rounds, exponential schedule, global.
           m2 = build_net(net, layers)
           p2 = cls(generator.masked_parameters(m2, False, False, False))
+          p2.mask = counting(p2.mask, lambda: p2.stats()[0], counts.setdefault(sparsity, []))
           sf_prune.prune_loop(m2, nn.CrossEntropyLoss(), p2, loader, "cpu", 1 - sparsity, "exponential",
                               "global", 100)
           masks[sparsity] = read_masks(m2, net)
@@ -301,14 +317,16 @@ def run_synaptic_flow(directory, inputs, out_dir):
           reset_masks(model)
           pruner.mask(1 - sparsity, "global")  # Their `sparsity` argument is the kept fraction.
           masks[sparsity] = read_masks(model, net)
-      results[net] = {"scores": scores, "masks": masks}
+      results[net] = {"scores": scores, "masks": masks, "extra": round_counts(counts)}
     meta = {"settings": settings[criterion], "mode": "eval (prune_loop train_mode=False)",
             "data": "loader = the fixture batch in `batches` equal chunks",
             "normalised": criterion in ("snip", "grasp"),
             "masks_by": ("prune.prune_loop(..., 'exponential', 'global', 100)" if criterion == "synflow"
                          else "Pruner.mask(1 - sparsity, 'global') on the one-shot scores"),
             "entry_points": f"Pruners.pruners.{cls.__name__}.score, Pruner.mask" +
-                            (", prune.prune_loop" if criterion == "synflow" else "")}
+                            (", prune.prune_loop" if criterion == "synflow" else ""),
+            "instrumentation": ("the pruner's mask method wrapped to record the kept count after each round "
+                                "(round_counts90/98); their code unchanged" if criterion == "synflow" else "none")}
     save_fixture(out_dir, "synaptic_flow", criterion, meta, results)
 
 
@@ -371,7 +389,16 @@ def run_grasp(directory, inputs, out_dir):
           "scores": "their normalised -theta * Hg (the argument of their torch.topk), lowest kept",
           "instrumentation": "torch.topk and nn.init.xavier_normal wrapped to record their arguments/results; "
                              "their code unchanged",
-          "entry_points": "pruner.GraSP.GraSP"}
+          "entry_points": "pruner.GraSP.GraSP",
+          "rtol_by_net": {"conv": 3e-5, "conv_reinit": 3e-5},
+          "normalisation_rtol": 1e-2,
+          "tolerance_note": TOLERANCE_NOTE + " The conv net in train mode: Hg through batch statistics is "
+                            "float32-noisy at 1e-5 of the layer max (ours in float32 vs ours in float64: up to "
+                            "8.7e-6; theirs vs ours in float64: up to 1.2e-5), so 3e-5 there. Their normalisation "
+                            "divides by |sum of all scores|, which cancels to ~3e-5 of sum |score| on the conv "
+                            "net: float32 rounding of that sum alone moves the factor by ~0.1%, so the conv "
+                            "scores are compared after fitting one common factor (within normalisation_rtol of "
+                            "ours), the entries to rtol."}
   # conv_reinit: the conv net again, scored by GraSP with reinit=True (their default).
   save_fixture(out_dir, "grasp", "grasp", meta, results)
 
@@ -393,39 +420,60 @@ def run_px(directory, inputs, out_dir):
       self.targets = [int(v) for v in y]
 
   settings = {"rounds": 100, "examples_per_class": dict(rn.PER_CLASS), "batch": "one batch (all examples)"}
+  DTYPE_BY_NET = {"px": {"conv": torch.float64}, "synflow_l2": {}}
   for criterion, cls in (("px", PX), ("synflow_l2", SynFlowL2)):
     results = {}
     for net in ("lenet", "conv"):
       x, y = batch(inputs, net)
+      counts = {}
       CONFIG.dataset = "CIFAR10"  # Their data path for a labelled dataset (get_balanced_subset).
       CONFIG.batch_size = len(y)
       CONFIG.experiment_args = {"examples_per_class": rn.PER_CLASS[net], "batch_limit": 1}
+      # PX's path kernel runs train-mode BN on an all-ones batch: on the conv net the scores of the layers
+      # before a BN are float32 rounding noise in their code (float32 vs float64 of their own code: 91x
+      # the layer's largest score on conv1). The conv fixture is made in float64.
+      dtype = DTYPE_BY_NET[criterion].get(net, torch.float32)
+      x = x.to(dtype)
       loader = torch.utils.data.DataLoader(Labelled(x, y), batch_size=len(y), shuffle=False)
-      model = build_net(net, layers).eval()
+      model = build_net(net, layers).to(dtype).eval()
       pruner = cls(masked_parameters(model))
       pruner.score(model, nn.CrossEntropyLoss(), loader, "cpu")
       scores = {name: numpy32(pruner.scores[id(p)]) for name, p in layer_arrays(model, net)}
       masks = {}
       for sparsity in SPARSITIES:
         if criterion == "px":  # Their loop: 100 rounds.
-          m2 = build_net(net, layers).eval()
+          m2 = build_net(net, layers).to(dtype).eval()
           p2 = cls(masked_parameters(m2))
           for r in range(settings["rounds"]):
             p2.score(m2, nn.CrossEntropyLoss(), loader, "cpu")
             p2.mask((1 - sparsity) ** ((r + 1) / settings["rounds"]), "global")
+            counts.setdefault(sparsity, []).append(int(p2.stats()[0]))
           masks[sparsity] = read_masks(m2, net)
+        reset_masks(model)
+        pruner.mask(1 - sparsity, "global")  # One-shot: their masking of the one-round scores.
+        oneshot = read_masks(model, net)
+        if criterion == "px":
+          counts[f"oneshot_mask{int(round(sparsity * 100))}"] = rn.pack_bits(
+              __import__("numpy").concatenate([oneshot[n].reshape(-1) for n, _ in rn.prunable(net)]))
         else:
-          reset_masks(model)
-          pruner.mask(1 - sparsity, "global")
-          masks[sparsity] = read_masks(model, net)
-      results[net] = {"scores": scores, "masks": masks}
+          masks[sparsity] = oneshot
+      extra = round_counts({k: v for k, v in counts.items() if not isinstance(k, str)})
+      extra.update({k: v for k, v in counts.items() if isinstance(k, str)})
+      results[net] = {"scores": scores, "masks": masks, "extra": extra}
     meta = {"settings": settings if criterion == "px" else {"rounds": 1},
             "config": "globals.CONFIG.dataset='CIFAR10' (their labelled-data path), experiment_args="
                       "{'examples_per_class': k, 'batch_limit': 1}, batch_size = all examples",
             "mode": "model.eval() as train_classification.py; PX's own copies: pk/jvf train mode, activations eval",
-            "masks_by": ("train_classification.py's loop: 100 x (PX.score, mask(d^((r+1)/100), 'global'))"
+            "masks_by": ("mask90/98: train_classification.py's loop, 100 x (PX.score, mask(d^((r+1)/100), "
+                         "'global')); oneshot_mask90/98: Pruner.mask(1 - sparsity, 'global') on the one-round scores"
                          if criterion == "px" else "Pruner.mask(1 - sparsity, 'global') on one-round scores"),
-            "entry_points": f"lib.pruners.{cls.__name__}.score, Pruner.mask"}
+            "entry_points": f"lib.pruners.{cls.__name__}.score, Pruner.mask",
+            "instrumentation": "none; round_counts90/98: pruner.stats() after each round of the driver loop",
+            "dtype_by_net": {k: str(v).replace("torch.", "") for k, v in DTYPE_BY_NET[criterion].items()},
+            "precision_note": ("conv in float64 (the network and the batch .double()): PX's path kernel is "
+                               "train-mode BN on an all-ones batch, float32 rounding noise on conv1/conv2 "
+                               "(their own code, float32 vs float64: 91x and 0.48x the layer's largest score)"
+                               if criterion == "px" else "")}
     save_fixture(out_dir, "px", criterion, meta, results)
 
 
@@ -447,6 +495,10 @@ def run_ntk_sap(directory, inputs, out_dir):
   for net in ("lenet", "conv"):
     x, y = batch(inputs, net)
     model = build_net(net, layers)
+    # Their perturbed copy is made once, before the re-draws, and perturb() only rewrites its weights:
+    # it keeps the biases and BN parameters of the network it was copied from. With their initialisers
+    # (zero biases, BN 1 / 0) those equal the re-drawn ones; the network handed to them here has them too.
+    load(model, rn.theta0(net, fresh=True))
     fresh = {"count": 0}
 
     def initialize(model=model, net=net):
@@ -480,13 +532,19 @@ def run_ntk_sap(directory, inputs, out_dir):
   meta = {"settings": settings, "draws": draws_meta,
           "mode": "train (scripts/run.sh --prune-train-mode True): reset BN, a train-mode pass with momentum 1, "
                   "then both networks in eval mode",
+          "network": "theta0(net, fresh=True): zero biases, BN weight 1 / bias 0 / running 0, 1 (their copy "
+                     "model_mod keeps the biases and BN parameters of this network while its weights are re-drawn)",
           "draw_order": "per draw j: _initialize_weights (theta0(net, fresh_seed + j, fresh=True)), then "
                         "randn_like(data) = the input, then randn_like(w) per prunable weight in forward order",
           "masks_by": "Pruner.mask(1 - sparsity, 'global') on the one-round scores (the 20-round masks re-draw "
                       "the weights every round: not compared)",
           "instrumentation": "torch.randn_like replaced by seeded numpy draws during score(); the network's "
                              "_initialize_weights loads seeded re-draws; their code unchanged",
-          "entry_points": "Pruners.pruners.NTKSAP.score, Pruner.mask"}
+          "entry_points": "Pruners.pruners.NTKSAP.score, Pruner.mask",
+          "rtol": 2e-5,
+          "tolerance_note": "float32 on both sides; T is a finite difference (eps = 0.01) of two nearly equal "
+                            "outputs, so float32 loses ~2 digits: theirs vs ours in float64 differ by up to "
+                            "9.2e-6 of the layer max on conv1/conv2 (ours float32 vs float64: 2.5e-6). 2e-5."}
   save_fixture(out_dir, "ntk_sap", "ntk_sap", meta, results)
 
 
@@ -557,17 +615,31 @@ def run_force(directory, inputs, out_dir):
                                                  original_weights=original)
     for n, s in zip(names, sal_m):
       res["extra"][f"{n}/scores_at_mask"] = numpy32(s)
+    get_mask = pruning_algos.get_mask
     for sparsity in SPARSITIES:
-      keep = pruning_algos.iterative_pruning(build_net(net, nn, log_softmax=True).train(), loader, "cpu",
-                                             pruning_factor=1 - sparsity, prune_method=3, num_steps=10,
-                                             mode="exp", num_batches=1)
+      kept = []
+
+      def recording_get_mask(saliency, factor):
+        out = get_mask(saliency, factor)
+        kept.append(int(sum(float(m.sum()) for m in out)))
+        return out
+
+      pruning_algos.get_mask = recording_get_mask
+      try:
+        keep = pruning_algos.iterative_pruning(build_net(net, nn, log_softmax=True).train(), loader, "cpu",
+                                               pruning_factor=1 - sparsity, prune_method=3, num_steps=10,
+                                               mode="exp", num_batches=1)
+      finally:
+        pruning_algos.get_mask = get_mask
       res["masks"][sparsity] = {n: numpy32(m) > 0.5 for n, m in zip(names, keep)}
+      res["extra"][f"round_counts{int(round(sparsity * 100))}"] = np.asarray(kept, np.int64)
     results[net] = res
   meta = {"settings": settings, "mode": "train (BatchNorm on batch statistics)",
           "data": "loader = [the fixture batch]: next(iter(loader)) is the same batch every round",
           "masks_by": "iterative_pruning(net, loader, 'cpu', 1 - sparsity, prune_method=3, num_steps=10, "
                       "mode='exp', num_batches=1): keeps scores >= the int(n * d_r)-th largest",
           "fixed_mask": "layer i: default_rng([mask_seed, i]).random(shape) < 0.3 (torch layout)",
+          "instrumentation": "pruning_algos.get_mask wrapped to record each round's kept count (round_counts90/98)",
           "entry_points": "pruning.pruning_algos.get_average_saliencies, iterative_pruning; "
                           "pruning.mask_networks.apply_prune_mask"}
   save_fixture(out_dir, "force", "force", meta, results)

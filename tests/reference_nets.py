@@ -26,8 +26,9 @@ NETS = {
         "layers": [("lin1", "linear", (300, 784)), ("lin2", "linear", (100, 300)), ("fc", "linear", (10, 100))],
         "flax": {"lin1": "Dense_0", "lin2": "Dense_1", "fc": "Dense_2"},
     },
-    # A small conv net with BatchNorm on the CIFAR-10 subset: 3 x (conv3x3 -> BN -> ReLU), 2x2 max-pool
-    # after the first two, global average pool, Linear(64, 10).
+    # A small conv net with BatchNorm on the CIFAR-10 subset: 3 x (conv3x3 -> BN -> ReLU -> 2x2 max-pool),
+    # global average pool, Linear(64, 10). (Without the last max-pool, a train-mode BN followed by the
+    # average pool would make PX's path kernel on its all-ones input independent of the conv weights.)
     "conv": {
         "dataset": "cifar10",
         "layers": [("conv1", "conv", (16, 3, 3, 3)), ("bn1", "bn", (16,)),
