@@ -358,6 +358,30 @@ def test_px_equals_px_authors(net):
   record("px", "px", net, err, ties, short)
 
 
+class LeNetJaxRelu(nn.Module):
+  """LeNet-300-100 (the registry's parameter names) calling jax.nn.relu instead of flax.linen.relu."""
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.reshape((x.shape[0], -1))
+    x = jax.nn.relu(nn.Dense(300, name="Dense_0")(x))
+    x = jax.nn.relu(nn.Dense(100, name="Dense_1")(x))
+    return nn.Dense(10, name="Dense_2")(x)
+
+
+def test_px_gates_jax_nn_relu_as_the_authors_gate_every_relu():
+  """The authors swap torch's F.relu, which every ReLU goes through; ours swaps flax.linen.relu and
+  jax.nn.relu: a network calling jax.nn.relu gets the authors' scores too (ungated, it would not)."""
+  meta, arrays = fixture("px", "px")
+  params, state, data = network("lenet")
+  state = state.replace(model=LeNetJaxRelu())
+  masks = masks_lib.init_masks(params)
+  scores = score_fn("px", px_options("lenet"))(params, masks, state, data, jax.random.PRNGKey(0))
+  check_scores(meta, arrays, "lenet", torch_layout(scores, "lenet"))
+  assert jax.nn.relu is nn.relu and nn.activation.relu is nn.relu  # Restored after tracing.
+
+
 @pytest.mark.parametrize("net", NETS)
 def test_synflow_l2_equals_px_authors_but_one_factor_theta(net):
   """lib.pruners.SynFlowL2 scores |theta * dR/d(theta^2)|; ours (the paper's path kernel, conserved
@@ -482,6 +506,45 @@ def test_force_eval_mode_batchnorm_is_not_the_authors():
   ours, _ = run_criterion("force", force_options("conv", meta, bn_mode="eval"), "conv")
   with pytest.raises(AssertionError):
     check_scores(meta, arrays, "conv", ours)
+
+
+# --------------------------------------------------------------------- the generator's commit check
+
+GENERATOR = os.path.join(os.path.dirname(HERE), "benchmarks", "reference_scores.py")
+
+
+def run_generator(*args, cwd):
+  """benchmarks/reference_scores.py in a fresh interpreter where `import torch` fails: a refusal must
+  come before torch is imported (this test needs no torch either)."""
+  code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+          "runpy.run_path(sys.argv[0], run_name='__main__')")
+  return subprocess.run([sys.executable, "-c", code, GENERATOR, *args], capture_output=True, text=True,
+                        cwd=cwd, timeout=120)
+
+
+def test_generator_refuses_a_checkout_at_another_commit(tmp_path):
+  """A checkout whose commit is not the recorded one (or no git checkout at all) is refused before torch
+  loads and before anything is written: a fixture is never silently regenerated from other code."""
+  repo = tmp_path / "px-ntk-pruning"
+  repo.mkdir()
+  (repo / "globals.py").write_text("CONFIG = {}\n")
+  git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+  for cmd in (["init", "-q"], ["add", "globals.py"], ["commit", "-q", "-m", "not theirs"]):
+    subprocess.run(git + cmd, check=True, capture_output=True)
+  head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+  out = tmp_path / "out"
+  meta, _ = fixture("px", "px")
+  result = run_generator("--repo", f"px={repo}", "--out", str(out), cwd=tmp_path)
+  assert result.returncode != 0
+  assert "refusing --repo px=" in result.stderr and head in result.stderr and meta["commit"] in result.stderr, \
+      result.stderr
+  assert "ModuleNotFoundError" not in result.stderr and "import of torch" not in result.stderr
+  assert not out.exists()  # Nothing written, not even inputs.npz.
+  plain = tmp_path / "not_a_checkout"
+  plain.mkdir()
+  result = run_generator("--repo", f"prospr={plain}", "--out", str(out), cwd=tmp_path)
+  assert result.returncode != 0 and "not a git checkout" in result.stderr, result.stderr
+  assert not out.exists()
 
 
 @pytest.fixture(autouse=True, scope="module")
