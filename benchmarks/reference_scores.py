@@ -652,8 +652,47 @@ def run_force(directory, inputs, out_dir):
   save_fixture(out_dir, "force", "force", meta, results)
 
 
+def run_autosparse(directory, inputs, out_dir):
+  """The AutoSparse authors' scorer modules (autos_model.autosnet.MLP and ResNet18) with fixed weights:
+  their forward(params, grads) in eval mode (the scorer as it scores weights), and the MLP's in
+  train mode (BatchNorm over the batch of weights, as in its training)."""
+  torch = torch_setup()
+  import numpy as np
+  import reference_nets as rn
+  from autos_model import autosnet
+
+  arrays, meta_nets = {}, {}
+  for name, cls, n in (("mlp", autosnet.MLP, 256), ("resnet18", autosnet.ResNet18, 8)):
+    model = cls()
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    weights = rn.scorer_state(shapes)
+    load(model, weights)
+    features = rn.scorer_features(n)
+    theta, grads = torch.from_numpy(features[:, 0]), torch.from_numpy(features[:, 1])
+    with torch.no_grad():
+      arrays[f"{name}/eval"] = numpy32(model.eval()(theta, grads)).reshape(-1)
+      if name == "mlp":
+        arrays[f"{name}/train"] = numpy32(model.train()(theta, grads)).reshape(-1)
+    meta_nets[name] = {"class": f"autos_model.autosnet.{cls.__name__}", "samples": n,
+                       "state_shapes": {k: list(v) for k, v in shapes.items()},
+                       "weights_sha256": rn.sha256(weights)}
+  meta = {"repo": "autosparse", "url": REPOS["autosparse"][0], "commit": REPOS["autosparse"][1],
+          "criterion": "autos", "torch": torch.__version__, "scorers": meta_nets, "rtol_vs_layer_max": RTOL,
+          "rtol_by_mode": {"train": 3e-5},
+          "tolerance_note": "float32 forward passes: |ours - theirs| <= 1e-5 x max |theirs| over the samples; "
+                            "train mode (BatchNorm over the batch of weights) 3e-5: ours (flax's BatchNorm, batch "
+                            "variance as E[x^2] - E[x]^2) is 1.0e-5 of the max from the float64 result, theirs "
+                            "3.3e-6.",
+          "weights": "tests/reference_nets.scorer_state(state_shapes) (seeded), features scorer_features(n)",
+          "entry_points": "autos_model.autosnet.MLP / ResNet18 .forward(params, grads)",
+          "generated": time.strftime("%Y-%m-%d")}
+  path = os.path.join(out_dir, "autosparse__autos.npz")
+  np.savez_compressed(path, meta=json.dumps(meta, sort_keys=True), **arrays)
+  print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KiB)")
+
+
 RUNNERS = {"synaptic_flow": run_synaptic_flow, "grasp": run_grasp, "px": run_px, "ntk_sap": run_ntk_sap,
-           "prospr": run_prospr, "force": run_force}
+           "prospr": run_prospr, "force": run_force, "autosparse": run_autosparse}
 
 
 def worker(name, directory, out_dir):

@@ -139,3 +139,35 @@ def read_fixture(path):
     arrays = {k: f[k] for k in f.files}
   meta = json.loads(str(arrays.pop("meta")))
   return meta, arrays
+
+
+SCORER_SEED = 20250926
+
+
+def scorer_state(shapes, seed=SCORER_SEED):
+  """{state_dict key: float32 array} for an AutoS scorer given {key: shape}: Kaiming-normal (fan_in) weights, small biases, random BN affine parameters and
+  running statistics. Masks, counters and Identity2d shortcut weights (ones) are left out: the module
+  keeps its own."""
+  out = {}
+  for i, (key, shape) in enumerate(sorted(shapes.items())):  # Sorted: the same draws from any key order.
+    if "mask" in key or key.endswith("num_batches_tracked") or key.endswith("shortcut.weight"):
+      continue
+    rng = _rng(seed, i)
+    if key.endswith("running_mean"):
+      a = 0.1 * rng.standard_normal(shape)
+    elif key.endswith("running_var"):
+      a = rng.uniform(0.5, 1.5, shape)
+    elif key.endswith("weight") and len(shape) >= 2:
+      a = rng.standard_normal(shape) * np.sqrt(2.0 / int(np.prod(shape[1:])))
+    elif key.endswith("weight"):
+      a = 1.0 + 0.2 * rng.standard_normal(shape)
+    else:
+      a = 0.05 * rng.standard_normal(shape)
+    out[key] = np.asarray(a, np.float32)
+  return out
+
+
+def scorer_features(n, seed=SCORER_SEED + 1):
+  """[n, 2] (theta_0, g_0)-like features: theta ~ N(0, 0.05^2), g ~ N(0, 0.002^2)."""
+  rng = _rng(seed, n)
+  return np.stack([0.05 * rng.standard_normal(n), 0.002 * rng.standard_normal(n)], axis=1).astype(np.float32)

@@ -508,6 +508,99 @@ def test_force_eval_mode_batchnorm_is_not_the_authors():
     check_scores(meta, arrays, "conv", ours)
 
 
+# ------------------------------------------------- the AutoS scorer (ChengYaofeng/AutoSparse autosnet)
+
+def _torch_dense(weights, key):
+  return {"kernel": weights[f"{key}.weight"].T, "bias": weights[f"{key}.bias"]}
+
+
+def _torch_bn(weights, key, perm=None):
+  p = perm if perm is not None else slice(None)
+  return ({"scale": weights[f"{key}.weight"][p], "bias": weights[f"{key}.bias"][p]},
+          {"mean": weights[f"{key}.running_mean"][p], "var": weights[f"{key}.running_var"][p]})
+
+
+def scorer_variables(backbone, weights):
+  """Our AutoSScorer's variables from the authors' scorer state dict (autos_model/autosnet.py).
+
+  resnet18: their encoder output is reshaped NCHW (feature c*1024 + h*32 + w), ours NHWC (h*96 + w*3
+  + c): the lift's 3072 units are permuted accordingly (a relabelling of hidden units)."""
+  params, stats = {}, {}
+  if backbone == "mlp":
+    for i, (lin, bn) in enumerate(((0, 1), (3, 4), (6, 7), (10, 11), (13, 14))):
+      params[f"mlp{i + 1}_dense"] = _torch_dense(weights, f"model.{lin}")
+      params[f"mlp{i + 1}_bn"], stats[f"mlp{i + 1}_bn"] = _torch_bn(weights, f"model.{bn}")
+    params["head"] = _torch_dense(weights, "model.16")
+  else:
+    h, w, c = np.unravel_index(np.arange(3072), (32, 32, 3))
+    perm = c * 1024 + h * 32 + w
+    params["encoder1_dense"] = _torch_dense(weights, "mlp.0")
+    params["encoder1_bn"], stats["encoder1_bn"] = _torch_bn(weights, "mlp.1")
+    params["encoder2_dense"] = {"kernel": weights["mlp.3.weight"][perm].T, "bias": weights["mlp.3.bias"][perm]}
+    params["encoder2_bn"], stats["encoder2_bn"] = _torch_bn(weights, "mlp.4", perm)
+    conv = lambda key: {"kernel": rn.to_flax_kernel(weights[f"{key}.weight"])}
+    bp, bs = {"stem_conv": conv("resnet18.conv1.0")}, {}
+    bp["stem_bn"], bs["stem_bn"] = _torch_bn(weights, "resnet18.conv1.1")
+    for stage in range(4):
+      for block in range(2):
+        src, dst = f"resnet18.conv{stage + 2}_x.{block}", f"stage{stage + 1}_block{block + 1}"
+        bp[dst], bs[dst] = {"conv1": conv(f"{src}.residual_function.0"),
+                            "conv2": conv(f"{src}.residual_function.3")}, {}
+        bp[dst]["bn1"], bs[dst]["bn1"] = _torch_bn(weights, f"{src}.residual_function.1")
+        bp[dst]["bn2"], bs[dst]["bn2"] = _torch_bn(weights, f"{src}.residual_function.4")
+        if f"{src}.shortcut.0.weight" in weights:
+          bp[dst]["shortcut_conv"] = conv(f"{src}.shortcut.0")
+          bp[dst]["shortcut_bn"], bs[dst]["shortcut_bn"] = _torch_bn(weights, f"{src}.shortcut.1")
+    bp["head"] = _torch_dense(weights, "resnet18.fc")
+    params["backbone"], stats["backbone"] = bp, bs
+  return {"params": params, "batch_stats": stats}
+
+
+def scorer_parity(backbone):
+  """(errors by mode) of our AutoSScorer against the authors' module with the same weights."""
+  from autosparse_jax.autos.scorer import make_scorer
+  meta, arrays = rn.read_fixture(os.path.join(FIXTURES, "autosparse__autos.npz"))
+  info = meta["scorers"][backbone]
+  weights = rn.scorer_state({k: tuple(v) for k, v in info["state_shapes"].items()})
+  assert rn.sha256(weights) == info["weights_sha256"], "numpy regenerates other scorer weights: regenerate"
+  scorer = make_scorer(backbone)
+  variables = scorer_variables(backbone, weights)
+  template = jax.eval_shape(lambda: scorer.init(jax.random.PRNGKey(0), jnp.zeros((2, 2)), train=False))
+  assert jax.tree.structure(template) == jax.tree.structure(variables)
+  for t, v in zip(jax.tree.leaves(template), jax.tree.leaves(variables)):
+    assert t.shape == v.shape
+  variables = jax.tree.map(jnp.asarray, variables)
+  x = jnp.asarray(rn.scorer_features(info["samples"]))
+  errors = {}
+  for mode in ("eval", "train"):
+    if f"{backbone}/{mode}" not in arrays:
+      continue
+    apply = jax.jit(lambda v, x: scorer.apply(v, x, train=True, mutable=["batch_stats"])[0] if mode == "train"
+                    else scorer.apply(v, x, train=False))
+    ours = np.asarray(apply(variables, x), np.float64)
+    theirs = arrays[f"{backbone}/{mode}"].astype(np.float64)
+    top = np.abs(theirs).max()
+    rtol = float(meta.get("rtol_by_mode", {}).get(mode, meta["rtol_vs_layer_max"]))
+    assert np.abs(ours - theirs).max() <= rtol * top, (backbone, mode, ours[:4], theirs[:4])
+    errors[mode] = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+  return errors
+
+
+def test_autos_mlp_scorer_equals_the_authors_module():
+  """Our AutoSScorer(backbone='mlp') = autosnet.MLP (2-16-64-1024-1024-64-1, BN + ReLU) with the same
+  weights, eval mode (scoring) and train mode (batch statistics over the weights)."""
+  errors = scorer_parity("mlp")
+  record("autosparse", "autos (mlp scorer)", "features", max(errors.values()), {})
+
+
+@pytest.mark.slow
+def test_autos_resnet18_scorer_equals_the_authors_module():
+  """Our AutoSScorer(backbone='resnet18') = autosnet.ResNet18 (the paper's scorer, 11.4 M parameters)
+  with the same weights, eval mode. Slow: a ResNet-18 forward per weight."""
+  errors = scorer_parity("resnet18")
+  record("autosparse", "autos (resnet18 scorer)", "features", max(errors.values()), {})
+
+
 # --------------------------------------------------------------------- the generator's commit check
 
 GENERATOR = os.path.join(os.path.dirname(HERE), "benchmarks", "reference_scores.py")
