@@ -691,8 +691,86 @@ def run_autosparse(directory, inputs, out_dir):
   print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KiB)")
 
 
+def run_npb(directory, inputs, out_dir):
+  """The NPB authors' Pruners.pruners.Optimization_Pruner (ERK layer budgets, then their cvxpy integer
+  programme per layer, HiGHS through cvxpy) on the conv net at 90% / 98%: their layer budgets, masks,
+  and per layer the input-node path values P they solved with, their solution and the programme's
+  optimal value. (LeNet-300-100 cannot run: their first-layer P for an image input to a Linear layer is
+  summed over the wrong axis and raises 'Wrong input dimension'.) Import-only dependencies that the
+  pruning path never calls (matplotlib, seaborn, pandas; Utils.load, which imports torchvision) are
+  stubbed as empty modules."""
+  import importlib.machinery
+  import types
+  torch = torch_setup()
+  for name in ("matplotlib", "matplotlib.pyplot", "seaborn", "pandas", "Utils.load"):
+    try:
+      if name != "Utils.load":
+        __import__(name)
+        continue
+    except ImportError:
+      pass
+    stub = types.ModuleType(name)
+    stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    sys.modules[name] = stub
+  import cvxpy as cp
+  import numpy as np
+  import reference_nets as rn
+  from Layers import layers
+  from Pruners import pruners
+
+  settings = {"initializer": "ERK", "alpha": 0.01, "beta": 1.0, "max_param_per_kernel": None,
+              "chunk_size": 32, "net": "conv", "solver": "cvxpy default MILP solver (HiGHS)"}
+  calls, values = [], []
+  optimize, solve = pruners.optimize_layerwise, cp.Problem.solve
+
+  def recording_optimize(mask, inp, sparsity, **kw):
+    out = optimize(mask, inp, sparsity, **kw)
+    calls.append({"shape": list(mask.shape), "inp": inp.detach().double().numpy().copy(), "sparsity": float(sparsity),
+                  "kw": {k: (v if isinstance(v, (int, float, bool, type(None))) else None) for k, v in kw.items()},
+                  "mask": numpy32(out) > 0.5, "value": values[-1]})
+    return out
+
+  def recording_solve(self, *a, **kw):
+    value = solve(self, *a, **kw)
+    values.append(float(value))
+    return value
+
+  pruners.optimize_layerwise, cp.Problem.solve = recording_optimize, recording_solve
+  arrays, meta_layers = {}, {}
+  try:
+    for sparsity in SPARSITIES:
+      calls.clear()
+      model = build_net("conv", layers)
+      pruner = pruners.Optimization_Pruner(initializer="ERK", alpha=settings["alpha"], beta=settings["beta"],
+                                           sparsity=1 - sparsity, device="cpu", max_param_per_kernel=None,
+                                           chunk_size=settings["chunk_size"])
+      pruner.prune(model, (3, 32, 32))
+      tag = int(round(sparsity * 100))
+      final = read_masks(model, "conv")
+      flat = np.concatenate([final[n].reshape(-1) for n, _ in rn.prunable("conv")])
+      arrays[f"conv/mask{tag}"] = rn.pack_bits(flat)
+      layer_meta = []
+      for i, c in enumerate(calls):
+        arrays[f"conv/{tag}/call{i}/inp"] = c["inp"]
+        arrays[f"conv/{tag}/call{i}/mask"] = rn.pack_bits(c["mask"])
+        layer_meta.append({"shape": c["shape"], "sparsity": c["sparsity"], "kw": c["kw"], "value": c["value"]})
+      meta_layers[tag] = layer_meta
+  finally:
+    pruners.optimize_layerwise, cp.Problem.solve = optimize, solve
+  meta = {"repo": "npb", "url": REPOS["npb"][0], "commit": REPOS["npb"][1], "criterion": "npb",
+          "torch": torch.__version__, "cvxpy": cp.__version__, "settings": settings, "calls": meta_layers,
+          "weights_sha256": {"conv": rn.sha256(rn.theta0("conv"))},
+          "instrumentation": "Pruners.pruners.optimize_layerwise and cvxpy.Problem.solve wrapped to record each "
+                             "layer's arguments, solution and optimal value; import-only modules stubbed",
+          "entry_points": "Pruners.pruners.Optimization_Pruner.prune (-> Pruners.utils.optimize_layerwise, "
+                          "ERK_sparsify, fine_tune_mask)", "generated": time.strftime("%Y-%m-%d")}
+  path = os.path.join(out_dir, "npb__npb.npz")
+  np.savez_compressed(path, meta=json.dumps(meta, sort_keys=True), **arrays)
+  print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KiB)")
+
+
 RUNNERS = {"synaptic_flow": run_synaptic_flow, "grasp": run_grasp, "px": run_px, "ntk_sap": run_ntk_sap,
-           "prospr": run_prospr, "force": run_force, "autosparse": run_autosparse}
+           "prospr": run_prospr, "force": run_force, "autosparse": run_autosparse, "npb": run_npb}
 
 
 def worker(name, directory, out_dir):
