@@ -284,7 +284,9 @@ def run_synaptic_flow(directory, inputs, out_dir):
   """Synaptic-Flow's Pruners.pruners (Mag, SNIP, GraSP, SynFlow) and prune.prune_loop, eval mode
   (prune_loop's default train_mode=False), their masked layers (Layers.layers)."""
   torch = torch_setup()
+  import numpy as np
   import torch.nn as nn
+  import reference_nets as rn
   from Layers import layers
   from Pruners import pruners
   from Utils import generator
@@ -297,7 +299,7 @@ def run_synaptic_flow(directory, inputs, out_dir):
     results = {}
     for net in ("lenet", "conv"):
       x, y = batch(inputs, net)
-      counts = {}
+      counts, oneshots = {}, {}
       nb = settings[criterion].get("batches", 1)
       loader = list(zip(x.chunk(nb), y.chunk(nb)))
       model = build_net(net, layers).eval()
@@ -306,6 +308,9 @@ def run_synaptic_flow(directory, inputs, out_dir):
       scores = {name: numpy32(pruner.scores[id(p)]) for name, p in layer_arrays(model, net)}
       masks = {}
       for sparsity in SPARSITIES:
+        reset_masks(model)
+        pruner.mask(1 - sparsity, "global")  # Their `sparsity` argument is the kept fraction.
+        oneshot = read_masks(model, net)
         if criterion == "synflow":  # Their whole loop: 100 rounds, exponential schedule, global.
           m2 = build_net(net, layers)
           p2 = cls(generator.masked_parameters(m2, False, False, False))
@@ -313,15 +318,16 @@ def run_synaptic_flow(directory, inputs, out_dir):
           sf_prune.prune_loop(m2, nn.CrossEntropyLoss(), p2, loader, "cpu", 1 - sparsity, "exponential",
                               "global", 100)
           masks[sparsity] = read_masks(m2, net)
+          oneshots[f"oneshot_mask{int(round(sparsity * 100))}"] = rn.pack_bits(
+              np.concatenate([oneshot[n].reshape(-1) for n, _ in rn.prunable(net)]))
         else:
-          reset_masks(model)
-          pruner.mask(1 - sparsity, "global")  # Their `sparsity` argument is the kept fraction.
-          masks[sparsity] = read_masks(model, net)
-      results[net] = {"scores": scores, "masks": masks, "extra": round_counts(counts)}
+          masks[sparsity] = oneshot
+      results[net] = {"scores": scores, "masks": masks, "extra": {**round_counts(counts), **oneshots}}
     meta = {"settings": settings[criterion], "mode": "eval (prune_loop train_mode=False)",
             "data": "loader = the fixture batch in `batches` equal chunks",
             "normalised": criterion in ("snip", "grasp"),
-            "masks_by": ("prune.prune_loop(..., 'exponential', 'global', 100)" if criterion == "synflow"
+            "masks_by": ("mask90/98: prune.prune_loop(..., 'exponential', 'global', 100); oneshot_mask90/98: "
+                         "Pruner.mask(1 - sparsity, 'global') on the one-round scores" if criterion == "synflow"
                          else "Pruner.mask(1 - sparsity, 'global') on the one-shot scores"),
             "entry_points": f"Pruners.pruners.{cls.__name__}.score, Pruner.mask" +
                             (", prune.prune_loop" if criterion == "synflow" else ""),
