@@ -8,7 +8,7 @@ Each NAME=DIR is a checkout of an authors' repository (fetch it; check it out ou
 repository). Its scoring code is imported from DIR and run unmodified under CPU PyTorch, in
 a virtualenv of its own (torch is not a dependency of autosparse_jax):
 
-    python3 -m venv /work/refvenv && /work/refvenv/bin/pip install torch==2.13.0 numpy scipy tqdm
+    python3 -m venv /work/refvenv && /work/refvenv/bin/pip install torch==2.13.0 numpy scipy tqdm cvxpy
 
 The networks (tests/reference_nets.py: LeNet-300-100 on MNIST, a small conv net with
 BatchNorm on the CIFAR-10 subset) take fixed weights regenerated from seeds; the inputs are
@@ -143,7 +143,9 @@ def write_inputs(path, shared_data):
 # ---------------------------------------------------------------------- torch side (worker)
 
 def torch_setup():
+  import numpy as np
   import torch
+  np.random.seed(0)  # NPB places kept entries inside a kernel with np.random.shuffle.
   torch.manual_seed(0)
   torch.use_deterministic_algorithms(True)
   torch.set_num_threads(1)
