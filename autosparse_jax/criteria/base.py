@@ -79,19 +79,29 @@ def class_balanced_indices(prune_data, key, per_class, num_classes):
 UNROLL_BATCHES = 8
 
 
-def loss_on(model_state, params, prune_data, idx, temperature=1.0):
+BN_MODES = ("eval", "train")
+
+
+def loss_on(model_state, params, prune_data, idx, temperature=1.0, bn_mode="eval"):
+  """Mean cross-entropy of examples idx; bn_mode 'train' normalises BatchNorm with the batch's own
+  statistics (PyTorch's train mode: gradients flow through them), 'eval' with the running ones."""
+  from autosparse_jax.criteria.modes import train_logits
   x = model_state.inputs(prune_data.images[idx])
-  logits = model_state.logits(params, x).astype(jnp.float32) / temperature
+  if bn_mode not in BN_MODES:
+    raise ConfigError(f"BatchNorm mode {bn_mode!r} is not known. Allowed: {', '.join(BN_MODES)}.")
+  forward = train_logits if bn_mode == "train" else (lambda s, p, x: s.logits(p, x))
+  logits = forward(model_state, params, x).astype(jnp.float32) / temperature
   return optax.softmax_cross_entropy_with_integer_labels(logits, prune_data.labels[idx]).mean()
 
 
 def accumulated_gradient(model_state, params, masks, prune_data, batches, reduction="sum",
-                         temperature=1.0):
-  """Sum (or mean) over `batches` of the batch-mean loss gradient at the masked params."""
+                         temperature=1.0, bn_mode="eval"):
+  """Sum (or mean) over `batches` of the batch-mean loss gradient at the masked params (BatchNorm
+  in bn_mode: loss_on)."""
   if reduction not in ("sum", "mean"):
     raise ConfigError(f"config.prune.grad_reduction={reduction!r} is not known. Allowed: sum, mean.")
   grad_fn = jax.grad(lambda p, idx: loss_on(model_state, apply_masks(p, masks), prune_data, idx,
-                                            temperature))
+                                            temperature, bn_mode))
 
   def body(total, idx):
     return jax.tree.map(jnp.add, total, grad_fn(params, idx)), None

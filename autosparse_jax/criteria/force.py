@@ -17,14 +17,17 @@ at exponential densities d^(r/10) (--mode exp), and ONE batch per round
 gradients averaged when more). Here: force_num_batches batches of
 cfg.batch_size, drawn from the round's key, reduced by cfg.grad_reduction
 (sum or mean: the same ranking). With one round and all weights alive the score
-is SNIP's. BN runs in eval mode like this package's SNIP (the authors' network
-is in train mode while pruning).
+is SNIP's. BatchNorm runs in train mode by default, as the authors' network does
+while pruning (train_cifar_tiny_imagenet.py builds it and prunes it before any
+.eval(): each round's batch is normalised by its own statistics, gradients
+through them); force_bn_mode='eval' uses the running statistics instead (this
+package's SNIP convention).
 """
 import jax
 import jax.numpy as jnp
 import dataclasses
 
-from autosparse_jax.criteria.base import accumulated_gradient, batch_indices
+from autosparse_jax.criteria.base import BN_MODES, accumulated_gradient, batch_indices
 from autosparse_jax.criteria.options import DataOptions, option
 from autosparse_jax.masks import apply_masks
 
@@ -33,6 +36,8 @@ from autosparse_jax.masks import apply_masks
 class ForceOptions(DataOptions):
   force_num_batches: int = option(1, "FORCE: batches of batch_size per round (authors' --num_batches 1)",
                                   low=1)
+  force_bn_mode: str = option("train", "FORCE: BatchNorm on each batch's statistics (train, the authors') or the "
+                              "running ones (eval)", choices=BN_MODES)
 
 
 def force_scores(params, masks, model_state, prune_data, key, cfg):
@@ -42,7 +47,7 @@ def force_scores(params, masks, model_state, prune_data, key, cfg):
   batches = batch_indices(prune_data, key, sub)
   all_alive = jax.tree.map(lambda m: jnp.ones((), jnp.bool_), masks)
   grads = accumulated_gradient(model_state, apply_masks(params, masks), all_alive, prune_data,
-                               batches, cfg.grad_reduction)
+                               batches, cfg.grad_reduction, bn_mode=cfg.force_bn_mode)
   return jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads)
 
 

@@ -16,7 +16,11 @@ with
   * BN: the authors reset the running statistics and run the unperturbed network
     once in train mode with BN momentum 1, then both networks in eval mode: both
     are normalised by the unperturbed network's batch statistics, as constants
-    (criteria/modes.batch_statistics; flax's variance is the biased one).
+    (criteria/modes.batch_statistics: PyTorch's running variance, the unbiased
+    one). (Their prune_loop puts the network in eval mode before the first round,
+    so with --prune-train-mode False, the argparse default, the very first draw
+    of the first round normalises with the reset statistics, mean 0 and variance
+    1; their scripts/run.sh passes --prune-train-mode True, which this follows.)
 Score = |dT/dm| at the current mask, zero for pruned weights. Since
 E_delta T = eps^2 * sum_x ||J_theta'(x)||_F^2 + O(eps^3) (the NTK trace on the
 prunable weights), this is the mask gradient of a stochastic NTK-trace estimate.
@@ -81,35 +85,44 @@ def fd_trace(model_state, params, masks_float, x, delta):
   return jnp.sum(jnp.square(out - out_mod))
 
 
+def draw(model_state, masks, key, batch, eps):
+  """One draw (fresh params, their model state, inputs x [batch, ...], perturbation delta)."""
+  spec = model_state.spec
+  init_key, x_key, delta_key = jax.random.split(key, 3)
+  if hasattr(model_state, "model"):
+    dummy = jnp.zeros((1,) + tuple(spec.image_shape), jnp.float32)
+    variables = model_state.model.init(init_key, dummy)
+    fresh = variables["params"]
+    state = model_state.replace(batch_stats=variables.get("batch_stats", model_state.batch_stats))
+  else:  # A network given as a function: the user's init_fn(key) -> params draws fresh weights.
+    fresh, state = model_state.init_fn(init_key), model_state
+  x = jax.random.normal(x_key, (batch,) + tuple(spec.image_shape), jnp.float32)
+  return fresh, state, x, perturbation(delta_key, fresh, masks, eps)
+
+
+def scores_from_draws(masks, draws):
+  """|sum over draws of dT/dm| at the current mask, zero for pruned weights.
+
+  draws: [(fresh params, model state, x, delta)] as `draw` makes them (the reference tests pass
+  the authors' own draws here).
+  """
+  masks_float = jax.tree.map(lambda m, p: m.astype(p.dtype), masks, draws[0][0])
+  total_grad = jax.tree.map(jnp.zeros_like, masks_float)
+  for fresh, state, x, delta in draws:  # R * ceil(10 C / 256) draws (1 to a few): straight-line code.
+    total_grad = jax.tree.map(jnp.add, total_grad,
+                              jax.grad(lambda m: fd_trace(state, fresh, m, x, delta))(masks_float))
+  return jax.tree.map(lambda g, m: jnp.abs(g) * m, total_grad, masks_float)
+
+
 def ntk_sap_scores(params, masks, model_state, prune_data, key, cfg):
   """|dT/dm| summed over re-samplings and batches (see module docstring)."""
-  del prune_data
-  spec = model_state.spec
-  total = int(_get(cfg, "ntk_sap_samples_per_class")) * spec.num_classes
+  del prune_data, params  # Data-free; the weights are re-drawn.
+  total = int(_get(cfg, "ntk_sap_samples_per_class")) * model_state.spec.num_classes
   num = -(-total // int(_get(cfg, "ntk_sap_batch_size")))
   batch = -(-total // num)
   eps = float(_get(cfg, "ntk_sap_epsilon"))
-  resamples = int(_get(cfg, "ntk_sap_resamples"))
-  masks_float = jax.tree.map(lambda m, p: m.astype(p.dtype), masks, params)
-  dummy = jnp.zeros((1,) + tuple(spec.image_shape), jnp.float32)
-
-  def one(k):
-    init_key, x_key, delta_key = jax.random.split(k, 3)
-    if hasattr(model_state, "model"):
-      variables = model_state.model.init(init_key, dummy)
-      fresh = variables["params"]
-      state = model_state.replace(batch_stats=variables.get("batch_stats", model_state.batch_stats))
-    else:  # A network given as a function: the user's init_fn(key) -> params draws fresh weights.
-      fresh, state = model_state.init_fn(init_key), model_state
-    x = jax.random.normal(x_key, (batch,) + tuple(spec.image_shape), jnp.float32)
-    delta = perturbation(delta_key, fresh, masks, eps)
-    return jax.grad(lambda m: fd_trace(state, fresh, m, x, delta))(masks_float)
-
-  keys = jax.random.split(key, resamples * num)
-  total_grad = jax.tree.map(jnp.zeros_like, masks_float)
-  for k in keys:  # R * ceil(10 C / 256) draws (1 to a few): straight-line code.
-    total_grad = jax.tree.map(jnp.add, total_grad, one(k))
-  return jax.tree.map(lambda g, m: jnp.abs(g) * m, total_grad, masks_float)
+  keys = jax.random.split(key, int(_get(cfg, "ntk_sap_resamples")) * num)
+  return scores_from_draws(masks, [draw(model_state, masks, k, batch, eps) for k in keys])
 
 
 CRITERIA = {

@@ -16,8 +16,8 @@ px -- Path eXclusion, "Finding lottery tickets in vision models via data-driven
 spectral foresight pruning". As the authors' PX.score (iurada/px-ntk-pruning,
 lib/pruners.py) does, with three copies of the masked network:
   * activation model (eval mode, the real weights) on x: records the input of
-    every ReLU (flax.linen.relu is swapped during tracing, as the authors swap
-    torch's F.relu);
+    every ReLU (flax.linen.relu and jax.nn.relu are swapped during tracing, as
+    the authors swap torch's F.relu);
   * z1 = jvf model (train-mode BN, every weight and bias = 1, i.e. the mask) on
     x^2, each ReLU replaced by the gate 1[recorded input > 0]; a constant;
   * z2 = pk model (train-mode BN, weights and biases squared, ReLU = identity) on
@@ -78,15 +78,24 @@ def synflow_l2_scores(params, masks, model_state, prune_data, key, cfg, dtype=jn
   return jax.tree.map(lambda p, g: jnp.abs(p * g), sq_params, grads)
 
 
+# Where a network finds ReLU when it is traced: flax.linen.relu (this package's models), its home module
+# flax.linen.activation, and jax.nn.relu (the same function, called as jax.nn.relu). The authors swap
+# torch.nn.functional.relu, which nn.ReLU modules call too.
+_RELU_HOMES = (nn, nn.activation, jax.nn)
+
+
 @contextlib.contextmanager
 def _relu_as(fn):
-  """Swap flax.linen.relu (what the models call) for fn while tracing."""
-  old = nn.relu
-  nn.relu = fn
+  """Swap ReLU for fn while tracing, wherever a network looks it up by attribute (_RELU_HOMES).
+  (A function bound at import time, `from jax.nn import relu`, cannot be intercepted.)"""
+  old = [home.relu for home in _RELU_HOMES]
+  for home in _RELU_HOMES:
+    home.relu = fn
   try:
     yield
   finally:
-    nn.relu = old
+    for home, f in zip(_RELU_HOMES, old):
+      home.relu = f
 
 
 def first_per_class(labels, per_class, num_classes):
@@ -129,12 +138,13 @@ def px_scores(params, masks, model_state, prune_data, key, cfg):
   pk0 = jax.tree.map(lambda p, k: p if k else jnp.square(p), theta, kept)
 
   def batch_loss(pk, b):
-    x = model_state.inputs(prune_data.images[b])
+    # In the weights' dtype (float64 when the caller runs PX in float64: x^2 squared in that precision).
+    x = model_state.inputs(prune_data.images[b]).astype(jax.tree.leaves(params)[0].dtype)
     pre = []
 
     def record(v, *a, **k):
       pre.append(v)
-      return jax.nn.relu(v)
+      return jnp.maximum(v, 0)  # Not jax.nn.relu: it is swapped too.
 
     with _relu_as(record):
       model_state.logits(theta, x)

@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from autosparse_jax.criteria.base import accumulated_gradient, batch_indices, class_balanced_indices
+from autosparse_jax.criteria.base import BN_MODES, accumulated_gradient, batch_indices, class_balanced_indices
 from autosparse_jax.criteria.options import DataOptions, option
 from autosparse_jax.masks import apply_masks
 
@@ -22,6 +22,11 @@ class GraspOptions(DataOptions):
   # random (Synaptic-Flow's --prune-dataset-ratio).
   grasp_sampling: str = option("balanced", "GraSP: samples balanced per class or random",
                                choices=GRASP_SAMPLINGS)
+  # "eval" = BatchNorm on its running statistics (Synaptic-Flow: prune_loop's model.eval()); "train" =
+  # on each batch's own statistics, gradients through them (the GraSP authors: their driver scores a
+  # freshly built network, in train mode).
+  grasp_bn_mode: str = option("eval", "GraSP: BatchNorm in eval mode (Synaptic-Flow) or train mode (the GraSP "
+                              "authors)", choices=BN_MODES)
 
 
 def snip_scores(params, masks, model_state, prune_data, key, cfg):
@@ -62,7 +67,7 @@ def _prunable_only(tree, masks):
   return jax.tree.map(lambda x, m: x if m.ndim > 0 else jnp.zeros_like(x), tree, masks)
 
 
-def hessian_gradient_product(model_state, params, masks, prune_data, batches, temperature):
+def hessian_gradient_product(model_state, params, masks, prune_data, batches, temperature, bn_mode="eval"):
   """(g, H g) of the temperature-scaled mean loss w.r.t. the prunable weights only.
 
   w = the prunable weights (masks leaves with ndim > 0); biases and BatchNorm
@@ -74,7 +79,7 @@ def hessian_gradient_product(model_state, params, masks, prune_data, batches, te
   are zero at the unprunable leaves.
   """
   total_grad = lambda p: accumulated_gradient(model_state, p, masks, prune_data, batches, "mean",
-                                              temperature)
+                                              temperature, bn_mode)
   g = _prunable_only(jax.lax.stop_gradient(total_grad(params)), masks)
   _, hg = jax.jvp(total_grad, (params,), (g,))
   return g, _prunable_only(hg, masks)
@@ -84,7 +89,7 @@ def grasp_scores(params, masks, model_state, prune_data, key, cfg):
   """theta * (H g): the LOWEST are pruned (the GraSP paper's -theta * Hg, largest removed)."""
   batches = grasp_batches(prune_data, key, cfg, model_state.spec.num_classes)
   _, hg = hessian_gradient_product(model_state, params, masks, prune_data, batches,
-                                   float(cfg.grasp_temperature))
+                                   float(cfg.grasp_temperature), cfg.grasp_bn_mode)
   return jax.tree.map(lambda p, h: p * h, apply_masks(params, masks), hg)
 
 

@@ -20,11 +20,12 @@ class RawDataError(ValueError):
 
 
 def recorded_checksums(tfds_name):
-  """{file name: (size, sha256)} that tensorflow-datasets records for its own `tfds_name`."""
+  """{file name: (size, sha256)} that tensorflow-datasets records for its own `tfds_name` ({} without
+  tensorflow-datasets: the readers are pure numpy, e.g. in benchmarks/reference_scores.py's torch venv)."""
   try:
     text = importlib.resources.files("tensorflow_datasets").joinpath(
         "url_checksums", f"{tfds_name}.txt").read_text()
-  except FileNotFoundError:
+  except (FileNotFoundError, ModuleNotFoundError):
     return {}
   out = {}
   for line in text.splitlines():
