@@ -152,26 +152,31 @@ def stored_bytes(params, masks, nm=None):
   return out
 
 
-def cost(params, masks, apply_fn, input_shape, nm=None, dense_flops=None, loss=None):
+def cost(params, masks, apply_fn, input_shape, nm=None, dense_flops=None, loss=None, train_batch=None):
   """FLOPs (inference, one training step) and bytes of `params` under `masks` (module docstring).
 
-  input_shape: a batch's shape, e.g. (1, 28, 28, 1): FLOPs are per that batch.
+  input_shape: a batch's shape, e.g. (1, 28, 28, 1): inference FLOPs are per that batch.
+  train_batch: the training step's batch size (default: input_shape's); its FLOPs are per step.
   nm: (N, M) to also give the N:M compressed bytes. dense_flops: (inference, training) from
   an earlier call on the same network (the jobs compute them once per task).
   """
   x = jnp.zeros(tuple(input_shape), jnp.float32)
+  xt = jnp.zeros((int(train_batch or input_shape[0]),) + tuple(input_shape[1:]), jnp.float32)
   table = masked_macs(apply_fn, params, masks, x)
   removed = table["macs"] - table["kept"]
   loss = loss or (lambda p, xb: jnp.sum(apply_fn(p, xb)))
-  step = masked_macs(jax.grad(loss), params, masks, x)  # Forward + the input-gradient products.
-  # + the weight-gradient products: a pruned weight's gradient takes as many multiply-adds as its forward use.
-  removed_training = (step["macs"] - step["kept"]) + removed
+  step = masked_macs(jax.grad(loss), params, masks, xt)  # Forward + the input-gradient products.
+  # + the weight-gradient products: a pruned weight's gradient takes as many multiply-adds as its
+  # forward use (the step's forward products with the masked weights).
+  forward_step = masked_macs(apply_fn, params, masks, xt)
+  removed_training = (step["macs"] - step["kept"]) + (forward_step["macs"] - forward_step["kept"])
   if dense_flops is None:
-    dense_flops = (_xla_flops(apply_fn, params, x), _xla_flops(jax.grad(loss), params, x))
+    dense_flops = (_xla_flops(apply_fn, params, x), _xla_flops(jax.grad(loss), params, xt))
   inference, training = dense_flops
   kept = sum(int(np.asarray(m).sum()) for _, m in masks_lib.prunable_items(masks, masks))
   total = sum(int(m.size) for _, m in masks_lib.prunable_items(masks, masks))
   return {"inference_flops_dense": inference, "inference_flops": inference - 2.0 * removed,
-          "training_flops_dense": training, "training_flops": training - 2.0 * removed_training,
+          "training_flops_dense": training, "training_flops": max(0.0, training - 2.0 * removed_training),
+          "train_batch": int(xt.shape[0]),
           "macs_masked_layers_dense": table["macs"], "kept_macs": table["kept"],
           "kept_weights": kept, "prunable_weights": total, "bytes": stored_bytes(params, masks, nm)}

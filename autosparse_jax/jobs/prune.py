@@ -67,10 +67,11 @@ def mask_cost(task, states, config):
     model_state = pruning.model_state(trainer, state.batch_stats)
     apply_fn = lambda p, x, ms=model_state: ms.logits(p, x)
     def dense_flops(state=state, apply_fn=apply_fn):  # Once per task: the masks do not change it.
-      full = sparse_cost.cost(state.params, state.masks, apply_fn, shape)
+      full = sparse_cost.cost(state.params, state.masks, apply_fn, shape, train_batch=config.train.batch_size)
       return full["inference_flops_dense"], full["training_flops_dense"]
     dense = task.program(programs.program_key("dense_flops"), dense_flops)
-    out.append(sparse_cost.cost(state.params, state.masks, apply_fn, shape, nm=nm, dense_flops=dense))
+    out.append(sparse_cost.cost(state.params, state.masks, apply_fn, shape, nm=nm, dense_flops=dense,
+                                train_batch=config.train.batch_size))
   return out
 
 
