@@ -320,7 +320,7 @@ def test_writers_killed_at_random_instants_leave_only_whole_files(tmp_path):
   os.makedirs(directory)
   env = dict(os.environ, AUTOSPARSE_COMPILATION_CACHE="off", MPLBACKEND="Agg")
   kills = 0
-  for _ in range(6):
+  for _ in range(4):
     proc = subprocess.Popen([sys.executable, "-c", KILL_LOOP, directory], stdout=subprocess.PIPE, text=True,
                             cwd=REPO, env=env)
     assert proc.stdout.readline().strip() == "ready"
@@ -333,7 +333,7 @@ def test_writers_killed_at_random_instants_leave_only_whole_files(tmp_path):
     for name in os.listdir(directory):
       if name.endswith(".json"):
         assert "i" in artefacts.read_json(os.path.join(directory, name), "")
-  assert kills == 6 and any(n.startswith("out") for n in os.listdir(directory))
+  assert kills == 4 and any(n.startswith("out") for n in os.listdir(directory))
 
 
 def test_a_workdir_of_the_previous_version_resumes_under_the_new_defaults():
