@@ -437,7 +437,8 @@ def _shape_problems(config, prefix):
                                  f"{prefix}irp.final_density" if config.job == "irp" else
                                  f"{prefix}sparsity/sparsities ({s:g})")
   except ValueError as e:
-    out.append(str(e))
+    field = f"{prefix}prune.structure"
+    out.append(str(e) if str(e).startswith(field) else f"{field}={structure_text!r}: {e}")
   minimum = int(config.prune.min_per_layer)
   for s in sparsities:
     kept = masks_lib.num_to_keep(1.0 - float(s), total) if 0 <= float(s) <= 1 else total

@@ -223,6 +223,7 @@ def compliance(structure, masks):
     if structure.kind == UNSTRUCTURED:
       out[name] = 1.0
       continue
+    check_divisible(structure, name, m.shape)  # A named error, not a reshape's.
     g = np.asarray(to_groups(jnp.asarray(m), name, structure))
     ok = g.sum(axis=1) <= structure.n if structure.kind == "nm" else (g.all(axis=1) | ~g.any(axis=1))
     out[name] = float(ok.mean())

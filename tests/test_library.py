@@ -287,6 +287,15 @@ def _bad_cases(net, params, apply_fn, batches):
       ("num_classes disagrees", dict(criterion="snip", batches=batches, num_classes=5), "num_classes=5"),
       ("invalid ablation", dict(criterion="snip", batches=batches, ablation="reinit"), "ablation='reinit'"),
       ("rounds for a host criterion", dict(criterion="npb", input_shape=(1, 8, 8, 1), rounds=3), "rounds=3"),
+      ("N:M at another density", dict(criterion="snip", batches=batches, structure="2:4"),
+       "structure='2:4' keeps exactly 2 of every 4 .* set sparsity to 0.5"),
+      ("N > M", dict(criterion="snip", batches=batches, structure="5:4", sparsity=0.5), "N:M needs 0 < N < M"),
+      ("an unknown structure", dict(criterion="snip", batches=batches, structure="blocks:4x4"),
+       "structure='blocks:4x4' is not a sparsity structure"),
+      ("a layer that does not divide", dict(criterion="snip", batches=batches, structure="block:3x3"),
+       "structure block:3x3: layer .* does not tile into 3 x 3 blocks"),
+      ("an unknown group reduction", dict(criterion="snip", batches=batches, structure="channel",
+                                          group_reduce="median"), "group_reduce='median' is not known"),
   ], common
 
 

@@ -131,6 +131,20 @@ BAD_INPUT = [
     ("ccc", {"ccc.field": "scores", "ccc.datasets": ("/a", "/b")}, "config.ccc.field='scores' is not known"),
     ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.9, "imports": ("no_such_module",)},
      "config.imports names 'no_such_module'"),
+    # Structures (structure.py): N:M fixes the density; groups must divide every layer; known names only.
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.75, "prune.structure": "2:4"},
+     "config.prune.structure='2:4' keeps exactly 2 of every 4 weights (density 0.5), but "
+     "config.sparsity/sparsities (0.75) asks for density 0.25: set config.sparsity/sparsities (0.75) to 0.5"),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.5, "prune.structure": "block:7x7"},
+     "config.prune.structure='block:7x7': structure block:7x7: layer Dense_0/kernel's [inputs, outputs] view is "
+     "64 x 300"),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.5, "prune.structure": "chanel"},
+     "config.prune.structure='chanel' is not a sparsity structure"),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.5, "prune.group_reduce": "median"},
+     "config.prune.group_reduce='median' is not known"),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.5, "export": "zip"}, "config.export='zip' is not known"),
+    ("prune:lenet_digits", {"criterion": "snip", "sparsity": 0.5, "workdir_lock": "maybe"},
+     "config.workdir_lock='maybe' is not known"),
 ]
 
 
