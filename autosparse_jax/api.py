@@ -287,7 +287,7 @@ def _prepare(criterion, params, apply_fn, batches, input_shape, key, prunable, m
   _check_params(params)
   scorer_dir = _scorer_dir(criterion, scorer)
   prunable_spec = prunable if prunable is not None else masks_lib.DEFAULT_PRUNABLE
-  spec = _spec(criterion, density, options, scorer_dir, 1, prunable=prunable_spec, **settings)
+  spec = _spec(criterion, density, options, scorer_dir, 1, prunable=prunable_spec, **settings)  # Options first.
   if masks is None:
     masks = init_masks(params, prunable)
   else:
@@ -297,8 +297,8 @@ def _prepare(criterion, params, apply_fn, batches, input_shape, key, prunable, m
   key = _key(key)
   net, data, batch, fingerprint = _network(criterion, params, apply_fn, batches, input_shape, num_classes,
                                            init_fn)
-  if batch != 1:  # The batch size of the user's batches.
-    spec = _spec(criterion, density, options, scorer_dir, batch, prunable=prunable_spec, **settings)
+  if isinstance(spec.options, criteria.DataOptions):  # The pruning data: the user's batches, all of them.
+    spec = dataclasses.replace(spec, options=dataclasses.replace(spec.options, batch_size=batch))
   return attrs, spec, net, data, masks, key, fingerprint
 
 
