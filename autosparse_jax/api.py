@@ -27,11 +27,6 @@ from autosparse_jax.criteria.base import PruneData
 from autosparse_jax.data.specs import DatasetSpec
 from autosparse_jax.errors import ConfigError
 
-# Criteria that reach into a Flax module of this package's registry (train-mode BatchNorm,
-# re-initialisation, per-layer interception) or into an IRP run: not for a plain apply_fn.
-NEEDS_REGISTRY_MODEL = {"survival": "the score datasets of an IRP job on a registered model"}
-# Data-free criteria that run the network: they need the input's shape.
-NEEDS_INPUT_SHAPE = ("synflow", "synflow_l2", "npb", "ntk_sap")
 # Options the API sets itself from its own arguments (batches=, scorer=): not keywords.
 _FIXED_OPTIONS = ("batch_size", "num_batches", "scorer_dir")
 # Compiled programs of the API, least recently used dropped first: a program holds its executable
@@ -56,6 +51,10 @@ class FunctionModel:
   batch_stats: Any = flax.struct.field(default_factory=dict)
 
   def logits(self, params, x, dtype=None):
+    if self.apply_fn is None:
+      raise ValueError("this criterion calls the network, but it was registered without runs_network=True: "
+                       "register it with asj.register_criterion(name, fn, data=False, runs_network=True) and "
+                       "pass input_shape= (or batches=).")
     if dtype is not None:  # SynFlow's float64 pass: parameters and input in that dtype.
       params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
                             params)
@@ -76,10 +75,10 @@ def _criterion(name):
     criterion = criteria.get(name, "criterion", extra=())
   except ConfigError as e:
     raise ValueError(str(e)) from None
-  if name in NEEDS_REGISTRY_MODEL:
-    raise ValueError(f"criterion {name!r} needs {NEEDS_REGISTRY_MODEL[name]}; through "
+  if criterion.job_only:
+    raise ValueError(f"criterion {name!r} needs {criterion.job_only}; through "
                      "asj.prune/asj.score use one of "
-                     f"{', '.join(n for n in criteria.names() if n not in NEEDS_REGISTRY_MODEL)}, or run "
+                     f"{', '.join(n for n, c in criteria.REGISTRY.items() if not c.job_only)}, or run "
                      "the prune job with a registered model (config.imports).")
   return criterion
 
@@ -192,14 +191,17 @@ def _logits_width(apply_fn, params, example_shape, argument):
   return int(out.shape[1])
 
 
-def _network(criterion, params, apply_fn, batches, input_shape, num_classes, init_fn):
-  """(FunctionModel, PruneData or None, batch size, apply_fn's fingerprint) of one call, checked."""
-  attrs = criteria.get(criterion)
-  runs_network = attrs.data or criterion in NEEDS_INPUT_SHAPE + ("autos",)
-  if criterion == "ntk_sap" and not callable(init_fn):
-    raise ValueError("criterion 'ntk_sap' draws fresh weights every round: pass init_fn=lambda key: params "
+def _network(attrs, params, apply_fn, batches, input_shape, num_classes, init_fn):
+  """(FunctionModel, PruneData or None, batch size, apply_fn's fingerprint) of one call, checked.
+
+  What is needed comes from the criterion's record (data, runs_network, needs_init_fn). A criterion
+  that does not run the network gets a model without apply_fn, so no compiled program can hold one.
+  """
+  criterion = attrs.name
+  if attrs.needs_init_fn and not callable(init_fn):
+    raise ValueError(f"criterion {criterion!r} draws fresh weights every round: pass init_fn=lambda key: params "
                      "(e.g. lambda k: net.init(k, x)['params']).")
-  if apply_fn is None and runs_network:
+  if apply_fn is None and attrs.runs_network:
     raise ValueError(f"criterion {criterion!r} runs the network: pass apply_fn=lambda params, x: logits.")
   if apply_fn is not None and not callable(apply_fn):
     raise ValueError(f"apply_fn= must be a function (params, x) -> logits, got {type(apply_fn).__name__}.")
@@ -216,11 +218,11 @@ def _network(criterion, params, apply_fn, batches, input_shape, num_classes, ini
       raise ValueError(f"input_shape={input_shape!r} must be a batch's shape (1, ...) of positive integers, "
                        "e.g. (1, 28, 28, 1).")
     shape, argument = tuple(int(d) for d in input_shape)[1:], "input_shape="
-  elif criterion in NEEDS_INPUT_SHAPE:
-    raise ValueError(f"criterion {criterion!r} is data-free but needs the input's shape: pass "
-                     "input_shape=(1, ...) (a batch of one, e.g. (1, 28, 28, 1)).")
+  elif attrs.needs_input_shape:
+    raise ValueError(f"criterion {criterion!r} is data-free but runs the network, so it needs the input's shape: "
+                     "pass input_shape=(1, ...) (a batch of one, e.g. (1, 28, 28, 1)).")
   fingerprint = None
-  if apply_fn is not None and runs_network:
+  if attrs.runs_network:
     width = _logits_width(apply_fn, params, shape, argument)
     if num_classes is not None and int(num_classes) != width:
       raise ValueError(f"num_classes={num_classes} but apply_fn returns {width} logits: drop num_classes= "
@@ -231,22 +233,26 @@ def _network(criterion, params, apply_fn, batches, input_shape, num_classes, ini
       if low < 0 or high >= width:
         raise ValueError(f"the labels in batches= span {low}..{high}, but apply_fn returns {width} logits: "
                          f"labels must be class indices in [0, {width}) (e.g. 1..10 -> y - 1).")
+    # Every program that runs the network is keyed by the function it was given, whatever the criterion.
     fingerprint = programs.function_fingerprint(apply_fn, params, jax.ShapeDtypeStruct((1,) + tuple(shape),
                                                                                        jnp.float32))
-    if init_fn is not None and criterion == "ntk_sap":
+    if attrs.needs_init_fn:
       fingerprint = (fingerprint, programs.function_fingerprint(init_fn, jax.random.PRNGKey(0)))
+  else:
+    apply_fn, init_fn = None, None  # Not called: the program must not capture them.
   spec = DatasetSpec("user", tuple(shape), int(num_classes or 1), (0.0,), (1.0,))
   return FunctionModel(apply_fn, spec, init_fn), data, batch, fingerprint
 
 
-def _scorer_dir(criterion, scorer):
-  """The AutoS scorer's directory of `scorer=` (autos only)."""
-  if criterion != "autos":
+def _scorer_dir(attrs, scorer):
+  """The AutoS scorer's directory of `scorer=` (criteria that need a scorer only)."""
+  if not attrs.needs_scorer:
     if scorer is not None:
-      raise ValueError(f"scorer= is for criterion 'autos' only, not {criterion!r}: drop it.")
+      readers = " or ".join(repr(n) for n, c in criteria.REGISTRY.items() if c.needs_scorer)
+      raise ValueError(f"scorer= is for criterion {readers} only, not {attrs.name!r}: drop it.")
     return None
   if scorer is None:
-    raise ValueError("criterion 'autos' needs scorer=asj.autos.pretrained(NAME) (names: "
+    raise ValueError(f"criterion {attrs.name!r} needs scorer=asj.autos.pretrained(NAME) (names: "
                      "asj.autos.pretrained_names()) or scorer=asj.autos.load_scorer(DIR).")
   directory = scorer if isinstance(scorer, str) else getattr(scorer, "directory", None)
   if not isinstance(directory, str) or not hasattr(cached_scorer_or_none(directory), "features"):
@@ -285,7 +291,7 @@ def _prepare(criterion, params, apply_fn, batches, input_shape, key, prunable, m
   """Every check of one call, in order, before any compute: (criterion, spec, net, data, masks, key, fp)."""
   attrs = _criterion(criterion)
   _check_params(params)
-  scorer_dir = _scorer_dir(criterion, scorer)
+  scorer_dir = _scorer_dir(attrs, scorer)
   prunable_spec = prunable if prunable is not None else masks_lib.DEFAULT_PRUNABLE
   spec = _spec(criterion, density, options, scorer_dir, 1, prunable=prunable_spec, **settings)  # Options first.
   if masks is None:
@@ -295,8 +301,7 @@ def _prepare(criterion, params, apply_fn, batches, input_shape, key, prunable, m
       raise ValueError("pass masks= or prunable=, not both: masks= already says which leaves are prunable.")
     _check_masks(params, masks)
   key = _key(key)
-  net, data, batch, fingerprint = _network(criterion, params, apply_fn, batches, input_shape, num_classes,
-                                           init_fn)
+  net, data, batch, fingerprint = _network(attrs, params, apply_fn, batches, input_shape, num_classes, init_fn)
   if isinstance(spec.options, criteria.DataOptions):  # The pruning data: the user's batches, all of them.
     spec = dataclasses.replace(spec, options=dataclasses.replace(spec.options, batch_size=batch))
   return attrs, spec, net, data, masks, key, fingerprint
@@ -316,7 +321,7 @@ def _program(what, attrs, spec, net, fingerprint, params):
         return scores, pruning.finite_layers(scores, m)
     else:
       def fn(p, m, k, data, plan):
-        new, _, finite = pruning.prune_network(spec, p, m, net, data, k, plan, with_finite=True)
+        new, _, finite = pruning.prune_network(spec, p, m, net, data, k, plan)
         return new, finite
     return jax.jit(jax.vmap(fn, in_axes=(0, 0, 0, None, None)))
 
@@ -368,9 +373,9 @@ def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batc
   if (sparsity is None) == (density is None):
     raise ValueError("pass exactly one of sparsity= (fraction removed, e.g. 0.9) or density= (kept).")
   try:
-    target = 1.0 - pruning.check_sparsity(sparsity, "sparsity") if density is None else \
-        1.0 - pruning.check_sparsity(1.0 - float(density), "1 - density")
-  except (ConfigError, TypeError) as e:
+    target = 1.0 - prune_spec.check_sparsity(sparsity, "sparsity") if density is None else \
+        1.0 - prune_spec.check_sparsity(1.0 - float(density), "1 - density")
+  except (ValueError, TypeError) as e:
     raise ValueError(str(e) if density is None else f"density={density!r} must be a number in (0, 1) (the "
                      "fraction of prunable weights kept).") from None
   if ablation in ("shuffle_layerwise", "reinit"):
@@ -380,14 +385,8 @@ def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batc
       criterion, params, apply_fn, batches, input_shape, key, prunable, masks, num_classes, init_fn, scorer,
       target, options, distribution=distribution, min_per_layer=min_per_layer, rounds=rounds,
       round_schedule=round_schedule, ablation=ablation, structure=structure, group_reduce=group_reduce)
-  try:
-    plan = pruning.init_plan(spec, masks)
-  except ValueError as e:
-    raise ValueError(str(e)) from None
-  if (spec.min_per_layer and np.ndim(plan[-1]) == 0
-          and spec.min_per_layer * len(masks_lib.prunable_items(masks, masks)) > int(plan[-1])):
-    raise ValueError(f"min_per_layer={spec.min_per_layer} x {len(masks_lib.prunable_items(masks, masks))} "
-                     f"prunable layers is more than the {int(plan[-1])} weights kept: lower it.")
+  prune_spec.check_layers(spec, masks)
+  plan = spec.plan(masks)
   if not attrs.jittable:
     new, _ = pruning.host_prune(spec, params, masks, net, data, key, plan[-1])
     return jax.tree.map(jnp.asarray, new)

@@ -41,10 +41,10 @@ def export(params, masks, path, format="bitmask", structure=None):
   parsed = None
   if format == "nm":
     parsed = structure_lib.parse(structure or "", "structure") if structure else None
-    if parsed is None or parsed.kind != "nm":
+    if parsed is None or parsed.nm() is None:
       raise ValueError("format='nm' needs structure='N:M' (e.g. '2:4'), the structure the masks were pruned with.")
-    structure_lib.group_counts(parsed, masks)  # Every prunable layer splits into groups of M, or its name.
-    bad = {n: f for n, f in structure_lib.compliance(parsed, masks).items() if f < 1.0}
+    parsed.check_layers(masks)  # Every prunable layer splits into groups of M, or its name.
+    bad = {n: f for n, f in parsed.compliance(masks).items() if f < 1.0}
     if bad:
       raise ValueError(f"masks are not {parsed}: layer(s) {', '.join(bad)} keep more than {parsed.n} of some group of "
                        f"{parsed.m}; prune with structure='{parsed}' first.")
@@ -63,8 +63,8 @@ def export(params, masks, path, format="bitmask", structure=None):
       sp = sparse.BCOO.fromdense(jnp.where(m, p, 0), nse=int(m.sum()))
       arrays[f"data_{i}"], arrays[f"coords_{i}"] = np.asarray(sp.data), np.asarray(sp.indices)
     else:
-      groups_m = np.asarray(structure_lib.to_groups(jnp.asarray(m), name, parsed))  # [K/M * out, M], k-block major.
-      groups_p = np.asarray(structure_lib.to_groups(jnp.asarray(p), name, parsed))
+      groups_m = np.asarray(parsed.to_groups(jnp.asarray(m), name))  # [K/M * out, M], k-block major.
+      groups_p = np.asarray(parsed.to_groups(jnp.asarray(p), name))
       out = structure_lib.matrix(jnp.zeros(p.shape), name).shape[1]
       order = np.argsort(~groups_m, axis=1, kind="stable")[:, :parsed.n]  # Kept positions, ascending.
       values = np.take_along_axis(groups_p, order, axis=1)
@@ -125,8 +125,8 @@ def load_export(path, like=None):
         flat_i = indices.transpose(1, 0, 2).reshape(-1, parsed.n)
         np.put_along_axis(groups_p, flat_i, flat_v, axis=1)
         np.put_along_axis(groups_m, flat_i, True, axis=1)
-        p = np.asarray(structure_lib.from_groups(jnp.asarray(groups_p), leaf["path"], shape, parsed))
-        m = np.asarray(structure_lib.from_groups(jnp.asarray(groups_m), leaf["path"], shape, parsed))
+        p = np.asarray(parsed.from_groups(jnp.asarray(groups_p), leaf["path"], shape))
+        m = np.asarray(parsed.from_groups(jnp.asarray(groups_m), leaf["path"], shape))
       params.append(p)
       masks.append(m)
   except artefacts.DamagedFile:

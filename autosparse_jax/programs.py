@@ -1,7 +1,9 @@
 """Caches of compiled programs and loaded artefacts: keyed by one helper, bounded, and purged on change.
 
 Every process-wide cache of the package is a `BoundedCache` (least recently used
-entries go first), and every compiled-program key is made by `program_key` from
+entries go first) or, for keys that must not outlive their function, a `WeakCache`;
+both register themselves here, so `forget(obj)` and `reset()` reach every one of
+them (a test walks the package for caches made any other way). Every compiled-program key is made by `program_key` from
 everything the program reads: what it computes, the pruning spec's fields a program
 reads (programs.py never guesses them: PruneSpec.program_fields lists them), the
 criterion itself (its Criterion record, so a re-registered name is another key),
@@ -22,7 +24,7 @@ import weakref
 import jax
 import numpy as np
 
-_CACHES = weakref.WeakSet()  # Every BoundedCache, so that forget() reaches them all.
+_CACHES = weakref.WeakSet()  # Every cache of the package, so that forget() and reset() reach them all.
 
 
 class BoundedCache:
@@ -68,6 +70,39 @@ class BoundedCache:
     return key in self._entries
 
 
+class WeakCache:
+  """{object: BoundedCache(maxsize)}: entries live while their object does (a user's apply_fn)."""
+
+  def __init__(self, maxsize, name=""):
+    self.maxsize, self.name = int(maxsize), name
+    self._entries = weakref.WeakKeyDictionary()
+    _CACHES.add(self)
+
+  def get(self, owner, key, build):
+    try:
+      per_owner = self._entries.get(owner)
+      if per_owner is None:
+        per_owner = self._entries[owner] = BoundedCache(self.maxsize, f"{self.name} of one function")
+    except TypeError:  # Not weak-referenceable (a builtin): build every time.
+      return build()
+    return per_owner.get(key, build)
+
+  def drop(self, predicate):
+    return sum(c.drop(predicate) for c in list(self._entries.values()))
+
+  def clear(self):
+    self._entries.clear()
+
+  def __len__(self):
+    return len(self._entries)
+
+
+def reset():
+  """Empties every cache of the process (compiled programs, loaded scorers and datasets, the task)."""
+  for cache in list(_CACHES):
+    cache.clear()
+
+
 def _holds(key, obj):
   if key is obj:
     return True
@@ -87,7 +122,7 @@ def abstract(tree):
   return treedef, tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__))) for x in leaves)
 
 
-_FINGERPRINTS = weakref.WeakKeyDictionary()  # fn -> {abstract args: fingerprint}
+_FINGERPRINTS = WeakCache(8, "function fingerprints")  # fn -> {abstract args: fingerprint}
 
 
 def function_fingerprint(fn, *args):
@@ -100,11 +135,8 @@ def function_fingerprint(fn, *args):
   `fn` lives.
   """
   specs = abstract(args)
-  try:
-    per_fn = _FINGERPRINTS.setdefault(fn, {})
-  except TypeError:  # Not weak-referenceable (a builtin): trace every time.
-    per_fn = {}
-  if specs not in per_fn:
+
+  def fingerprint():
     shaped = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), args)
     closed = jax.make_jaxpr(fn)(*shaped)
     digest = hashlib.sha256(str(closed.jaxpr).encode())
@@ -112,8 +144,9 @@ def function_fingerprint(fn, *args):
       value = np.asarray(const)
       digest.update(f"{value.dtype}{value.shape}".encode())
       digest.update(value.tobytes())
-    per_fn[specs] = ("fn", digest.hexdigest())
-  return per_fn[specs]
+    return ("fn", digest.hexdigest())
+
+  return _FINGERPRINTS.get(fn, specs, fingerprint)
 
 
 def program_key(what, *, spec=None, criterion=None, model=None, args=(), **extra):

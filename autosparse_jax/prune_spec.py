@@ -1,39 +1,58 @@
-"""PruneSpec: what to prune and how, one frozen record built here from a job's config or the API's keywords.
+"""PruneSpec: what to prune and how, one frozen record, validated once at each door and handed down.
 
-    spec = prune_spec.from_config(config, criterion="snip", sparsity=0.9)   # the jobs
-    spec = prune_spec.from_keywords("snip", sparsity=0.9, distribution="erk")  # asj.prune / asj.score
+    spec = prune_spec.from_keywords("snip", density=0.1, distribution="erk")   # the API
+    spec = prune_spec.from_config(config, "snip", density=0.1)                # a job's config
+    spec = prune_spec.irp_spec(config)                                        # an IRP job's levels
 
-pruning.py takes it explicitly (no ConfigDict below this module). Its `options`
-is the criterion's own typed record (criteria/options.py): the record declares
-each option's default once, and both builders fill it from the same fields, so
-the same settings give the same spec, the same compiled program and the same
-masks through either door.
+Below the doors the kept fraction is a density (users type sparsities; the doors turn
+them into densities once). The spec plans its own keep counts (`spec.plan(masks)`:
+the density after each round of its schedule, in its structure's unit, under its
+distribution): a one-shot prune, R rounds at init and IRP's levels all take their
+counts from here and nowhere else.
+
+Every check of a pruning setting lives here once (check_distribution, check_ablation,
+check_rounds, check_min_per_layer, check_min_per_layer_fits, structure checks), called by
+the API's door and the jobs' schema alike with the name the user typed (`field=`).
+`options` is the criterion's own typed record (criteria/options.py): the record
+declares each option's default once, and both doors fill it from the same fields, so
+the same settings give the same spec, the same compiled program and the same masks.
 """
 import dataclasses
 import difflib
 from typing import Any, Callable, Union
 
+import numpy as np
+
 from autosparse_jax import criteria, masks as masks_lib, structure as structure_lib
 from autosparse_jax.criteria.options import DataOptions, config_path, from_values
-from autosparse_jax.errors import ConfigError
+from autosparse_jax.errors import ConfigError, unknown_name_message
 
+# Density after round r of R: exponential d^(r/R) (SynFlow; IRP's "geometric") or linear in
+# the pruned count (IRP's "count", the original's equal number per round).
 ROUND_SCHEDULES = ("exponential", "linear")
+SCHEDULE_ALIASES = {"geometric": "exponential", "count": "linear"}
+IRP_SCHEDULES = ("count", "geometric")  # config.irp.schedule's names (the original code's).
+# Frankle et al. (ICLR 2021)'s sanity checks of a criterion. Does its gain lie in the layer
+# densities it picks or in the weights?
+#   shuffle_layerwise  each layer's mask randomly permuted: same layer densities, random weights
+#   reinit             the same masks on a theta_0 drawn from another key (keys.reinit_key)
+#   invert             the HIGHEST scores are pruned instead of the lowest
 ABLATIONS = ("none", "shuffle_layerwise", "reinit", "invert")
 
 
 @dataclasses.dataclass(frozen=True)
 class PruneSpec:
-  """A pruning at init: criterion, target density, layer distribution, rounds, ablation, prunable, options.
+  """A pruning: criterion, target density, layer distribution, rounds, ablation, prunable, options.
 
-  density       kept fraction of the prunable weights at the end (1 - sparsity)
+  density       kept fraction of the prunable weights at the end
   distribution  global | layerwise | erk (masks.DISTRIBUTIONS)
   min_per_layer keep at least this many weights in every layer (global only)
-  rounds        rounds at init (0 = the criterion's default: SynFlow 100, most 1)
+  rounds        rounds down to density (0 = the criterion's default: SynFlow 100, most 1)
   schedule      the rounds' densities: exponential | linear
-  ablation      Frankle et al.'s sanity check (pruning.ABLATIONS)
+  ablation      Frankle et al.'s sanity check (ABLATIONS)
   prunable      'default' (masks.default_prunable), a regex over leaf paths, or (path, leaf) -> bool
   options       the criterion's options record (criteria.get(criterion).options)
-  structure     unstructured | N:M (e.g. 2:4) | block:RxC | channel (structure.py)
+  structure     a structure.Structure (Unstructured, NByM, Block, Channel)
   group_reduce  sum | mean | max: a group's score from its members' (block, channel)
   """
   criterion: str
@@ -45,33 +64,181 @@ class PruneSpec:
   ablation: str = "none"
   prunable: Union[str, Callable] = masks_lib.DEFAULT_PRUNABLE
   options: Any = None
-  structure: str = structure_lib.UNSTRUCTURED
+  structure: structure_lib.Structure = structure_lib.UNSTRUCTURED
   group_reduce: str = "sum"
 
   def __post_init__(self):
     if self.options is None:
-      object.__setattr__(self, "options", criteria.get(self.criterion).options())
+      object.__setattr__(self, "options", self.record.options())
+    object.__setattr__(self, "structure", structure_lib.parse(self.structure))
 
   @property
-  def parsed_structure(self):
-    return structure_lib.parse(self.structure)
-
-  @property
-  def sparsity(self):
-    return 1.0 - self.density
+  def record(self):
+    """The criterion's registry record: what it needs and how it runs."""
+    return criteria.get(self.criterion)
 
   @property
   def num_rounds(self):
-    return int(self.rounds) or criteria.get(self.criterion).rounds
+    return int(self.rounds) or self.record.rounds
+
+  @property
+  def distribution_used(self):
+    """The layer distribution pruning uses: a criterion with layer budgets (NPB) turns `global` into ERK."""
+    if self.record.layer_budgets and self.distribution == "global":
+      return "erk"
+    return self.distribution
 
   def with_density(self, density):
     return dataclasses.replace(self, density=float(density))
+
+  def densities(self):
+    """The density after each of the spec's rounds, ending exactly at spec.density."""
+    return schedule(self.density, self.num_rounds, self.schedule)
+
+  def plan(self, masks):
+    """The keep counts of every round: [R] (global; N:M: per group) or [R, layers], in the structure's unit."""
+    return self.structure.plan(masks, self.densities(), self.distribution_used)
+
+  def weight_counts(self, masks):
+    """Weights to keep per layer (or in all) at spec.density: a criterion's layer budgets are weights."""
+    return masks_lib.keep_counts(masks, self.density, self.distribution_used)
 
   def program_fields(self):
     """Every field a compiled pruning program reads: all but the density (keep counts are an argument)."""
     return (self.criterion, self.distribution, int(self.min_per_layer), self.num_rounds, self.schedule,
             self.ablation, self.prunable, self.options, self.structure, self.group_reduce)
 
+
+def schedule(final_density, rounds, kind, field="round_schedule", names=ROUND_SCHEDULES):
+  """Density after each of `rounds` rounds, ending exactly at `final_density`.
+
+  kind: a name of ROUND_SCHEDULES or its IRP alias; `names` are the ones an error lists for `field`.
+  """
+  name = SCHEDULE_ALIASES.get(kind, kind)
+  if name not in ROUND_SCHEDULES:
+    raise ValueError(unknown_name_message(field, kind, names))
+  i = np.arange(1, int(rounds) + 1)
+  if name == "exponential":
+    return float(final_density) ** (i / int(rounds))
+  return 1.0 - (1.0 - float(final_density)) * i / int(rounds)
+
+
+# ---- The checks: each once, called by the API (keyword names) and the schema (config paths).
+
+def check_sparsity(value, field="sparsity", allow_zero=False):
+  """A sparsity in (0, 1) ([0, 1) with allow_zero) or a ValueError naming `field`."""
+  try:
+    s = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{field}={value!r} must be a number in (0, 1) (the fraction of prunable "
+                     "weights removed; 0.9 keeps 10%).") from None
+  low_ok = s >= 0.0 if allow_zero else s > 0.0
+  if not (low_ok and s < 1.0):
+    interval = "[0, 1)" if allow_zero else "(0, 1)"
+    raise ValueError(f"{field}={value} must lie in {interval} (the fraction of prunable weights "
+                     "removed; 0.9 keeps 10%).")
+  return s
+
+
+def check_distribution(value, field="distribution"):
+  if value not in masks_lib.DISTRIBUTIONS:
+    raise ValueError(unknown_name_message(field, value, masks_lib.DISTRIBUTIONS))
+  return value
+
+
+def check_ablation(value, field="ablation"):
+  if value not in ABLATIONS:
+    raise ValueError(unknown_name_message(field, value, ABLATIONS))
+  return value
+
+
+def check_min_per_layer(value, distribution, field="min_per_layer", distribution_field="distribution"):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+    raise ValueError(f"{field}={value!r} must be an integer >= 0.")
+  if value and distribution != "global":
+    raise ValueError(f"{field}={value} applies to {distribution_field}='global' only ({distribution!r} gives "
+                     f"every layer its own count): set {field}=0 or {distribution_field}='global'.")
+  return int(value)
+
+
+def check_rounds(criterion, rounds, field="rounds"):
+  """Rounds at init: an integer >= 0; more than one only for criteria that run under jit."""
+  if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
+    raise ValueError(f"{field}={rounds!r} must be an integer >= 0 (0 = the criterion's default).")
+  if not criteria.get(criterion).jittable and rounds > 1:
+    raise ValueError(f"{field}={rounds} is not supported by criterion {criterion!r} (one-shot only): set "
+                     f"{field} to 0.")
+  return int(rounds)
+
+
+def check_structure(value, density, field="structure", density_field="sparsity"):
+  """The parsed structure; N:M fixes the density at N/M, so another density is refused."""
+  parsed = structure_lib.parse(value, field)
+  parsed.check_density(density, field, density_field)
+  return parsed
+
+
+def check_min_per_layer_fits(min_per_layer, masks, density, field="min_per_layer", where=""):
+  """min_per_layer x layers must fit in the weights kept at `density` (global)."""
+  layers = len(masks_lib.prunable_items(masks, masks))
+  kept = masks_lib.num_to_keep(float(density), sum(int(m.size) for _, m in masks_lib.prunable_items(masks, masks)))
+  if min_per_layer * layers > kept:
+    raise ValueError(f"{field}={min_per_layer} x {layers} prunable layers = {min_per_layer * layers} weights, "
+                     f"more than the {kept} kept{where}: lower it.")
+
+
+def check_layers(spec, masks, field="structure"):
+  """The network's layers against the spec: structure groups, min_per_layer (named errors)."""
+  try:
+    spec.structure.check_layers(masks)
+  except ValueError as e:
+    raise ValueError(str(e) if field == "structure" else f"{field}={str(spec.structure)!r}: {e}") from None
+  if spec.min_per_layer:
+    check_min_per_layer_fits(spec.min_per_layer, masks, spec.density)
+
+
+def option_names(criterion):
+  return tuple(f.name for f in dataclasses.fields(criteria.get(criterion, "criterion", extra=()).options))
+
+
+def unknown_option_message(criterion, name, known, prefix=""):
+  every = sorted({f.name for c in criteria.REGISTRY.values() for f in dataclasses.fields(c.options)})
+  guess = difflib.get_close_matches(name, known or every, n=1)
+  elsewhere = name in every and name not in known
+  return (f"{prefix}{name}= is not an option of criterion {criterion!r}"
+          + (" (it is another criterion's)" if elsewhere else "")
+          + (f": did you mean {guess[0]}=?" if guess else ".")
+          + (f" Its options: {', '.join(known)}." if known else f" {criterion!r} takes no options."))
+
+
+def from_keywords(criterion, *, density=1.0, distribution="global", min_per_layer=0, rounds=0,
+                  round_schedule="exponential", ablation="none", prunable=masks_lib.DEFAULT_PRUNABLE,
+                  structure=structure_lib.UNSTRUCTURED, group_reduce="sum", fixed=(), preset=None, **options):
+  """The spec of the API's keywords; ValueError naming a keyword that is not this criterion's option.
+
+  fixed: option names the caller sets itself (the API's batch_size from its batches, scorer_dir
+  from scorer=): refused as keywords; preset: their values (only those the record has).
+  """
+  record = criteria.get(criterion, "criterion", extra=()).options
+  known = [n for n in option_names(criterion) if n not in fixed]
+  for name in options:
+    if name not in known:
+      raise ValueError(unknown_option_message(criterion, name, known))
+  check_distribution(distribution)
+  check_min_per_layer(min_per_layer, distribution)
+  check_rounds(criterion, rounds)
+  schedule(0.5, 1, round_schedule)
+  check_ablation(ablation)
+  parsed = check_structure(structure, density)
+  structure_lib.check_group_reduce(group_reduce)
+  values = {**options, **{k: v for k, v in (preset or {}).items() if k in option_names(criterion)}}
+  return PruneSpec(criterion=criterion, density=float(density), distribution=distribution,
+                   min_per_layer=int(min_per_layer), rounds=int(rounds), schedule=round_schedule,
+                   ablation=ablation, prunable=prunable, structure=parsed, group_reduce=group_reduce,
+                   options=from_values(record, values, ""))
+
+
+# ---- The jobs' door: a config (ml_collections.ConfigDict or a dict) to a spec, errors naming config paths.
 
 def _config_value(config, path):
   node = config
@@ -96,81 +263,72 @@ def options_from_config(config, criterion):
     raise ConfigError(str(e)) from None
 
 
-def from_config(config, criterion=None, sparsity=None):
-  """The spec of a job's config (config.criterion / config.sparsity unless given)."""
-  criterion = config.criterion if criterion is None else criterion
-  sparsity = float(config.get("sparsity", 0.0) if sparsity is None else sparsity)
+def settings_from_config(config, rounds=None, round_schedule=None, schedule_field="config.prune.round_schedule",
+                         schedule_names=ROUND_SCHEDULES):
+  """The pruning settings of config.prune that do not depend on the criterion or the density, each checked
+  (ConfigError naming its config path): every job's validation and from_config read them here."""
   prune = config.prune
-  return PruneSpec(
-      criterion=criterion, density=1.0 - sparsity, distribution=prune.distribution,
-      min_per_layer=int(prune.min_per_layer), rounds=int(prune.get("rounds", 0)),
-      schedule=prune.get("round_schedule", "exponential"), ablation=prune.get("ablation", "none"),
-      prunable=prune.prunable, options=options_from_config(config, criterion),
-      structure=prune.get("structure", structure_lib.UNSTRUCTURED), group_reduce=prune.get("group_reduce", "sum"))
+  distribution = prune.get("distribution", "global")
+  round_schedule = prune.get("round_schedule", "exponential") if round_schedule is None else round_schedule
+  try:
+    settings = dict(
+        distribution=check_distribution(distribution, "config.prune.distribution"),
+        min_per_layer=check_min_per_layer(int(prune.get("min_per_layer", 0)), distribution,
+                                          "config.prune.min_per_layer", "config.prune.distribution"),
+        rounds=int(prune.get("rounds", 0)) if rounds is None else int(rounds), schedule=round_schedule,
+        ablation=check_ablation(prune.get("ablation", "none"), "config.prune.ablation"),
+        prunable=prune.get("prunable", masks_lib.DEFAULT_PRUNABLE),
+        structure=structure_lib.parse(prune.get("structure", "unstructured"), "config.prune.structure"),
+        group_reduce=prune.get("group_reduce", "sum"))
+    schedule(0.5, 1, round_schedule, schedule_field, schedule_names)
+    structure_lib.check_group_reduce(settings["group_reduce"], "config.prune.group_reduce")
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  return settings
 
 
-def check_structure(text, density, field="structure", density_field="sparsity"):
-  """The parsed structure; N:M fixes the density at N/M, so another density is refused."""
-  parsed = structure_lib.parse(text, field)
-  if parsed.kind == "nm" and abs(float(density) - parsed.n / parsed.m) > 1e-9:
-    wanted = parsed.n / parsed.m if density_field.endswith("density") else 1 - parsed.n / parsed.m
-    raise ValueError(f"{field}={text!r} keeps exactly {parsed.n} of every {parsed.m} weights (density "
-                     f"{parsed.n / parsed.m:g}), but {density_field} asks for density {float(density):g}: set "
-                     f"{density_field} to {wanted:g}.")
-  return parsed
+def from_config(config, criterion=None, density=None, rounds=None, round_schedule=None,
+                density_field="config.sparsity", schedule_field="config.prune.round_schedule",
+                schedule_names=ROUND_SCHEDULES):
+  """The spec of a job's config: config.criterion and 1 - config.sparsity unless given, every setting
+  checked (ConfigError naming its config path)."""
+  criterion = config.criterion if criterion is None else criterion
+  density = 1.0 - float(config.get("sparsity", 0.0)) if density is None else float(density)
+  settings = settings_from_config(config, rounds, round_schedule, schedule_field, schedule_names)
+  try:
+    check_structure(settings["structure"], density, "config.prune.structure", density_field)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  return PruneSpec(criterion=criterion, density=density, options=options_from_config(config, criterion),
+                   **settings)
 
 
-def option_names(criterion):
-  return tuple(f.name for f in dataclasses.fields(criteria.get(criterion, "criterion", extra=()).options))
+def irp_spec(config):
+  """The spec of an IRP job: config.irp.rounds rounds on config.irp.schedule down to config.irp.final_density."""
+  return from_config(config, density=float(config.irp.final_density), rounds=int(config.irp.rounds),
+                     round_schedule=config.irp.schedule, density_field="config.irp.final_density",
+                     schedule_field="config.irp.schedule", schedule_names=IRP_SCHEDULES)
 
 
-def from_keywords(criterion, *, density=1.0, distribution="global", min_per_layer=0, rounds=0,
-                  round_schedule="exponential", ablation="none", prunable=masks_lib.DEFAULT_PRUNABLE,
-                  structure=structure_lib.UNSTRUCTURED, group_reduce="sum", fixed=(), preset=None, **options):
-  """The spec of the API's keywords; ValueError naming a keyword that is not this criterion's option.
+def check_config_criterion(config, criterion, where="config.criterion"):
+  """`criterion` and what it needs from a job's config, before compute: its rounds (one-shot criteria take
+  0 or 1) and its options' own checks (the AutoS scorer, the survival score datasets). Returns its options."""
+  record = criteria.get(criterion, where)
+  try:
+    check_rounds(criterion, int(config.prune.get("rounds", 0)), "config.prune.rounds")
+  except ValueError as e:
+    raise ConfigError(str(e).replace(f"criterion {criterion!r}", f"{where}={criterion!r}")) from None
+  options = options_from_config(config, criterion)
+  if record.check_options is not None:  # Clear errors now, not after loading the data.
+    record.check_options(options, where, criterion)
+  return options
 
-  fixed: option names the caller sets itself (the API's batch_size from its batches, scorer_dir
-  from scorer=): refused as keywords; preset: their values (only those the record has).
-  """
-  record = criteria.get(criterion, "criterion", extra=()).options
-  known = [n for n in option_names(criterion) if n not in fixed]
-  for name in options:
-    if name not in known:
-      every = sorted({f.name for c in criteria.REGISTRY.values() for f in dataclasses.fields(c.options)})
-      guess = difflib.get_close_matches(name, known or every, n=1)
-      elsewhere = name in every and name not in fixed
-      raise ValueError(
-          f"{name}= is not an option of criterion {criterion!r}"
-          + (" (it is another criterion's)" if elsewhere else "")
-          + (f": did you mean {guess[0]}=?" if guess else ".")
-          + (f" Its options: {', '.join(known)}." if known else f" {criterion!r} takes no options."))
-  if distribution not in masks_lib.DISTRIBUTIONS:
-    raise ValueError(f"distribution={distribution!r} is not known: use one of "
-                     f"{', '.join(masks_lib.DISTRIBUTIONS)}.")
-  if isinstance(min_per_layer, bool) or not isinstance(min_per_layer, int) or min_per_layer < 0:
-    raise ValueError(f"min_per_layer={min_per_layer!r} must be an integer >= 0.")
-  if min_per_layer and distribution != "global":
-    raise ValueError(f"min_per_layer={min_per_layer} applies to distribution='global' only (layerwise and "
-                     "erk give every layer its own count): drop min_per_layer= or use distribution='global'.")
-  if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
-    raise ValueError(f"rounds={rounds!r} must be an integer >= 0 (0 = the criterion's default).")
-  if round_schedule not in ROUND_SCHEDULES:
-    raise ValueError(f"round_schedule={round_schedule!r} is not known: use one of {', '.join(ROUND_SCHEDULES)}.")
-  if ablation not in ABLATIONS:
-    raise ValueError(f"ablation={ablation!r} is not known: use one of {', '.join(ABLATIONS)}.")
-  check_structure(structure, density)
-  if group_reduce not in structure_lib.GROUP_REDUCTIONS:
-    raise ValueError(f"group_reduce={group_reduce!r} is not known: use one of "
-                     f"{', '.join(structure_lib.GROUP_REDUCTIONS)}.")
-  spec = criteria.get(criterion, "criterion", extra=())
-  if not spec.jittable and rounds > 1:
-    raise ValueError(f"rounds={rounds} is not supported by criterion {criterion!r} (one-shot only).")
-  return PruneSpec(criterion=criterion, density=float(density), distribution=distribution,
-                   min_per_layer=int(min_per_layer), rounds=int(rounds), schedule=round_schedule,
-                   ablation=ablation, prunable=prunable, structure=str(structure_lib.parse(structure)),
-                   group_reduce=group_reduce,
-                   options=from_values(record, {**options, **{k: v for k, v in (preset or {}).items()
-                                                              if k in option_names(criterion)}}, ""))
+
+def prunable_from_config(config):
+  """config.prune.prunable: which leaves every network of a job prunes (dense jobs too)."""
+  return config.prune.get("prunable", masks_lib.DEFAULT_PRUNABLE)
 
 
 def data_options_from_config(config):

@@ -8,6 +8,7 @@ trains each seed exactly as a standalone run of that seed (streams: keys.py).
 """
 import dataclasses
 import functools
+import types
 from typing import Any
 
 import flax
@@ -166,10 +167,13 @@ def over_seeds(fn, in_axes, layout=None):
   return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=None if layout is None else "seeds")
 
 
-def make_trainer(config, spec, num_train, model, layout=None):
-  spe = batching.steps_per_epoch(num_train, config.train.batch_size)
-  return Trainer(model=model, tx=make_optimizer(config.train, spe), spec=spec,
-                 batch_size=int(config.train.batch_size), steps_per_epoch=spe, layout=layout)
+def make_trainer(train, spec, num_train, model, layout=None):
+  """The Trainer of `train` (a mapping or config with batch_size and the optimizer's fields)."""
+  if isinstance(train, dict):
+    train = types.SimpleNamespace(**train)
+  spe = batching.steps_per_epoch(num_train, train.batch_size)
+  return Trainer(model=model, tx=make_optimizer(train, spe), spec=spec,
+                 batch_size=int(train.batch_size), steps_per_epoch=spe, layout=layout)
 
 
 # How an epoch is driven. "scan": one jitted lax.scan over the whole epoch (a chunk

@@ -13,7 +13,8 @@ import numpy as np
 from absl import app, flags
 
 import autosparse_jax as asj
-from autosparse_jax import config_tools, engine, masks as masks_lib, pruning
+from autosparse_jax import prune_spec, masks as masks_lib, pruning
+from autosparse_jax.lab import config_tools, engine, runs
 from autosparse_jax.data import batching
 
 flags.DEFINE_string("data_dir", "", "TFDS data dir with MNIST prepared.")
@@ -37,7 +38,7 @@ def main(argv):
   config.criterion, config.sparsity, config.data.data_dir = "snip", 0.98, FLAGS.data_dir
   task = engine.build_task(config)
   states = engine.init_states(config, task)
-  job_s, job_out = median_seconds(lambda: pruning.prune_states(config, task, states, "snip", 0.98)[0].masks,
+  job_s, job_out = median_seconds(lambda: runs.prune_states(prune_spec.from_config(config, "snip", density=1.0 - 0.98), task, states)[0].masks,
                                   FLAGS.repeats)
   params = jax.tree.map(lambda x: x[0], states.params)
   images = np.asarray(batching.normalize(task.train_images, task.trainer.spec))

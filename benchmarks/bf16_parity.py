@@ -17,9 +17,9 @@ from absl import app, flags
 import autosparse_jax  # noqa: F401  (sets XLA flags before jax starts)
 import numpy as np
 
-from autosparse_jax import config_tools
+from autosparse_jax.lab import config_tools
 from autosparse_jax.data import DatasetNotPreparedError, load_dataset
-from autosparse_jax.jobs import run
+from autosparse_jax.lab.jobs import run
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "TFDS data dir with MNIST prepared (optional).")

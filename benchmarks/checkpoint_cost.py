@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from autosparse_jax import config_tools, engine
-from autosparse_jax.checkpoints import RunCheckpoints
+from autosparse_jax.lab import config_tools, engine
+from autosparse_jax.lab.checkpoints import RunCheckpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,7 +46,7 @@ def save_cost(config, label):
 def sweep_seconds(min_seconds):
   workdir = tempfile.mkdtemp()
   t = time.perf_counter()
-  subprocess.run([sys.executable, "-m", "autosparse_jax.main", "--config=configs/pai_sweep.py:lenet_digits",
+  subprocess.run([sys.executable, "-m", "autosparse_jax.lab.main", "--config=configs/pai_sweep.py:lenet_digits",
                   f"--workdir={workdir}/wd", "--config.train.epochs=10", "--config.sweep.criteria=('snip','random')",
                   "--config.sparsities=(0.8,0.95)", "--config.sweep.dense=False", "--config.tensorboard=False",
                   f"--config.checkpoint_min_seconds={min_seconds}"], cwd=REPO, check=True, capture_output=True)

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import engine, recipes, training
+from autosparse_jax import training
+from autosparse_jax.lab import engine, recipes
 from autosparse_jax.data.specs import SPECS
 from autosparse_jax.models import get_model
 

@@ -9,7 +9,7 @@ Per repeat, interleaved, each in a fresh process timed from launch to exit:
   torch  the original code's IRP loop (benchmarks/irp_original_torch.py, run with
          --torch_python; it imports the original from --original_dir, feeds MNIST as
          in-memory tensors and times each round's train / eval / SNIP score / mask+rewind),
-  jax    our irp job: python -m autosparse_jax.main --config=configs/irp.py:lenet_mnist
+  jax    our irp job: python -m autosparse_jax.lab.main --config=configs/irp.py:lenet_mnist
          with --config.irp.rounds, --config.train.epochs=--epochs_per_round, one seed,
          final density 1%, and --config.prune.batch_size=256 (the original's pruning batch;
          --no-match_prune_batch keeps ours, 128),
@@ -120,7 +120,7 @@ def jax_overrides(args):
 
 def run_jax_irp(args, run_dir):
   workdir = os.path.join(run_dir, "jax_irp")
-  cmd = prefix(args) + [args.jax_python, "-m", "autosparse_jax.main", "--config=configs/irp.py:lenet_mnist",
+  cmd = prefix(args) + [args.jax_python, "-m", "autosparse_jax.lab.main", "--config=configs/irp.py:lenet_mnist",
                         f"--workdir={workdir}", f"--config.irp.rounds={args.rounds}",
                         f"--config.train.epochs={args.epochs_per_round}", "--config.num_seeds=1",
                         f"--config.seed={args.seed}", f"--config.irp.final_density={args.final_density}",
@@ -153,7 +153,7 @@ def run_jax_irp(args, run_dir):
 def run_jax_train(args, run_dir):
   workdir = os.path.join(run_dir, "jax_train")
   epochs = args.train_epochs or args.rounds * args.epochs_per_round
-  cmd = prefix(args) + [args.jax_python, "-m", "autosparse_jax.main", "--config=configs/train.py:lenet_mnist",
+  cmd = prefix(args) + [args.jax_python, "-m", "autosparse_jax.lab.main", "--config=configs/train.py:lenet_mnist",
                         f"--workdir={workdir}", f"--config.train.epochs={epochs}", "--config.num_seeds=1",
                         f"--config.seed={args.seed}", f"--config.data.data_dir={args.tfds_dir}"]
   wall, lines = run_timed(cmd, jax_env(args, run_dir), ROOT, os.path.join(run_dir, "jax_train.log"))
@@ -181,7 +181,7 @@ def ensure_tfds(args):
 
 def settings_rows(args):
   """(setting, original, ours, note) for SNIP-iter on LeNet-300-100 / MNIST."""
-  from autosparse_jax.config_tools import module_from_path
+  from autosparse_jax.lab.config_tools import module_from_path
   ours = module_from_path(os.path.join(ROOT, "configs", "irp.py")).get_config("lenet_mnist")
   orig = irp_original_torch.original_cfgs(args.rounds, args.epochs_per_round, args.seed, args.final_density)
   ot, op, tr = orig["train"], orig["prune"], ours.train

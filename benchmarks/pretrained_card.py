@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from absl import app, flags, logging
 
 import autosparse_jax as asj
-from autosparse_jax import config_tools, jobs
+from autosparse_jax.lab import config_tools, jobs
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 import prune_your_own_model as example  # noqa: E402
@@ -85,7 +85,7 @@ def main(argv):
 Learns, for each weight, how many rounds of iterative rewind pruning it survives, from its
 initial value and initial gradient. Load it with `asj.autos.pretrained("lenet_mnist")`.
 
-- **Made by:** `python -m autosparse_jax.main --config=configs/pretrained_autos.py --workdir=WORKDIR
+- **Made by:** `python -m autosparse_jax.lab.main --config=configs/pretrained_autos.py --workdir=WORKDIR
   --config.irp.data.data_dir=$TFDS_DATA_DIR`, then `python benchmarks/pretrained_card.py
   --workdir=WORKDIR --data_dir=$TFDS_DATA_DIR --out=autosparse_jax/autos/pretrained/lenet_mnist`.
 - **Trained on:** IRP-SNIP (SNIP-iter) of LeNet-300-100 on real MNIST, seed 0, {irp['rounds'][-1]['round'] + 1}

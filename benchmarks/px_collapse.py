@@ -29,7 +29,8 @@ def ours(work, data_dir):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from autosparse_jax import config_tools, keys, masks as masks_lib, prune_spec, pruning
+  from autosparse_jax import keys, masks as masks_lib, prune_spec, pruning
+  from autosparse_jax.lab import config_tools
   from autosparse_jax.criteria.base import ModelState, PruneData
   from autosparse_jax.criteria.pathkernel import first_per_class
   from autosparse_jax.data import load_dataset
@@ -48,10 +49,10 @@ def ours(work, data_dir):
       out[f"s{seed}/theta/{name}.weight"] = np.asarray(params[flax_name]["kernel"]).T
       out[f"s{seed}/theta/{name}.bias"] = np.asarray(params[flax_name]["bias"])
     for sparsity in SPARSITIES:
-      spec = prune_spec.from_config(config, criterion="px", sparsity=sparsity)
+      spec = prune_spec.from_config(config, criterion="px", density=1.0 - sparsity)
       masks = masks_lib.init_masks(params)
-      plan = pruning.init_plan(spec, masks)
-      final, _ = jax.jit(lambda p, m, d, k, plan: pruning.prune_network(spec, p, m, state, d, k, plan))(
+      plan = (spec).plan(masks)
+      final, _, _ = jax.jit(lambda p, m, d, k, plan: pruning.prune_network(spec, p, m, state, d, k, plan))(
           params, masks, prune_data, keys.seed_key(seed), plan)
       for name, flax_name, _ in LAYERS:
         out[f"s{seed}/ours{int(sparsity * 100)}/{name}"] = np.asarray(final[flax_name]["kernel"]).T
@@ -115,18 +116,19 @@ def ours_with_counts(f, seed, counts, data_dir):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from autosparse_jax import config_tools, masks as masks_lib, prune_spec, pruning
+  from autosparse_jax import masks as masks_lib, prune_spec, pruning
+  from autosparse_jax.lab import config_tools
   from autosparse_jax.criteria.base import ModelState, PruneData
   from autosparse_jax.data.specs import SPECS
   from autosparse_jax.models import get_model
   config = config_tools.load_config("criteria_reproduction")
-  spec = prune_spec.from_config(config, criterion="px", sparsity=0.9)
+  spec = prune_spec.from_config(config, criterion="px", density=1.0 - 0.9)
   params = {fn: {"kernel": jnp.asarray(f[f"s{seed}/theta/{n}.weight"].T), "bias": jnp.asarray(f[f"s{seed}/theta/{n}.bias"])}
             for n, fn, _ in LAYERS}
   state = ModelState({}, get_model("lenet_300_100", 10), SPECS["mnist"])
   data = PruneData(jnp.asarray(f["images"]), jnp.asarray(f["labels"], jnp.int32))  # Exactly the 100 examples.
   masks = masks_lib.init_masks(params)
-  final, _ = pruning.prune_network(spec, params, masks, state, data, jax.random.PRNGKey(0),
+  final, _, _ = pruning.prune_network(spec, params, masks, state, data, jax.random.PRNGKey(0),
                                    jnp.asarray(np.asarray(counts), jnp.int32))
   return {n: np.asarray(final[fn]["kernel"]).T for n, fn, _ in LAYERS}
 

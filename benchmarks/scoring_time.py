@@ -28,7 +28,8 @@ import autosparse_jax  # noqa: F401  (sets XLA flags before jax starts)
 import jax
 import numpy as np
 
-from autosparse_jax import criteria, engine, prune_spec, pruning, recipes
+from autosparse_jax import criteria, prune_spec, pruning
+from autosparse_jax.lab import engine, recipes, runs
 from autosparse_jax.criteria import base, saliency
 from autosparse_jax.data import DatasetNotPreparedError, load_dataset
 from autosparse_jax.data.specs import SPECS
@@ -126,8 +127,8 @@ def main(argv):
     for name in names:
       default = criteria.get(name).rounds
       config.prune.rounds = overrides.get(name, 0) if overrides.get(name, default) != default else 0
-      rounds = prune_spec.from_config(config, name, 0.98).num_rounds
-      prune = lambda: pruning.prune_states(config, task, states, name, 0.98)  # Compiled once per task.
+      rounds = prune_spec.from_config(config, name, density=0.02).num_rounds
+      prune = lambda: runs.prune_states(prune_spec.from_config(config, name, density=1.0 - 0.98), task, states)  # Compiled once per task.
       _, first = timed(prune)
       second = float(np.median([timed(prune)[1] for _ in range(max(1, FLAGS.repeats))]))
       full = second * default / rounds

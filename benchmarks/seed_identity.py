@@ -20,7 +20,8 @@ import autosparse_jax  # noqa: F401  (sets XLA flags before jax starts)
 import jax
 import numpy as np
 
-from autosparse_jax import recipes, training, engine, pruning
+from autosparse_jax import prune_spec, training, pruning
+from autosparse_jax.lab import recipes, engine, runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 2, "LeNet training epochs.")
@@ -47,7 +48,7 @@ def conv_config(num_seeds, seed):
 def trained(config, task, steps_per_call, calls, prune=True):
   states = engine.init_states(config, task)
   if prune:
-    states = pruning.prune_states(config, task, states, "random", 0.8)[0]
+    states = runs.prune_states(prune_spec.from_config(config, "random", density=1.0 - 0.8), task, states)[0]
   fn = training.jit_epoch(task.trainer, steps_per_call)
   for _ in range(calls):
     states = fn(states, task.train_images, task.train_labels)[0]

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import recipes, sharding, training, engine, pruning
+from autosparse_jax import prune_spec, training, pruning
+from autosparse_jax.lab import recipes, sharding, engine, runs
 from autosparse_jax.autos import apply
 from autosparse_jax.autos.scorer import make_scorer
 
@@ -73,8 +74,7 @@ def report(name, unit, work, times):
 
 def train_case(name, config, steps_per_call, calls, unroll):
   task = engine.build_task(config)
-  states, _ = pruning.prune_states(config, task, engine.init_states(config, task),
-                                     config.criterion, float(config.sparsity))
+  states, _ = runs.prune_states(prune_spec.from_config(config, config.criterion, density=1.0 - float(config.sparsity)), task, engine.init_states(config, task))
   layout = sharding.single_device_layout()
   sharded = dataclasses.replace(task.trainer, layout=layout)
   plain_args = (task.train_images, task.train_labels)

@@ -36,8 +36,9 @@ lines.append(f"| dense | {acc.mean():.2f} ± {acc.std():.2f} (all settings) |" +
 lines += ["", "cost per example and bytes of the weights (seed 0's masks; every criterion's masks cost the same in a setting)", "",
           "| setting | inference MFLOPs per example | training MFLOPs per step (batch 128; SNIP's masks, seed 0) | bytes dense | values + bitmask | N:M compressed |",
           "|---|---|---|---|---|---|"]
-from autosparse_jax import config_tools, engine, pruning
-from autosparse_jax.jobs.prune import mask_cost
+from autosparse_jax import prune_spec, pruning
+from autosparse_jax.lab import config_tools, engine, runs
+from autosparse_jax.lab.runs import mask_cost
 pipeline = config_tools.load_config("structured_reproduction")
 for st, sp, label in settings:
   r = rows[(st, "snip", sp)][0]
@@ -45,8 +46,8 @@ for st, sp, label in settings:
   config = pipeline[st]
   config.data.data_dir = "/work/tfds"
   task = engine.build_task(config)
-  states = pruning.prune_states(config, task, engine.init_states(config, task), "snip", sp)[0]
-  c = mask_cost(task, states, config)[0]  # Seed 0, SNIP's masks, training batch 128.
+  states = runs.prune_states(prune_spec.from_config(config, "snip", density=1.0 - sp), task, engine.init_states(config, task))[0]
+  c = mask_cost(task, states, int(config.train.batch_size), prune_spec.from_config(config, "snip", density=1.0 - sp).structure)[0]  # Seed 0, SNIP's masks.
   assert abs(c["inference_flops"] - r["inference_flops"]) < 1e-6 * r["inference_flops_dense"], (label, c, r)
   lines.append(f"| {label} | {r['inference_flops']/1e6:.3f} (dense {r['inference_flops_dense']/1e6:.3f}) | "
                f"{c['training_flops']/1e6:.1f} (dense {c['training_flops_dense']/1e6:.1f}) | {b['dense']} | {b['bitmask']} | {b.get('nm', '')} |")

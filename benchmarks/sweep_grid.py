@@ -21,8 +21,9 @@ import autosparse_jax  # noqa: F401  (sets XLA flags before jax starts)
 import jax
 import jax.numpy as jnp
 
-from autosparse_jax import engine, pruning, recipes, training
-from autosparse_jax.jobs import sweep
+from autosparse_jax import prune_spec, training
+from autosparse_jax.lab import engine, recipes
+from autosparse_jax.lab.jobs import sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["lenet", "resnet18"], "lenet and/or resnet18.")
@@ -88,7 +89,8 @@ def main(argv):
     config, task = make(model)
     seeds = list(range(FLAGS.seeds))
     cells = [(p, s) for p in sparsities for s in seeds]
-    grid, _ = sweep.grid_states(config, task, "magnitude", cells, seeds)
+    specs = {p: prune_spec.from_config(config, "magnitude", density=1.0 - p) for p in sparsities}
+    grid, _ = sweep.grid_states(config, task, specs, cells, seeds)
     run, loop = driver(config, task)
     t = time.perf_counter()
     jax.block_until_ready(run(copy(grid)))

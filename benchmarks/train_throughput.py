@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import recipes, training, engine, pruning
+from autosparse_jax import prune_spec, training, pruning
+from autosparse_jax.lab import recipes, engine, runs
 from measure import hlo_flops, matmul_peak_gflops  # benchmarks/measure.py
 from autosparse_jax.data import DatasetNotPreparedError, load_dataset
 from autosparse_jax.data.specs import SPECS
@@ -86,8 +87,7 @@ def lenet_epoch(data_dir, epochs):
   task = engine.build_task(config)
   if config.dataset == "synthetic":  # Same preprocessing as MNIST.
     task = with_spec(task, SPECS["mnist"])
-  states, _ = pruning.prune_states(config, task, engine.init_states(config, task),
-                                     "random", 0.98)
+  states, _ = runs.prune_states(prune_spec.from_config(config, "random", density=1.0 - 0.98), task, engine.init_states(config, task))
   args = (task.train_images, task.train_labels)
   flops = step_flops(task.trainer, states, args) * task.trainer.steps_per_epoch
   fn, compile_s = compile_timed(training.jit_epoch(task.trainer), states, *args)

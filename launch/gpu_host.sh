@@ -16,4 +16,4 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_latency_hiding_scheduler=true"
 # Datasets prepared with `python -m autosparse_jax.data.prepare NAME ...` live here.
 export TFDS_DATA_DIR="${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}"
-exec "${PYTHON:-.venv/bin/python}" -m autosparse_jax.main "$@"
+exec "${PYTHON:-.venv/bin/python}" -m autosparse_jax.lab.main "$@"

@@ -2,7 +2,7 @@
 """Starts N copies of a command as the processes of one jax.distributed job on 127.0.0.1.
 
   python launch/local_multiprocess.py --num_processes=2 --cpu_devices=2 -- \\
-      python -m autosparse_jax.main --config=configs/train.py:lenet_digits --workdir=/tmp/mp
+      python -m autosparse_jax.lab.main --config=configs/train.py:lenet_digits --workdir=/tmp/mp
 
 For testing multi-process code on one machine (on a cluster use SLURM: see
 launch/README.md). Each process gets AUTOSPARSE_COORDINATOR (a free port),

@@ -34,13 +34,13 @@ def prepared_data_dir(tmp_path_factory):
 
 def load_config(name, arg=None):
   """get_config(arg) of configs/NAME.py, as the CLI loads it."""
-  from autosparse_jax.config_tools import load_config as load
+  from autosparse_jax.lab.config_tools import load_config as load
   return load(name, arg)
 
 
 def small_config(**overrides):
   """A seconds-long LeNet config on synthetic data; overrides as dotted names."""
-  from autosparse_jax import recipes
+  from autosparse_jax.lab import recipes
 
   config = recipes.base_config()
   config.dataset = "synthetic"

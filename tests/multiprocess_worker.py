@@ -20,7 +20,7 @@ from tests.conftest import apply_overrides, load_config  # noqa: E402
 
 
 def main(workdir, overrides):
-  from autosparse_jax import main as cli
+  from autosparse_jax.lab import main as cli
   config = apply_overrides(load_config("prune", "lenet_digits"), overrides)
   cli.run(config, workdir)  # Starts jax.distributed when AUTOSPARSE_COORDINATOR is set.
 

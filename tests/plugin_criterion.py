@@ -24,3 +24,14 @@ def nan_in_the_last_layer(params, masks, model_state, prune_data, key, options):
 
 
 asj.register_criterion("plugin_nan_scores", nan_in_the_last_layer, data=False)
+
+
+def output_saliency(params, masks, model_state, prune_data, key, options):
+  """|theta * d sum(logits(ones)) / d theta|: data-free, but it runs the network (SynFlow-like)."""
+  del prune_data, key, options
+  x = jnp.ones((1,) + tuple(model_state.spec.image_shape), jnp.float32)
+  grads = jax.grad(lambda p: jnp.sum(model_state.logits(asj.apply_masks(p, masks), x)))(params)
+  return jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads)
+
+
+asj.register_criterion("plugin_output_saliency", output_saliency, data=False, runs_network=True)

@@ -11,8 +11,11 @@ import pytest
 from flax import nnx
 
 import autosparse_jax as asj
-from autosparse_jax import engine, jobs, masks as masks_lib, pruning
+from autosparse_jax import masks as masks_lib
+from autosparse_jax.lab import engine, jobs
 from autosparse_jax.data import batching
+from autosparse_jax.lab import runs
+from autosparse_jax import prune_spec
 from tests.conftest import apply_overrides, load_config
 from tests.test_pruning import fake_scorer
 
@@ -41,7 +44,7 @@ def digits_lenet(tmp_path_factory):
 def test_api_masks_equal_the_prune_jobs_masks_bit_for_bit(digits_lenet, criterion):
   config, task, states, batches, apply_fn = digits_lenet
   config = apply_overrides(config, {"criterion": criterion, "sparsity": 0.9})
-  job_masks = pruning.prune_states(config, task, states, criterion, 0.9)[0].masks
+  job_masks = runs.prune_states(prune_spec.from_config(config, criterion, density=1.0 - 0.9), task, states)[0].masks
   params = jax.tree.map(lambda x: x[0], states.params)
   extra = {"scorer": config.autos.scorer_dir} if criterion == "autos" else {}
   masks = asj.prune(criterion, params, apply_fn=apply_fn, batches=batches, input_shape=(1, 8, 8, 1),

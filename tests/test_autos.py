@@ -42,7 +42,7 @@ def test_pmap_and_shard_map_scoring_on_4_devices_equal_unsharded_scoring():
 
 
 def cli(*args):
-  out = subprocess.run([sys.executable, "-m", "autosparse_jax.main", *args], capture_output=True,
+  out = subprocess.run([sys.executable, "-m", "autosparse_jax.lab.main", *args], capture_output=True,
                        text=True, cwd=REPO, timeout=600)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   return out

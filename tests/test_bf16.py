@@ -3,15 +3,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import engine, pruning, training
-from autosparse_jax.jobs import prune as prune_job
+from autosparse_jax import training
+from autosparse_jax.lab import engine
+from autosparse_jax.lab.jobs import prune as prune_job
+from autosparse_jax.lab import runs
+from autosparse_jax import prune_spec
 from tests.conftest import small_config
 
 
 def _pruned_and_trained(dtype, steps=6):
   config = small_config(dtype=dtype)
   task = engine.build_task(config)
-  states, _ = pruning.prune_states(config, task, engine.init_states(config, task), "snip", 0.9)
+  states, _ = runs.prune_states(prune_spec.from_config(config, "snip", density=1.0 - 0.9), task, engine.init_states(config, task))
   masks = jax.tree.map(np.asarray, states.masks)
   states, _ = training.jit_epoch(task.trainer, steps)(states, task.train_images, task.train_labels)
   return task, masks, states

@@ -27,8 +27,8 @@ def prune_to(name, params, masks, state, data, cfg, density):
   """(masks, scores) of one network pruned at init to `density` through the pruning module."""
   spec = prune_spec.PruneSpec(name, density, rounds=int(cfg.rounds),
                               options=prune_spec.options_from_config({"prune": cfg}, name))
-  plan = pruning.init_plan(spec, masks)
-  return pruning.prune_network(spec, params, masks, state, data, jax.random.PRNGKey(0), plan)
+  masks_, scores, _ = pruning.prune_network(spec, params, masks, state, data, jax.random.PRNGKey(0), spec.plan(masks))
+  return masks_, scores
 
 
 def tiny_lenet(seed=0):
@@ -182,7 +182,7 @@ def test_iterative_rounds_are_nested_and_end_at_the_target():
   again = masks_lib.scores_to_masks(scores, masks, 0.1)
   for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(again)):
     np.testing.assert_array_equal(a, b)
-  np.testing.assert_allclose(pruning.schedule(0.1, 5, "exponential")[[0, -1]], [0.1 ** 0.2, 0.1])
+  np.testing.assert_allclose(prune_spec.schedule(0.1, 5, "exponential")[[0, -1]], [0.1 ** 0.2, 0.1])
 
 
 def test_path_metrics_count_paths_of_a_known_mask():

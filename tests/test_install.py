@@ -55,7 +55,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_readme_snippet_and_a_
     wheel = build_wheel(os.path.join(root, "dist"))
     times["wheel build"] = time.time() - start
     names = zipfile.ZipFile(wheel).namelist()
-    for shipped in ("autosparse_jax/configs/prune.py", "autosparse_jax/configs/paper/table1.py",
+    for shipped in ("autosparse_jax/lab/configs/prune.py", "autosparse_jax/lab/configs/paper/table1.py",
                     "autosparse_jax/autos/pretrained/lenet_mnist/scorer.json"):
       assert shipped in names, f"{shipped} is not in the wheel"
 

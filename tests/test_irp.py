@@ -12,10 +12,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from autosparse_jax import main as main_lib, masks as masks_lib, score_dataset
+from autosparse_jax import prune_spec, masks as masks_lib, score_dataset
+from autosparse_jax.lab import main as main_lib
 from autosparse_jax.errors import ConfigError
-from autosparse_jax.engine import build_task, init_states
-from autosparse_jax.jobs import ccc, irp
+from autosparse_jax.lab.engine import build_task, init_states
+from autosparse_jax.lab.jobs import ccc, irp
 from tests.conftest import apply_overrides, load_config
 
 # LeNet-300-100 on the embedded digits: 22 steps per epoch; chunks of 5 steps
@@ -31,7 +32,7 @@ def irp_config(**overrides):
 
 
 def cli(workdir, *extra):
-  return [sys.executable, "-m", "autosparse_jax.main", "--config=configs/irp.py:lenet_digits",
+  return [sys.executable, "-m", "autosparse_jax.lab.main", "--config=configs/irp.py:lenet_digits",
           f"--workdir={workdir}", *IRP_ARGS, *extra]
 
 
@@ -108,10 +109,10 @@ def test_sigkilled_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
 def test_masks_are_nested_and_each_round_keeps_exactly_its_schedule(criterion):
   config = irp_config(criterion=criterion, **{"irp.rounds": 4, "irp.schedule": "geometric"})
   task = build_task(config)
-  state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task))
-  prune = jax.jit(jax.vmap(lambda s, c, r: irp.prune_and_rewind(config, task, s, c, r), (0, None, None)))
+  state = jax.jit(jax.vmap(lambda s: irp.initial_state(prune_spec.data_options_from_config(config), task, s)))(init_states(config, task))
+  prune = jax.jit(jax.vmap(lambda s, c, r: irp.prune_and_rewind(prune_spec.irp_spec(config), task, s, c, r, drop_zero_scores=bool(config.irp.prune_zero_scores))[0], (0, None, None)))
   step = jax.jit(jax.vmap(lambda st: task.trainer.train_steps(st, task.train_images, task.train_labels, 10)[0]))
-  plan = irp.levels(config, jax.tree.map(lambda m: m[0], state.train.masks))
+  plan = irp.levels(prune_spec.irp_spec(config), jax.tree.map(lambda m: m[0], state.train.masks), bool(config.irp.train_first))
   seed0 = lambda tree: jax.tree.map(lambda x: np.asarray(x[0]), tree)
   total = sum(m.size for _, m in masks_lib.prunable_items(seed0(state.train.masks), seed0(state.train.masks)))
   previous = state.train.masks
@@ -200,9 +201,9 @@ def test_late_rewinding_restarts_later_rounds_from_the_weights_at_step_k(tmp_pat
   saved, _ = final_checkpoint(str(tmp_path / "wd"))
   # Independently: prune at init, train 10 steps in the same 5-step chunks, take those weights.
   task = build_task(config)
-  state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task))
-  plan = irp.levels(config, jax.tree.map(lambda m: m[0], state.train.masks))
-  state = jax.jit(jax.vmap(lambda s, c: irp.prune_and_rewind(config, task, s, c, 0), (0, None)))(
+  state = jax.jit(jax.vmap(lambda s: irp.initial_state(prune_spec.data_options_from_config(config), task, s)))(init_states(config, task))
+  plan = irp.levels(prune_spec.irp_spec(config), jax.tree.map(lambda m: m[0], state.train.masks), bool(config.irp.train_first))
+  state = jax.jit(jax.vmap(lambda s, c: irp.prune_and_rewind(prune_spec.irp_spec(config), task, s, c, 0, drop_zero_scores=bool(config.irp.prune_zero_scores))[0], (0, None)))(
       state, jnp.asarray(plan[0].counts))
   five = jax.jit(jax.vmap(lambda st: task.trainer.train_steps(st, task.train_images, task.train_labels, 5)[0]))
   at_k = five(five(state.train))
@@ -217,14 +218,14 @@ def test_prune_zero_scores_switch_also_prunes_zero_scores_like_the_original():
   for compat in (False, True):
     config = irp_config(criterion="magnitude", **{"irp.prune_zero_scores": compat})
     task = build_task(config)
-    state = jax.jit(jax.vmap(lambda s: irp.initial_state(config, task, s)))(init_states(config, task))
+    state = jax.jit(jax.vmap(lambda s: irp.initial_state(prune_spec.data_options_from_config(config), task, s)))(init_states(config, task))
     # Zero the whole first layer: more zero scores (9600) than round 0 prunes (a third of 17600).
     zeroed = jax.tree_util.tree_map_with_path(
         lambda p, x: jnp.zeros_like(x) if masks_lib.path_name(p) == "Dense_0/kernel" else x,
         state.train.params)
     state = state.replace(train=state.train.replace(params=zeroed))
-    plan = irp.levels(config, jax.tree.map(lambda m: m[0], state.train.masks))
-    pruned = jax.jit(jax.vmap(lambda s, c: irp.prune_and_rewind(config, task, s, c, 0), (0, None)))(
+    plan = irp.levels(prune_spec.irp_spec(config), jax.tree.map(lambda m: m[0], state.train.masks), bool(config.irp.train_first))
+    pruned = jax.jit(jax.vmap(lambda s, c: irp.prune_and_rewind(prune_spec.irp_spec(config), task, s, c, 0, drop_zero_scores=bool(config.irp.prune_zero_scores))[0], (0, None)))(
         state, jnp.asarray(plan[0].counts))
     masks = jax.tree.map(lambda m: np.asarray(m[0]), pruned.train.masks)
     kept = {name: int(m.sum()) for name, m in masks_lib.prunable_items(masks, masks)}

@@ -47,19 +47,24 @@ NON_DEFAULT = {  # A value other than the default for each criterion's own optio
 }
 
 
+@pytest.mark.parametrize("structure", ["unstructured", "2:4", "block:4x2", "channel"])
 @pytest.mark.parametrize("criterion", [c for c in criteria.BUILTIN if c != "survival"])
-def test_prune_spec_from_a_config_equals_the_spec_from_the_api_keywords(criterion):
+def test_prune_spec_from_a_config_equals_the_spec_from_the_api_keywords(criterion, structure):
+  """Every criterion x structure: the same spec through both doors (no compilation)."""
   options = NON_DEFAULT.get(criterion, {})
-  overrides = {"criterion": criterion, "sparsity": 0.75, "prune.distribution": "erk", "prune.rounds": 0,
-               "prune.ablation": "invert"}
+  density = 0.5 if ":" in structure and not structure.startswith("block") else 0.25
+  overrides = {"criterion": criterion, "sparsity": 1.0 - density, "prune.distribution": "erk", "prune.rounds": 0,
+               "prune.ablation": "invert", "prune.structure": structure, "prune.group_reduce": "max"}
   record = criteria.get(criterion).options
   for name, value in options.items():
     field = next(f for f in dataclasses.fields(record) if f.name == name)
     overrides[criteria.options.config_path(field)] = value
   config = apply_overrides(load_config("prune", "lenet_digits"), overrides)
   from_config = prune_spec.from_config(config)
-  from_api = prune_spec.from_keywords(criterion, density=0.25, distribution="erk", ablation="invert", **options)
+  from_api = prune_spec.from_keywords(criterion, density=density, distribution="erk", ablation="invert",
+                                      structure=structure, group_reduce="max", **options)
   assert from_config == from_api
+  assert str(from_config.structure) == structure and from_config.structure == prune_spec.structure_lib.parse(structure)
   assert type(from_config.options) is record
   for name, value in options.items():  # Not the defaults: the values asked for reached the record.
     assert getattr(from_api.options, name) == value
@@ -70,7 +75,7 @@ def test_every_option_default_is_declared_once_in_its_record():
   for path, (record, field) in criteria.option_fields().items():
     group, name = path.split(".")
     assert config[group][name] == field.default, path  # base_config reads the record.
-    from autosparse_jax import schema
+    from autosparse_jax.lab import schema
     assert schema.BY_NAME[path].doc == field.metadata["doc"], path  # So does the schema.
 
 
@@ -222,7 +227,7 @@ def test_default_prunable_on_a_dict_and_in_the_jobs():
   assert _prunable_names(params) == ["W_2", "layer/kernel", "w1"]
   config = load_config("prune", "lenet_digits")
   assert config.prune.prunable == masks_lib.DEFAULT_PRUNABLE  # The jobs' default is the same rule.
-  from autosparse_jax import engine
+  from autosparse_jax.lab import engine
   task = engine.build_task(config)
   job_masks = jax.tree.map(lambda m: m[0], engine.init_states(config, task).masks)
   params = jax.tree.map(lambda p: p[0], engine.init_states(config, task).params)
@@ -320,7 +325,7 @@ def test_the_unknown_criterion_message_lists_no_jobs_only_name(cnn):
 
 
 def test_the_jobs_refuse_min_per_layer_under_erk_with_one_line():
-  from autosparse_jax import jobs
+  from autosparse_jax.lab import jobs
   config = apply_overrides(load_config("prune", "lenet_digits"), {
       "prune.distribution": "erk", "prune.min_per_layer": 3})
   with pytest.raises(ConfigError, match="config.prune.min_per_layer=3 applies to config.prune.distribution="):

@@ -8,8 +8,8 @@ import pytest
 
 import numpy as np
 
-from autosparse_jax import config_tools, main as main_lib
-from autosparse_jax.workdir import read_jsonl
+from autosparse_jax.lab import config_tools, main as main_lib
+from autosparse_jax.lab.workdir import read_jsonl
 from autosparse_jax.errors import ConfigError
 from tests.conftest import REPO, load_config
 
@@ -17,7 +17,7 @@ CONFIGS = config_tools.PACKAGED_CONFIGS
 
 
 def cli(*args, timeout=300):
-  return subprocess.run([sys.executable, "-m", "autosparse_jax.main", *args], capture_output=True,
+  return subprocess.run([sys.executable, "-m", "autosparse_jax.lab.main", *args], capture_output=True,
                         text=True, cwd=REPO, timeout=timeout)
 
 
@@ -111,7 +111,7 @@ def test_packaged_configs_run_by_name_with_valid_overrides(tmp_path):
 
 def test_a_config_that_is_neither_a_file_nor_a_packaged_name_gets_the_packaged_one_suggested(tmp_path):
   """Outside a checkout configs/prune.py is no file: the packaged prune is named (and paper/ names work)."""
-  proc = subprocess.run([sys.executable, "-m", "autosparse_jax.main", "--config=configs/prune.py:lenet_mnist",
+  proc = subprocess.run([sys.executable, "-m", "autosparse_jax.lab.main", "--config=configs/prune.py:lenet_mnist",
                          f"--workdir={tmp_path / 'wd'}"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                         env=dict(os.environ, PYTHONPATH=REPO))  # This checkout's package, from another cwd.
   assert proc.returncode == 2 and "Did you mean --config=prune:lenet_mnist?" in proc.stderr, proc.stderr
@@ -121,7 +121,7 @@ def test_a_config_that_is_neither_a_file_nor_a_packaged_name_gets_the_packaged_o
 
 
 def test_every_config_loads_and_documents_its_command():
-  from autosparse_jax.recipes import RECIPES
+  from autosparse_jax.lab.recipes import RECIPES
   for name in config_tools.packaged_config_names():
     if "/" not in name:  # paper/: tests/test_paper_configs.py
       text = open(os.path.join(CONFIGS, f"{name}.py")).read()
@@ -183,7 +183,7 @@ def test_a_job_run_twice_in_fresh_processes_compiles_its_programs_once(tmp_path)
   runs, stats = [], []
   for name in ("first", "second"):
     stats_file = tmp_path / f"{name}.json"
-    proc = subprocess.run([sys.executable, "-m", "autosparse_jax.main", *args, f"--workdir={tmp_path / name}"],
+    proc = subprocess.run([sys.executable, "-m", "autosparse_jax.lab.main", *args, f"--workdir={tmp_path / name}"],
                           capture_output=True, text=True, cwd=REPO, timeout=300,
                           env=dict(env, AUTOSPARSE_COMPILE_STATS=str(stats_file)))
     assert proc.returncode == 0, proc.stderr

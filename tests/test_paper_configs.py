@@ -13,9 +13,9 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from autosparse_jax import config_tools, recipes
-from autosparse_jax.jobs import sweep
-from autosparse_jax.jobs.pipeline import stage_config, validate as validate_pipeline
+from autosparse_jax.lab import config_tools, recipes
+from autosparse_jax.lab.jobs import sweep
+from autosparse_jax.lab.jobs.pipeline import stage_config, validate as validate_pipeline
 from tests.conftest import REPO, load_config
 
 PAPER = os.path.join(config_tools.PACKAGED_CONFIGS, "paper")
@@ -124,13 +124,13 @@ def test_loads_as_a_valid_pipeline_with_the_right_jobs(name, arg):
 def test_docstring_gives_command_compute_and_a_reduced_command_that_parses(name):
   mod = module(name)
   doc = mod.__doc__
-  assert f"python -m autosparse_jax.main --config=configs/paper/{name}.py" in doc
+  assert f"python -m autosparse_jax.lab.main --config=configs/paper/{name}.py" in doc
   assert "GPU-hours" in doc and "H200" in doc and "Paper numbers" in doc
   assert "Not reproduced exactly" in doc
   # The reduced command: every --config override must name an existing field (as the CLI checks).
   text = doc.replace("\\\n", " ")
   reduced = text[text.index("Reduced"):]
-  line = next(l for l in reduced.splitlines() if "python -m autosparse_jax.main" in l)
+  line = next(l for l in reduced.splitlines() if "python -m autosparse_jax.lab.main" in l)
   args = [a for a in shlex.split(line[line.index("python"):]) if a.startswith("--config")]
   args[0] = args[0].replace("configs/paper/", os.path.join(PAPER, ""))
   values = flags.FlagValues()  # As main.py defines --config (overrides are found in sys_argv).

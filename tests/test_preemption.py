@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from autosparse_jax import preemption
-from autosparse_jax.workdir import read_jsonl
+from autosparse_jax.lab import preemption
+from autosparse_jax.lab.workdir import read_jsonl
 from tests.conftest import REPO
 from tests.test_irp import run_until
 
@@ -19,7 +19,7 @@ SMALL = ["--config.width=0.5", "--config.train.log_every_steps=5", "--config.che
 
 
 def command(config, workdir, *extra):
-  return [sys.executable, "-m", "autosparse_jax.main", f"--config={config}", f"--workdir={workdir}", *SMALL,
+  return [sys.executable, "-m", "autosparse_jax.lab.main", f"--config={config}", f"--workdir={workdir}", *SMALL,
           *extra]
 
 
@@ -83,10 +83,10 @@ def test_sweep_killed_inside_and_between_programs_and_sigtermed_resumes_bit_iden
 @pytest.mark.slow  # CI's 12-minute budget (an IRP and two scorer trainings in subprocesses).
 def test_autos_train_killed_and_resumed_gives_the_identical_scorer(tmp_path):
   irp = str(tmp_path / "irp")
-  finish([sys.executable, "-m", "autosparse_jax.main", "--config=configs/irp.py:lenet_digits", f"--workdir={irp}",
+  finish([sys.executable, "-m", "autosparse_jax.lab.main", "--config=configs/irp.py:lenet_digits", f"--workdir={irp}",
           "--config.irp.rounds=2", "--config.train.epochs=1", "--config.width=0.5"])
   dataset = json.load(open(os.path.join(irp, "results.json")))["score_dataset_dir"]
-  cmd = lambda w: [sys.executable, "-m", "autosparse_jax.main", "--config=configs/autos_train.py:mlp",
+  cmd = lambda w: [sys.executable, "-m", "autosparse_jax.lab.main", "--config=configs/autos_train.py:mlp",
                    f"--workdir={w}", "--config.train.epochs=4", "--config.scorer.width=0.25",
                    f"--config.scorer.datasets=('{dataset}',)"]
   finish(cmd(str(tmp_path / "straight")))

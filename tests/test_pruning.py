@@ -5,11 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autosparse_jax import engine, masks as masks_lib, prune_spec, pruning
+from autosparse_jax import masks as masks_lib, prune_spec, pruning
+from autosparse_jax.lab import engine
 from autosparse_jax.autos.apply import save_scorer
 from autosparse_jax.autos.scorer import make_scorer
+from autosparse_jax.criteria.base import ModelState, PruneData
 from autosparse_jax.errors import ConfigError
-from autosparse_jax.jobs import irp
+from autosparse_jax.lab.jobs import irp
+from autosparse_jax.lab import runs
 from tests.conftest import apply_overrides, load_config, small_config
 
 
@@ -19,12 +22,12 @@ def test_one_schedule_function_gives_both_closed_forms_under_every_name(final, r
   exponential = np.array([final ** (k / rounds) for k in i])  # d^(r/R): SynFlow, IRP 'geometric'.
   linear = np.array([1.0 - (1.0 - final) * k / rounds for k in i])  # Equal count per round.
   for name in ("exponential", "geometric"):
-    np.testing.assert_allclose(pruning.schedule(final, rounds, name), exponential, rtol=1e-15)
+    np.testing.assert_allclose(prune_spec.schedule(final, rounds, name), exponential, rtol=1e-15)
   for name in ("linear", "count"):
-    np.testing.assert_allclose(pruning.schedule(final, rounds, name), linear, rtol=1e-15)
-  assert pruning.schedule(final, rounds, "count")[-1] == pytest.approx(final, abs=1e-15)
-  with pytest.raises(ConfigError, match="config.irp.schedule='pct' is not known. Allowed: count, geometric"):
-    pruning.schedule(final, rounds, "pct", "config.irp.schedule", pruning.IRP_SCHEDULES)
+    np.testing.assert_allclose(prune_spec.schedule(final, rounds, name), linear, rtol=1e-15)
+  assert prune_spec.schedule(final, rounds, "count")[-1] == pytest.approx(final, abs=1e-15)
+  with pytest.raises(ValueError, match="config.irp.schedule='pct' is not known. Allowed: count, geometric"):
+    prune_spec.schedule(final, rounds, "pct", "config.irp.schedule", prune_spec.IRP_SCHEDULES)
 
 
 def test_irp_levels_and_r_round_pruning_at_init_share_the_schedule_and_the_counts():
@@ -33,8 +36,8 @@ def test_irp_levels_and_r_round_pruning_at_init_share_the_schedule_and_the_count
       "prune.rounds": 5, "prune.round_schedule": "exponential", "prune.distribution": "erk"})
   task = engine.build_task(config)
   masks = jax.tree.map(lambda m: m[0], engine.init_states(config, task).masks)
-  levels = irp.levels(config, masks)
-  at_init = pruning.init_plan(prune_spec.from_config(config, "snip").with_density(0.1), masks)
+  levels = irp.levels(prune_spec.irp_spec(config), masks, bool(config.irp.train_first))
+  at_init = (prune_spec.from_config(config, "snip").with_density(0.1)).plan(masks)
   np.testing.assert_array_equal(np.stack([level.counts for level in levels]), at_init)
   np.testing.assert_allclose([level.density for level in levels], 0.1 ** (np.arange(1, 6) / 5), rtol=1e-15)
   assert at_init.shape == (5, 3)  # ERK: per-layer counts of each round.
@@ -59,7 +62,7 @@ def test_every_criterion_keeps_the_exact_per_layer_counts_of_the_distribution(tm
       "prune.distribution": distribution, "autos.scorer_dir": fake_scorer(str(tmp_path / "scorer"))})
   task = engine.build_task(config)
   states = engine.init_states(config, task)
-  pruned, _ = pruning.prune_states(config, task, states, criterion, 0.9)
+  pruned, _ = runs.prune_states(prune_spec.from_config(config, criterion, density=1.0 - 0.9), task, states)
   one = jax.tree.map(lambda m: np.asarray(m[0]), states.masks)
   expected = masks_lib.keep_counts(one, 0.1, distribution)
   for seed in range(2):
@@ -71,9 +74,9 @@ def test_every_criterion_keeps_the_exact_per_layer_counts_of_the_distribution(tm
 
 
 def test_npb_keeps_erk_budgets_under_the_global_default_and_says_so():
-  assert pruning.distribution_used("npb", "global") == "erk"
-  assert pruning.distribution_used("npb", "layerwise") == "layerwise"
-  assert pruning.distribution_used("snip", "global") == "global"
+  assert prune_spec.PruneSpec("npb").distribution_used == "erk"
+  assert prune_spec.PruneSpec("npb", distribution="layerwise").distribution_used == "layerwise"
+  assert prune_spec.PruneSpec("snip").distribution_used == "global"
 
 
 def pruned_with(ablation, criterion="magnitude", sparsity=0.8, **overrides):
@@ -81,7 +84,7 @@ def pruned_with(ablation, criterion="magnitude", sparsity=0.8, **overrides):
                         **{"prune.ablation": ablation, **overrides})
   task = engine.build_task(config)
   states = engine.init_states(config, task)
-  return states, pruning.prune_states(config, task, states, criterion, sparsity)
+  return states, runs.prune_states(prune_spec.from_config(config, criterion, density=1.0 - sparsity), task, states)
 
 
 def layer_counts(masks, seed):
@@ -126,7 +129,7 @@ def test_force_rounds_let_pruned_weights_come_back_and_end_at_the_exact_count():
   config = small_config(criterion="force", sparsity=0.9, **{"prune.rounds": 4})
   task = engine.build_task(config)
   states = engine.init_states(config, task)
-  pruned, scores = pruning.prune_states(config, task, states, "force", 0.9)
+  pruned, scores = runs.prune_states(prune_spec.from_config(config, "force", density=1.0 - 0.9), task, states)
   masks = jax.tree.map(lambda m: np.asarray(m[0]), pruned.masks)
   report = masks_lib.density_report(masks)
   assert report["kept"] == int(np.floor(0.1 * report["total"] + 0.5))
@@ -137,11 +140,11 @@ def test_force_rounds_let_pruned_weights_come_back_and_end_at_the_exact_count():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The first of the 4 rounds alone ends at its schedule density 0.1^(1/4).
   one_seed = jax.tree.map(lambda x: x[0], states)
-  spec = prune_spec.from_config(config, "force", 0.9)
-  m1, _ = pruning.prune_network(spec, one_seed.params, one_seed.masks,
-                                pruning.ModelState({}, task.trainer.model, task.trainer.spec),
-                                pruning.PruneData(task.train_images, task.train_labels), one_seed.key,
-                                pruning.init_plan(spec, one_seed.masks)[:1])
+  spec = prune_spec.from_config(config, "force", density=0.1)
+  m1, _, _ = pruning.prune_network(spec, one_seed.params, one_seed.masks,
+                                ModelState({}, task.trainer.model, task.trainer.spec),
+                                PruneData(task.train_images, task.train_labels), one_seed.key,
+                                (spec).plan(one_seed.masks)[:1])
   assert masks_lib.density_report(m1)["density"] == pytest.approx(0.1 ** 0.25, abs=1e-3)
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from autosparse_jax import report
+from autosparse_jax.lab import report
 from tests.conftest import REPO
 
 # The README command with smaller sizes; every stage and criterion still runs.
@@ -19,7 +19,7 @@ SMALLER = ["--config.irp_snip.irp.rounds=3", "--config.irp_snip.train.epochs=1",
 
 def test_quickstart_runs_every_stage_and_writes_the_table_and_figures(tmp_path):
   workdir = str(tmp_path / "quickstart")
-  command = [sys.executable, "-m", "autosparse_jax.main", "--config=configs/quickstart.py",
+  command = [sys.executable, "-m", "autosparse_jax.lab.main", "--config=configs/quickstart.py",
              f"--workdir={workdir}", *SMALLER]
   stats_file = str(tmp_path / "compile_stats.json")
   proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
@@ -66,7 +66,7 @@ def readme_quickstart_table():
 def test_readme_quickstart_table_is_what_make_quickstart_writes(tmp_path):
   """Deterministic on one machine: the README's numbers are the command's, digit for digit."""
   workdir = str(tmp_path / "quickstart")
-  proc = subprocess.run([sys.executable, "-m", "autosparse_jax.main", "--config=configs/quickstart.py",
+  proc = subprocess.run([sys.executable, "-m", "autosparse_jax.lab.main", "--config=configs/quickstart.py",
                          f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   with open(os.path.join(workdir, "sweep", "table.md")) as f:

@@ -13,13 +13,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from autosparse_jax import jobs, schema, score_dataset, workdir as workdir_lib
+from autosparse_jax import score_dataset
+from autosparse_jax.lab import jobs, schema, workdir as workdir_lib
 from autosparse_jax.errors import ConfigError, OutputError
 from tests.conftest import REPO, apply_overrides, load_config
 
 
 def cli(*args, timeout=300):
-  return subprocess.run([sys.executable, "-m", "autosparse_jax.main", *args], capture_output=True,
+  return subprocess.run([sys.executable, "-m", "autosparse_jax.lab.main", *args], capture_output=True,
                         text=True, cwd=REPO, timeout=timeout)
 
 
@@ -82,7 +83,7 @@ BAD_INPUT = [
      "config.autos.backbone was renamed config.scorer.backbone (the autos_train job's scorer settings"),
     ("quickstart", {"autos.autos.width": 0.5}, "config.autos.autos.width was renamed config.autos.scorer.width"),
     ("ccc", {"ccc.datasets": ("/only/one",)}, "config.ccc.datasets has 1 entries"),
-    # Caught by the schema (autosparse_jax/schema.py): values and cross-field rules.
+    # Caught by the schema (autosparse_jax/lab/schema.py): values and cross-field rules.
     ("prune:lenet_digits", {"data.eval_batch_size": 0}, "config.data.eval_batch_size=0 must be >= 1"),
     ("prune:lenet_digits", {"prune.prunable": "nomatch", "criterion": "snip", "sparsity": 0.5},
      "config.prune.prunable='nomatch' selects no parameter"),
@@ -218,7 +219,7 @@ def test_unreadable_latest_checkpoint_is_moved_aside_and_the_previous_one_resume
 
 @pytest.mark.slow
 def test_kill_soak_ten_sigkills_end_bit_identical(tmp_path):
-  from autosparse_jax.soak import soak
+  from soak import soak
   landed, diffs = soak(10, str(tmp_path / "soak"), seed=0)
   assert landed >= 10 and not diffs, (landed, diffs)
 
@@ -244,7 +245,7 @@ def test_damaged_prepared_dataset_gets_a_clear_error(prepared_data_dir, tmp_path
 
 
 def test_ccc_refuses_score_datasets_of_different_models(tmp_path):
-  from autosparse_jax.jobs import ccc
+  from autosparse_jax.lab.jobs import ccc
   from autosparse_jax.errors import ConfigError
   rng = np.random.default_rng(0)
   dirs = []

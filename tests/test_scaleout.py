@@ -28,8 +28,9 @@ DATA_PARALLEL = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import NamedSharding
     from tests.conftest import small_config
-    from autosparse_jax import engine, pruning, training
-    from autosparse_jax.workdir import Workdir
+    from autosparse_jax import prune_spec, pruning, training
+    from autosparse_jax.lab import engine, runs
+    from autosparse_jax.lab.workdir import Workdir
     assert jax.device_count() == 4
 
     def run(model, seeds, data, **kw):
@@ -37,7 +38,7 @@ DATA_PARALLEL = textwrap.dedent("""
       task = engine.build_task(c)
       states = engine.init_states(c, task)
       if c.criterion != "none":
-        states, _ = pruning.prune_states(c, task, states, c.criterion, float(c.sparsity))
+        states, _ = runs.prune_states(prune_spec.from_config(c, c.criterion, density=1.0 - float(c.sparsity)), task, states)
       states, last = engine.run_training(c, task, states, Workdir("/nonexistent", c, is_writer=False))
       return task, states, last
 
@@ -179,7 +180,7 @@ def test_processes_with_different_configs_stop_with_a_config_error(tmp_path):
     for i, lr in enumerate(("0.1", "0.2")):
       env = process_env(env_with_repo(), coordinator, 2, i, 1)
       procs.append(subprocess.Popen(
-          [sys.executable, "-m", "autosparse_jax.main", "--config=configs/train.py:lenet_digits",
+          [sys.executable, "-m", "autosparse_jax.lab.main", "--config=configs/train.py:lenet_digits",
            f"--workdir={tmp_path / 'w'}", f"--config.train.lr={lr}"],
           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=TIMEOUT) for p in procs]
@@ -194,7 +195,7 @@ def test_processes_with_different_configs_stop_with_a_config_error(tmp_path):
 
 def test_mesh_validation_names_the_field_and_the_fix():
   from autosparse_jax.errors import ConfigError
-  from autosparse_jax.sharding import mesh_shape
+  from autosparse_jax.lab.sharding import mesh_shape
   assert mesh_shape(small_config(), 4) == (1, 4)
   assert mesh_shape(small_config(**{"mesh.seeds": 2, "num_seeds": 4}), 4) == (2, 2)
   assert mesh_shape(small_config(**{"mesh.data": 1}), 4) == (1, 1)
@@ -209,7 +210,7 @@ def test_mesh_validation_names_the_field_and_the_fix():
 
 
 def test_distributed_starts_only_when_the_environment_asks():
-  from autosparse_jax.distributed import wanted
+  from autosparse_jax.lab.distributed import wanted
   from autosparse_jax.errors import ConfigError
   assert not wanted("auto", {})
   assert not wanted("auto", {"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "1"})  # One task.
@@ -237,7 +238,7 @@ def test_launch_scripts_parse_and_the_array_script_runs_its_grid_cell(tmp_path):
                         "--config=configs/prune.py:lenet_digits"], capture_output=True, text=True,
                        env=env, timeout=30)
   assert out.returncode == 0, out.stderr
-  assert out.stdout.split() == ["-m", "autosparse_jax.main", "--config=configs/prune.py:lenet_digits",
+  assert out.stdout.split() == ["-m", "autosparse_jax.lab.main", "--config=configs/prune.py:lenet_digits",
                                 f"--workdir={tmp_path / 'runs' / 'cell_1'}", "--config.criterion=magnitude",
                                 "--config.sparsity=0.98"]
 
@@ -253,7 +254,7 @@ def test_two_process_irp_with_seeds_across_processes_checkpoints_and_resumes(tmp
   def run_multi():
     command = [sys.executable, os.path.join(REPO, "launch", "local_multiprocess.py"), "--num_processes=2",
                "--cpu_devices=2", f"--timeout={2 * TIMEOUT}", f"--log_dir={tmp_path / 'logs'}", "--",
-               sys.executable, "-m", "autosparse_jax.main", f"--workdir={multi}", *args,
+               sys.executable, "-m", "autosparse_jax.lab.main", f"--workdir={multi}", *args,
                "--config.mesh.seeds=2"]
     out = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env_with_repo(),
                          timeout=2 * TIMEOUT + 30)
@@ -269,7 +270,7 @@ def test_two_process_irp_with_seeds_across_processes_checkpoints_and_resumes(tmp
   with open(multi / "results.json") as f:
     resumed = json.load(f)
   assert any(r.get("event") == "resumed" for r in metrics(multi))
-  out = subprocess.run([sys.executable, "-m", "autosparse_jax.main", f"--workdir={single}", *args],
+  out = subprocess.run([sys.executable, "-m", "autosparse_jax.lab.main", f"--workdir={single}", *args],
                        capture_output=True, text=True, cwd=REPO, env=env_with_repo(), timeout=2 * TIMEOUT)
   assert out.returncode == 0, out.stderr[-5000:]
   with open(single / "results.json") as f:
@@ -311,7 +312,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_after_one_checkpoint_and_res
   def launch(workdir):
     command = [sys.executable, os.path.join(REPO, "launch", "local_multiprocess.py"), "--num_processes=2",
                "--cpu_devices=1", f"--timeout={2 * TIMEOUT}", f"--log_dir={workdir}.logs", "--",
-               sys.executable, "-m", "autosparse_jax.main", f"--workdir={workdir}", *args]
+               sys.executable, "-m", "autosparse_jax.lab.main", f"--workdir={workdir}", *args]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
                             env=dict(env_with_repo(), AUTOSPARSE_PLAIN_OUTPUT="0"))
 

@@ -145,7 +145,7 @@ def test_a_damaged_or_foreign_export_is_refused_naming_it(tmp_path):
 
 
 def test_the_prune_job_exports_its_trained_networks_and_reports_their_cost(tmp_path):
-  from autosparse_jax import jobs
+  from autosparse_jax.lab import jobs
   from tests.conftest import apply_overrides, load_config
   config = apply_overrides(load_config("prune", "lenet_digits"), {
       "train.epochs": 1, "sparsity": 0.5, "prune.structure": "2:4", "export": "nm", "tensorboard": False})
@@ -156,7 +156,7 @@ def test_the_prune_job_exports_its_trained_networks_and_reports_their_cost(tmp_p
   assert run["bytes"]["nm"] == run["bytes"]["bitmask"] < run["bytes"]["dense"]  # 2:4: 2 index bits per kept = 1 bit a weight.
   params, masks = asj.load_export(run["export"][0])
   for name, m in masks_lib.prunable_items(masks, masks):
-    groups = np.asarray(structure.to_groups(jnp.asarray(m), name, structure.parse("2:4")))
+    groups = np.asarray(structure.parse("2:4").to_groups(jnp.asarray(m), name))
     assert np.all(groups.sum(axis=1) == 2), name
   for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks)):
     assert not np.any(np.asarray(p)[~np.broadcast_to(np.asarray(m), np.shape(p))])

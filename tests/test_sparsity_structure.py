@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import autosparse_jax as asj
-from autosparse_jax import criteria, masks as masks_lib, pruning, structure
+from autosparse_jax import prune_spec, criteria, masks as masks_lib, structure
 from tests.conftest import apply_overrides, load_config
 
 
@@ -61,9 +61,9 @@ def test_n_m_masks_comply_on_every_prunable_layer_for_every_jittable_criterion(n
                       init_fn=init_fn, sparsity=1 - parsed.n / parsed.m, structure=text, key=jax.random.key(0),
                       rounds=FEW_ROUNDS.get(criterion, 0))
     for name, m in masks_lib.prunable_items(masks, masks):
-      groups = np.asarray(structure.to_groups(jnp.asarray(m), name, parsed))
+      groups = np.asarray(parsed.to_groups(jnp.asarray(m), name))
       assert np.all(groups.sum(axis=1) == parsed.n), (criterion, text, name)  # Exactly N of every M.
-    assert set(structure.compliance(parsed, masks).values()) == {1.0}
+    assert set(parsed.compliance(masks).values()) == {1.0}
 
 
 @pytest.mark.parametrize("text", ["channel", "block:4x4", "block:2x4"])
@@ -73,12 +73,12 @@ def test_block_and_channel_masks_keep_exact_group_counts(text, distribution):
   parsed = structure.parse(text)
   masks = asj.prune("magnitude", params, sparsity=0.7, structure=text, distribution=distribution)
   init = asj.init_masks(params)
-  counts = structure.group_counts(parsed, init)
+  counts = {name: parsed.group_count(name, m.shape) for name, m in masks_lib.prunable_items(init, init)}
   shapes = [m.shape for _, m in masks_lib.prunable_items(init, init)]
   expected = masks_lib.keep_counts_for(shapes, list(counts.values()), 0.3, distribution)
   kept_groups = []
   for name, m in masks_lib.prunable_items(masks, masks):
-    groups = np.asarray(structure.to_groups(jnp.asarray(m), name, parsed))
+    groups = np.asarray(parsed.to_groups(jnp.asarray(m), name))
     assert np.all(groups.all(axis=1) | ~groups.any(axis=1)), name  # Whole groups only.
     kept_groups.append(int(groups.all(axis=1).sum()))
   if distribution == "global":
@@ -139,14 +139,14 @@ def test_group_scores_equal_an_independent_numpy_aggregation(reduce, text, kind,
 
 
 def test_api_masks_equal_the_jobs_masks_for_a_structured_spec():
-  from autosparse_jax import engine
+  from autosparse_jax.lab import engine, runs
   from autosparse_jax.data import batching
   for text, sparsity in (("2:4", 0.5), ("channel", 0.75)):
     config = apply_overrides(load_config("prune", "lenet_digits"), {
         "criterion": "snip", "sparsity": sparsity, "prune.structure": text})
     task = engine.build_task(config)
     states = engine.init_states(config, task)
-    job = pruning.prune_states(config, task, states, "snip", sparsity)[0].masks
+    job = runs.prune_states(prune_spec.from_config(config, "snip", density=1.0 - sparsity), task, states)[0].masks
     params = jax.tree.map(lambda x: x[0], states.params)
     images = batching.normalize(task.train_images, task.trainer.spec)
     data = [(images[i:i + 128], task.train_labels[i:i + 128]) for i in range(0, len(task.train_labels), 128)]
@@ -167,7 +167,7 @@ def test_structures_refuse_what_they_cannot_do():
     asj.prune("magnitude", params, sparsity=0.5, structure="2x2")
   with pytest.raises(ValueError, match="group_reduce='median'"):
     asj.prune("magnitude", params, sparsity=0.5, structure="channel", group_reduce="median")
-  from autosparse_jax import jobs
+  from autosparse_jax.lab import jobs
   from autosparse_jax.errors import ConfigError
   config = apply_overrides(load_config("prune", "lenet_digits"), {"prune.structure": "2:4", "sparsity": 0.75})
   with pytest.raises(ConfigError, match="config.prune.structure='2:4' keeps exactly 2 of every 4"):

@@ -1,5 +1,6 @@
-"""The package's structure: no import circles, counting imports inside functions; the README's
-layout lists every module."""
+"""The package's structure: no import circles, counting imports inside functions; the library wing
+never imports the lab wing; only the spec's door reads config.prune; the README's layout lists every
+module."""
 import ast
 import os
 import re
@@ -68,8 +69,8 @@ def find_cycle(graph):
 
 def test_the_graph_builder_sees_imports_inside_functions_and_finds_circles():
   graph = import_graph()
-  assert "autosparse_jax.engine" in graph["autosparse_jax.jobs.train"]
-  assert "autosparse_jax.pruning" in graph["autosparse_jax.engine"]
+  assert "autosparse_jax.lab.engine" in graph["autosparse_jax.lab.jobs.train"]
+  assert "autosparse_jax.pruning" in graph["autosparse_jax.lab.runs"]
   assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
   assert find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -105,7 +106,44 @@ def readme_layout_modules():
 def test_the_readme_layout_lists_every_module_and_no_other():
   # The job configs (configs/) are listed by the layout's configs/ line and their own docstrings.
   modules = {rel for rel in (os.path.relpath(path, ROOT).replace(os.sep, "/") for path in package_modules().values())
-             if not rel.startswith("configs/")}
+             if not rel.startswith("lab/configs/")}
   listed = readme_layout_modules()
   assert not modules - listed, f"modules missing from README.md's layout: {sorted(modules - listed)}"
   assert not listed - modules, f"README.md's layout lists modules that do not exist: {sorted(listed - modules)}"
+
+
+LAB = f"{PACKAGE}.lab"
+# Entry points kept under their old names (python -m autosparse_jax.main / .report): the lab's commands.
+LAB_ENTRY_POINTS = {f"{PACKAGE}.main", f"{PACKAGE}.report"}
+
+
+def test_the_library_wing_never_imports_the_lab_wing():
+  graph = import_graph()
+  library = [m for m in graph if not (m == LAB or m.startswith(LAB + ".")) and m not in LAB_ENTRY_POINTS]
+  assert f"{PACKAGE}.api" in library and f"{PACKAGE}.pruning" in library and f"{PACKAGE}.lab.engine" in graph
+  upward = sorted((m, t) for m in library for t in graph[m] if t == LAB or t.startswith(LAB + "."))
+  assert not upward, f"library modules importing the lab: {upward}"
+  # Also through importlib with a literal module name.
+  for name in library:
+    with open(package_modules()[name]) as f:
+      assert f"{LAB}." not in f.read().replace(f'"{LAB}.', "").replace(f"'{LAB}.", "") or name == PACKAGE, name
+
+
+def test_only_the_spec_door_and_the_schema_read_config_prune():
+  """Pruning settings reach the jobs, the engine and pruning as a PruneSpec, never by reading config.prune."""
+  allowed = {"prune_spec.py", "lab/schema.py", "lab/recipes.py"}  # The door, the checks, the defaults.
+  readers = []
+  for path in package_modules().values():
+    rel = os.path.relpath(path, ROOT).replace(os.sep, "/")
+    if rel in allowed or rel.startswith("lab/configs/"):
+      continue
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):  # Code only: docstrings and messages may name the fields.
+      if isinstance(node, ast.Attribute) and node.attr == "prune" and isinstance(node.value, ast.Name) \
+          and node.value.id in ("config", "vconfig", "cfg", "stage"):
+        readers.append(f"{rel}:{node.lineno}")
+      if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "config" \
+          and isinstance(node.slice, ast.Constant) and node.slice.value == "prune":
+        readers.append(f"{rel}:{node.lineno}")
+  assert not readers, f"config.prune read outside the spec's door: {readers}"

@@ -6,13 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from autosparse_jax import jobs, report
-from autosparse_jax.engine import build_task, init_states, run_training
+from autosparse_jax.lab import jobs, report
+from autosparse_jax.lab.engine import build_task, init_states, run_training
 from autosparse_jax.errors import ConfigError
-from autosparse_jax.jobs import sweep
-from autosparse_jax.pruning import prune_states
-from autosparse_jax.workdir import read_jsonl
-from autosparse_jax.workdir import Workdir
+from autosparse_jax.lab.jobs import sweep
+from autosparse_jax import prune_spec
+from autosparse_jax.lab.runs import prune_states
+from autosparse_jax.lab.workdir import read_jsonl
+from autosparse_jax.lab.workdir import Workdir
 from tests.conftest import apply_overrides, load_config, small_config
 
 SPARSITIES = (0.5, 0.8)
@@ -35,7 +36,7 @@ def started(path, config):
 def separate_run(task, criterion, sparsity, seed, path):
   """One standalone network (num_seeds=1), trained by the same functions as the train job."""
   one = sweep_config(seed=seed, num_seeds=1)
-  states, _ = prune_states(one, task, init_states(one, task), criterion, sparsity)
+  states, _ = prune_states(prune_spec.from_config(one, criterion, density=1.0 - (sparsity)), task, init_states(one, task))
   return run_training(one, task, states, started(path, one))
 
 
@@ -50,7 +51,8 @@ def test_vmapped_grid_of_2_sparsities_x_2_seeds_equals_the_four_separate_runs(tm
   config = sweep_config()
   task = build_task(config)
   cells = [(p, s) for p in SPARSITIES for s in (0, 1)]
-  grid, info = sweep.grid_states(config, task, "snip", cells, [0, 1])
+  specs = {p: prune_spec.from_config(config, "snip", density=1.0 - p) for p in SPARSITIES}
+  grid, info = sweep.grid_states(config, task, specs, cells, [0, 1])
   grid, last = run_training(config, task, grid, started(str(tmp_path / "grid"), config))
   single_task = build_task(config)  # Fresh compiled programs for the standalone runs.
   for i, (p, s) in enumerate(cells):
@@ -145,15 +147,15 @@ def test_survival_criterion_replays_the_final_irp_masks_and_refuses_other_inits(
   task = build_task(config)
   dense = init_states(config, task)
   final_sparsity = 1.0 - float(irp.irp.final_density)
-  pruned, _ = prune_states(config, task, dense, "survival", final_sparsity)
+  pruned, _ = prune_states(prune_spec.from_config(config, "survival", density=1.0 - (final_sparsity)), task, dense)
   for x, y in zip(jax.tree.leaves(pruned.masks), jax.tree.leaves(ckpt["train"]["masks"])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # Both seeds, found by theta_0.
-  between, _ = prune_states(config, task, dense, "survival", final_sparsity - 0.2)
+  between, _ = prune_states(prune_spec.from_config(config, "survival", density=1.0 - (final_sparsity - 0.2)), task, dense)
   for fine, coarse in zip(jax.tree.leaves(pruned.masks), jax.tree.leaves(between.masks)):
     assert np.all(np.asarray(coarse) >= np.asarray(fine))  # Nested: the sparser IRP mask inside.
   other = apply_overrides(config, {"seed": 7, "num_seeds": 1})
   with pytest.raises(ConfigError, match="was made from this network's theta_0"):
-    prune_states(other, task, init_states(other, task), "survival", 0.9)
+    prune_states(prune_spec.from_config(other, "survival", density=1.0 - (0.9)), task, init_states(other, task))
 
 
 def test_auto_networks_per_program_runs_conv_nets_one_at_a_time_on_cpu():

@@ -9,16 +9,17 @@ import ml_collections
 import numpy as np
 import pytest
 
-from autosparse_jax import engine, jobs, keys, pruning, training
+from autosparse_jax import prune_spec, keys, training
+from autosparse_jax.lab import engine, jobs, runs
 from autosparse_jax.errors import ConfigError
-from autosparse_jax.jobs import prune as prune_job
-from autosparse_jax.workdir import Workdir
+from autosparse_jax.lab.jobs import prune as prune_job
+from autosparse_jax.lab.workdir import Workdir
 from tests.conftest import small_config
 
 
 def _states(config, task, sparsity=0.8, criterion="random"):
   states = engine.init_states(config, task)
-  return pruning.prune_states(config, task, states, criterion, sparsity)[0] if sparsity else states
+  return runs.prune_states(prune_spec.from_config(config, criterion, density=1.0 - sparsity), task, states)[0] if sparsity else states
 
 
 def _steps(task, states, n):
@@ -194,7 +195,7 @@ def test_the_prune_job_is_the_one_way_to_prune_at_init_and_train(tmp_path):
   config = small_config(job="prune", criterion="magnitude", sparsity=0.9, num_seeds=2)
   results = jobs.run(config, str(tmp_path / "prune"))
   task = engine.build_task(config)
-  states, _ = pruning.prune_states(config, task, engine.init_states(config, task), "magnitude", 0.9)
+  states, _ = runs.prune_states(prune_spec.from_config(config, "magnitude", density=1.0 - 0.9), task, engine.init_states(config, task))
   reports = engine.density_reports(states)
   _, last = engine.run_training(config, task, states, Workdir("/nonexistent", config, is_writer=False))
   assert results["test_accuracy_seeds"]["per_seed"] == [float(a) for a in last["test_accuracy"]]

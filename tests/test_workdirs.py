@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import autosparse_jax as asj
-from autosparse_jax import artefacts, jobs, score_dataset
+from autosparse_jax import artefacts, score_dataset
+from autosparse_jax.lab import jobs
 from autosparse_jax.errors import ConfigError, OutputError
-from autosparse_jax.workdir import WorkdirBusy, WorkdirLock
+from autosparse_jax.lab.workdir import WorkdirBusy, WorkdirLock
 from tests.conftest import apply_overrides, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,7 @@ def tree_hash(path):
 
 
 def cli(*args, timeout=300):
-  return subprocess.run([sys.executable, "-m", "autosparse_jax.main", *args], capture_output=True, text=True,
+  return subprocess.run([sys.executable, "-m", "autosparse_jax.lab.main", *args], capture_output=True, text=True,
                         cwd=REPO, timeout=timeout)
 
 
@@ -57,7 +58,7 @@ def test_a_second_lock_on_a_workdir_is_refused_naming_the_holder(tmp_path):
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
   wd = str(tmp_path / "wd")
-  code = ("import sys, time; from autosparse_jax.workdir import WorkdirLock; WorkdirLock(sys.argv[1]).acquire(); "
+  code = ("import sys, time; from autosparse_jax.lab.workdir import WorkdirLock; WorkdirLock(sys.argv[1]).acquire(); "
           "print('locked', flush=True); time.sleep(60)")
   holder = subprocess.Popen([sys.executable, "-c", code, wd], stdout=subprocess.PIPE, text=True, cwd=REPO,
                             env=dict(os.environ, AUTOSPARSE_COMPILATION_CACHE="off"))
@@ -78,7 +79,7 @@ def test_restart_does_not_move_a_workdir_a_live_run_holds(tmp_path):
   wd = str(tmp_path / "wd")
   lock = WorkdirLock(wd).acquire()
   try:
-    from autosparse_jax import main as main_lib
+    from autosparse_jax.lab import main as main_lib
     with pytest.raises(WorkdirBusy, match="--restart does not move a running workdir"):
       main_lib.set_aside_workdir(wd)
     assert os.path.exists(os.path.join(wd, ".lock"))
@@ -314,7 +315,7 @@ while True:
 
 
 def test_writers_killed_at_random_instants_leave_only_whole_files(tmp_path):
-  from autosparse_jax.soak import torn_files
+  from soak import torn_files
   rng = np.random.default_rng(0)
   directory = str(tmp_path / "out")
   os.makedirs(directory)
@@ -337,8 +338,8 @@ def test_writers_killed_at_random_instants_leave_only_whole_files(tmp_path):
 
 
 def test_a_workdir_of_the_previous_version_resumes_under_the_new_defaults():
-  from autosparse_jax.workdir import config_differences
-  from autosparse_jax.config_tools import config_to_dict
+  from autosparse_jax.lab.workdir import config_differences
+  from autosparse_jax.lab.config_tools import config_to_dict
   current = config_to_dict(load_config("prune", "lenet_digits"))
   old = json.loads(json.dumps(current))
   for field in ("structure", "group_reduce"):

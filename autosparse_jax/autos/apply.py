@@ -11,7 +11,6 @@ With several processes (jax.distributed), shard_map spreads the weights over
 the devices of all processes and every process gets all scores back.
 """
 import dataclasses
-import functools
 import os
 from typing import Any
 
@@ -25,6 +24,7 @@ from autosparse_jax import artefacts
 from autosparse_jax.autos.scorer import BACKBONES, make_scorer
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.masks import path_name
+from autosparse_jax.programs import BoundedCache
 
 FEATURES = ("theta0", "g0")
 SCORER_JSON = "scorer.json"
@@ -65,8 +65,7 @@ def _padded(x, devices, batch_size):
   return out.reshape(devices, per_device // batch_size, batch_size, x.shape[1])
 
 
-@functools.lru_cache(maxsize=32)
-def _program(scorer, kind, devices=None):
+def _build_program(scorer, kind, devices=None):
   """The compiled scoring program of `scorer` (cached: host chunks reuse it)."""
   body = lambda v, b: jax.lax.map(lambda xb: scorer.apply(v, xb), b)
   if kind == "unsharded":
@@ -81,6 +80,15 @@ def _program(scorer, kind, devices=None):
   return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P("weights")), out_specs=P("weights")),
                  in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("weights"))),
                  out_shardings=out)
+
+
+# Compiled scoring programs, keyed by the scorer itself: programs.forget(scorer) and reset() reach them.
+_PROGRAMS = BoundedCache(32, "autos scoring programs")
+
+
+def _program(scorer, kind, devices=None):
+  """The compiled scoring program of `scorer` (cached: host chunks reuse it)."""
+  return _PROGRAMS.get((scorer, kind, devices), lambda: _build_program(scorer, kind, devices))
 
 
 def score_unsharded(scorer, x, batch_size=4096):

@@ -21,6 +21,13 @@ A Criterion records how the pruning module must run its score function:
   revives       each round keeps the top-k over every prunable weight, pruned ones too
                 (FORCE); otherwise rounds keep the top-k among the survivors (nested masks)
   data          the criterion reads the pruning data (False: data-free, e.g. SynFlow)
+  runs_network  the criterion calls the network (model_state.logits): a data-free one needs the
+                input's shape (the API's input_shape=); data criteria always run it
+  needs_init_fn the criterion re-draws the weights (NTK-SAP: the API's init_fn=)
+  needs_scorer  the criterion reads a trained AutoS scorer (the API's scorer=)
+  job_only      why the criterion runs only in the jobs ('' = it runs through the API too)
+  check_options options -> None, raising a named error before any compute (a scorer that does
+                not load, score datasets that are missing)
   options       its options record (a frozen dataclass; DataOptions for a plain
                 data criterion, NoOptions for none): each field's default, doc and
                 checks are declared there once; the config schema, base_config's
@@ -35,6 +42,7 @@ import jax.numpy as jnp
 
 from autosparse_jax import programs
 from autosparse_jax.criteria import fisher, force, ntk_sap, pathkernel, prospr, saliency
+from autosparse_jax.criteria import autos as autos_criterion, survival as survival_criterion
 from autosparse_jax.criteria.autos import AutosOptions, autos_scores
 from autosparse_jax.criteria.base import ModelState, PruneData
 from autosparse_jax.criteria.npb import NpbOptions, npb_scores
@@ -57,6 +65,20 @@ class Criterion:
   revives: bool = False
   data: bool = True
   options: type = DataOptions
+  runs_network: bool = False
+  needs_init_fn: bool = False
+  needs_scorer: bool = False
+  job_only: str = ""
+  check_options: Callable = None
+
+  def __post_init__(self):
+    if self.data:  # Reading data means running the network on it.
+      object.__setattr__(self, "runs_network", True)
+
+  @property
+  def needs_input_shape(self):
+    """A data-free criterion that runs the network: the API needs the input's shape."""
+    return self.runs_network and not self.data
 
 
 def random_scores(params, masks, model_state, prune_data, key, options):
@@ -112,16 +134,20 @@ register("random", random_scores, data=False, options=NoOptions)
 register("magnitude", magnitude_scores, data=False, options=NoOptions)
 register("snip", snip_scores)
 register("grasp", grasp_scores, options=GraspOptions)
-register("synflow", synflow_scores, float64=True, rounds=100, data=False, options=NoOptions)
+register("synflow", synflow_scores, float64=True, rounds=100, data=False, runs_network=True, options=NoOptions)
 register("npb", npb_scores, jittable=False, density_free=False, layer_budgets=True, data=False,
-         options=NpbOptions)
-register("autos", autos_scores, jittable=False, options=AutosOptions)
-register("survival", survival_scores, jittable=False, data=False, options=SurvivalOptions)
+         runs_network=True, options=NpbOptions)
+register("autos", autos_scores, jittable=False, options=AutosOptions, needs_scorer=True,
+         check_options=autos_criterion.check_options)
+register("survival", survival_scores, jittable=False, data=False, options=SurvivalOptions,
+         job_only="the score datasets of an IRP job on a registered model",
+         check_options=survival_criterion.check_options)
 _MODULES = (saliency, pathkernel, ntk_sap, prospr, force, fisher)
 for _module in _MODULES:
   for _name, _spec in _module.CRITERIA.items():
     register(_name, _spec["score"], float64=_spec["float64"], rounds=_spec["rounds"],
-             revives=_spec["revives"], data=_spec["data"], options=_spec["options"])
+             revives=_spec["revives"], data=_spec["data"], options=_spec["options"],
+             runs_network=_spec.get("runs_network", _spec["data"]), needs_init_fn=_spec.get("needs_init_fn", False))
 BUILTIN.update(REGISTRY)
 
 

@@ -7,7 +7,6 @@ host side per seed: g_0 by one jitted gradient pass, then the sharded scorer
 (autos/apply.py) over all devices.
 """
 import dataclasses
-import functools
 
 import jax
 import numpy as np
@@ -56,10 +55,18 @@ def check_features(scorer, scorer_dir, grad_reduction, field="config.autos.score
                       "the features match.")
 
 
-@functools.lru_cache(maxsize=8)
+def check_options(options, where="config.criterion", criterion="autos"):
+  """Before any compute: the scorer loads and wants the features this job computes."""
+  check_features(cached_scorer(options.scorer_dir), options.scorer_dir, options.grad_reduction)
+
+
+_G0_PROGRAMS = BoundedCache(8, "autos g_0 programs")
+
+
 def _g0_program(data_options):
   """g_0's program for these pruning-data options (a hashable record), built once per process."""
-  return jax.jit(lambda p, m, s, d, k: initial_gradient(s, p, m, d, k, data_options))
+  return _G0_PROGRAMS.get(data_options, lambda: jax.jit(lambda p, m, s, d, k: initial_gradient(s, p, m, d, k,
+                                                                                               data_options)))
 
 
 def autos_scores(params, masks, model_state, prune_data, key, options):

@@ -126,6 +126,7 @@ def ntk_sap_scores(params, masks, model_state, prune_data, key, cfg):
 
 
 CRITERIA = {
-    "ntk_sap": dict(score=ntk_sap_scores, rounds=20, float64=False, revives=False, data=False,
+    "ntk_sap": dict(score=ntk_sap_scores, rounds=20, float64=False, revives=False, data=False, runs_network=True,
+                    needs_init_fn=True,
                     options=NtkSapOptions),
 }

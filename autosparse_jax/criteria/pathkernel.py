@@ -163,7 +163,7 @@ def px_scores(params, masks, model_state, prune_data, key, cfg):
 
 
 CRITERIA = {
-    "synflow_l2": dict(score=synflow_l2_scores, rounds=100, float64=True, revives=False, data=False,
+    "synflow_l2": dict(score=synflow_l2_scores, rounds=100, float64=True, revives=False, data=False, runs_network=True,
                        options=NoOptions),
     "px": dict(score=px_scores, rounds=100, float64=False, revives=False, data=True, options=PxOptions),
 }

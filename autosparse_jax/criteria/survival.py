@@ -21,7 +21,7 @@ from autosparse_jax import masks as masks_lib
 from autosparse_jax.criteria.options import option
 from autosparse_jax.programs import BoundedCache, directory_stamp
 from autosparse_jax.errors import ConfigError
-from autosparse_jax.score_dataset import load_score_dataset
+from autosparse_jax.score_dataset import check_score_dataset, load_score_dataset
 
 @dataclasses.dataclass(frozen=True)
 class SurvivalOptions:
@@ -31,6 +31,15 @@ class SurvivalOptions:
 
 # (theta0 by layer, survival by layer, metadata) per dataset directory, reloaded if it changes.
 _LOADED = BoundedCache(16, "score datasets")
+
+
+def check_options(options, where="config.criterion", criterion="survival"):
+  """Before any compute: the IRP score datasets are named and readable."""
+  if not options.score_datasets:
+    raise ConfigError(f"{where}={criterion!r} needs config.survival.score_datasets: the "
+                      "score_dataset_dir(s) of an IRP job on the same model and seeds.")
+  for directory in options.score_datasets:
+    check_score_dataset(directory, "config.survival.score_datasets")
 
 
 def _load(directory):

@@ -9,6 +9,7 @@ import numpy as np
 from autosparse_jax.data import embedded
 from autosparse_jax.data.specs import DATASETS, SPECS, TFDS_DATASETS, DatasetSpec, resolve_data_dir
 from autosparse_jax.errors import ConfigError, unknown_name_message
+from autosparse_jax.programs import BoundedCache
 
 
 class DatasetNotPreparedError(ConfigError):
@@ -64,7 +65,8 @@ def load_tfds_arrays(name, data_dir):
   return out
 
 
-_DECODED = {}  # (name, data dir, files' sizes and mtimes) -> decoded splits, per process.
+# (name, data dir, files' sizes and mtimes) -> decoded splits, per process; one dataset at a time.
+_DECODED = BoundedCache(1, "decoded datasets")
 # Decoded arrays are also kept on disk next to the TFDS files (DIR/autosparse_NAME.decoded/KEY/),
 # so later processes read a few .npy files instead of decoding every example again (MNIST:
 # ~3 s of per-example decoding before each job). AUTOSPARSE_DECODED_CACHE=off turns it off.
@@ -132,7 +134,7 @@ def load_dataset(name, data_dir=None, synthetic_kwargs=None):
     return _from_splits(*embedded.synthetic(**dict(synthetic_kwargs or {})))
   directory = resolve_data_dir(data_dir)
   key = (name, directory, _files_state(os.path.join(directory, f"autosparse_{name}")))  # The builders' names.
-  if key not in _DECODED:
+  def decode():
     cache = _decoded_dir(directory, name, key)
     splits = _read_decoded(cache)
     if splits is None:
@@ -141,9 +143,11 @@ def load_dataset(name, data_dir=None, synthetic_kwargs=None):
     for arrays in splits.values():
       for a in arrays:
         a.setflags(write=False)
-    _DECODED.clear()  # One dataset at a time: the memory of the last one only.
-    _DECODED[key] = splits
-  return _from_splits(SPECS[name], _DECODED[key])
+    return splits
+
+  if key not in _DECODED:
+    _DECODED.clear()  # Free the last dataset's memory before decoding this one.
+  return _from_splits(SPECS[name], _DECODED.get(key, decode))
 
 
 __all__ = ["Dataset", "DatasetNotPreparedError", "DatasetSpec", "load_dataset", "TFDS_DATASETS"]

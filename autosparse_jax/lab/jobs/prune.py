@@ -1,0 +1,83 @@
+"""The `prune` job: prune at initialization with one criterion, then train the masked network.
+
+The one way to prune at init and train (the train job trains dense networks;
+the sweep job runs grids of criteria x sparsities x seeds). For each sparsity
+(config.sparsity, or each of config.sparsities) every seed's theta_0 is scored,
+masked and trained; results.json gives per sparsity ("runs") the test accuracy,
+achieved density (overall and per layer), NPB's path metrics and the scoring
+time, and with one sparsity all of that run's fields at the top level too.
+"""
+import os
+import time
+
+from autosparse_jax import criteria, prune_spec
+from autosparse_jax.console import log
+from autosparse_jax.errors import ConfigError
+from autosparse_jax.lab import engine, runs
+from autosparse_jax.lab.workdir import read_jsonl
+
+RUNS = "runs.jsonl"  # One line per finished sparsity: a re-run after an interruption skips them.
+
+
+def sparsity_list(config):
+  field = "config.sparsities" if config.get("sparsities") else "config.sparsity"
+  try:
+    return [prune_spec.check_sparsity(s, field) for s in list(config.get("sparsities", ()) or ()) or [config.sparsity]]
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def specs(config):
+  """The job's PruneSpec at each sparsity (the door: built and checked once here)."""
+  return [(s, prune_spec.from_config(config, density=1.0 - s)) for s in sparsity_list(config)]
+
+
+def validate(config):
+  if config.criterion == engine.NO_PRUNING:
+    raise ConfigError("config.criterion='none' does not prune: use configs/train.py for dense runs, "
+                      f"or one of {', '.join(criteria.names())}.")
+  engine.validate(config, needs_sparsity=not config.get("sparsities"))
+  specs(config)
+
+
+def run(config, workdir_path):
+  planned = specs(config)
+  start = time.time()
+  workdir, task = runs.start(config, workdir_path, resuming=True)
+  if task is None:
+    return workdir.results()
+  seeds = engine.seed_list(config)
+  finished = {r["sparsity"]: r for r in read_jsonl(os.path.join(workdir.path, RUNS))}
+  rows = []
+  for sparsity, spec in planned:
+    if sparsity in finished:  # Done before an interruption: kept, not redone.
+      rows.append(finished[sparsity])
+      continue
+    tag = f"{spec.criterion}@{sparsity:g}"
+    states, info = runs.pruned_networks(spec, task, engine.init_states(config, task), int(config.train.batch_size))
+    runs.log_pruned(tag, info)
+    engine.warn_empty_layers([i["report"] for i in info], [f"seed {s}" for s in seeds], tag)
+    states, last = engine.run_training(config, task, states, workdir, tag=tag,
+                                       checkpoint_dir=os.path.join(workdir.path, "checkpoints", tag),
+                                       networks=[f"seed_{s}" for s in seeds])
+    exported = runs.export_networks(config.get("export", ""), spec.structure, workdir, states, seeds, tag)
+    rows.append({"criterion": spec.criterion, "sparsity": sparsity, "seeds": seeds,
+                 **({"export": exported} if exported else {}),
+                 **engine.accuracy_summary(last), **engine.density_summary([i["report"] for i in info]),
+                 "scoring_seconds": info[0]["scoring_seconds"], "structure": info[0]["structure"],
+                 **runs.cost_summary(info), **{k: [i[k] for i in info] for k in runs.PATH_METRICS}})
+    workdir.append_jsonl(RUNS, [rows[-1]])
+  spec = planned[0][1]
+  results = {"job": "prune", "model": config.model, "dataset": config.dataset,
+             "criterion": spec.criterion, "epochs": int(config.train.epochs),
+             "grad_reduction": prune_spec.data_options_from_config(config).grad_reduction,
+             "distribution_used": spec.distribution_used,
+             "runs": rows, "wall_seconds": time.time() - start}
+  if len(rows) == 1:  # Every field a one-network run reports (seeds, losses, densities) where readers look.
+    results.update(rows[0])
+  workdir.write_results(results)
+  for r in rows:
+    log(f"{r['criterion']} at sparsity {r['sparsity']:g}: test accuracy "
+        f"{100 * r['test_accuracy']:.2f}% (+- {100 * r['test_accuracy_seeds']['std']:.2f}), "
+        f"density {r['density']:.5f}")
+  return results

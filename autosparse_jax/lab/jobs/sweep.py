@@ -1,0 +1,220 @@
+"""The `sweep` job: criteria x sparsities x seeds; each criterion's grid trains as one program.
+
+config.sweep.criteria x config.sparsities (the same field as the prune job's) x seeds.
+
+Masked networks of one model all have the same shapes, so every (sparsity,
+seed) network of a criterion is stacked on the leading axis that the training
+code vmaps over and trained by one compiled program (in chunks of
+sweep.max_networks_per_program). Network (p, s) keeps seed s's key, so its
+data order and augmentation are those of the standalone run of seed s and it
+ends bit-identical to it (tests/test_sweep.py).
+
+Writes one row per network to results.jsonl as soon as its chunk is trained:
+re-running the command skips the rows already there (resume after preemption
+at chunk granularity). At the end: table.csv and table.md (mean +- std over
+seeds), accuracy_vs_sparsity.png, layer_density.png and results.json.
+
+sweep.criteria entries are criterion names or keys of sweep.variants: a
+variant is {"criterion": NAME, <config fields to set>}, e.g. the LTH masks of
+an IRP run: {"criterion": "survival", "survival": {"score_datasets": (...)}}.
+"""
+import copy
+import hashlib
+import json
+import os
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from autosparse_jax import prune_spec
+from autosparse_jax.lab import engine, report, runs, schema
+from autosparse_jax.lab.config_tools import flatten
+from autosparse_jax.console import log
+from autosparse_jax.errors import ConfigError
+from autosparse_jax.lab.report import DENSE, ROWS
+from autosparse_jax.lab.workdir import read_jsonl
+
+
+def set_fields(config, fields, where):
+  """Sets nested `fields` (a dict) on `config`; unknown fields are an error naming `where`."""
+  for name, value in fields.items():
+    if name not in config:
+      raise ConfigError(f"{where}.{name} is not a config field: a variant may only set existing "
+                        "fields (e.g. autos.scorer_dir, survival.score_datasets, prune.*).")
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      set_fields(config[name], dict(value), f"{where}.{name}")
+    else:
+      config[name] = value
+
+
+def variants(config):
+  """[(label, criterion, config for it)] in sweep.criteria order."""
+  out = []
+  defined = dict(config.sweep.get("variants", {}) or {})
+  for label in config.sweep.criteria:
+    if label in defined:
+      fields = dict(copy.deepcopy(defined[label].to_dict()
+                                  if isinstance(defined[label], ml_collections.ConfigDict)
+                                  else defined[label]))
+      if "criterion" not in fields:
+        raise ConfigError(f"config.sweep.variants.{label} needs a 'criterion' field (the criterion "
+                          "it runs, e.g. 'survival' or 'autos').")
+      criterion = fields.pop("criterion")
+      where = f"config.sweep.variants.{label}"
+      found = [p for name, value in flatten(fields).items() if name in schema.BY_NAME
+               for p in schema.field_problems(schema.BY_NAME[name], value, f"{where}.{name}")]
+      if found:
+        raise ConfigError(found[0] if len(found) == 1 else "problems in the config:\n  - " + "\n  - ".join(found))
+      vconfig = ml_collections.ConfigDict(config.to_dict())
+      set_fields(vconfig, fields, where)
+    else:
+      criterion, vconfig = label, config
+    out.append((label, criterion, vconfig))
+  return out
+
+
+def variant_specs(config):
+  """[(label, config for it, {sparsity: PruneSpec})] in sweep.criteria order (the door: built and checked
+  once here)."""
+  out = []
+  for label, criterion, vconfig in variants(config):
+    density_field = f"config.sparsities ({{:g}})"
+    out.append((label, vconfig, {float(s): prune_spec.from_config(vconfig, criterion, density=1.0 - float(s),
+                                                         density_field=density_field.format(float(s)))
+                        for s in config.sparsities}))
+  return out
+
+
+def validate(config):
+  engine.validate(config, needs_sparsity=False)
+  labels = list(config.sweep.criteria)
+  if not labels:
+    raise ConfigError("config.sweep.criteria is empty: list criteria (e.g. \"('random','snip')\") "
+                      "or keys of config.sweep.variants.")
+  if len(set(labels)) != len(labels) or DENSE in labels:
+    raise ConfigError(f"config.sweep.criteria={tuple(labels)} repeats a name or uses {DENSE!r} "
+                      "(set config.sweep.dense=True for the dense baseline).")
+  if not list(config.get("sparsities", ()) or ()):
+    raise ConfigError("config.sparsities is empty: list fractions in (0, 1) (0.9 keeps 10% of the "
+                      "prunable weights), e.g. --config.sparsities='(0.9,0.98)'.")
+  for s in config.sparsities:
+    try:
+      prune_spec.check_sparsity(s, f"config.sparsities={tuple(config.sparsities)} holds {s}: a sparsity")
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  if int(config.sweep.max_networks_per_program) < -1:
+    raise ConfigError(f"config.sweep.max_networks_per_program={config.sweep.max_networks_per_program} "
+                      "must be >= -1 (-1 = auto, 0 = a criterion's whole grid in one program).")
+  for label, criterion, vconfig in variants(config):
+    if criterion == engine.NO_PRUNING:
+      raise ConfigError(f"config.sweep.criteria: {label!r} does not prune; use config.sweep.dense=True.")
+    where = f"config.sweep.variants.{label}.criterion" if label != criterion else "config.sweep.criteria"
+    prune_spec.check_config_criterion(vconfig, criterion, where)
+  variant_specs(config)
+
+
+def take(states, index):
+  return jax.tree.map(lambda x: x[jnp.asarray(index)], states)
+
+
+def concat(trees):
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *trees)
+
+
+def grid_states(config, task, specs, cells, seeds):
+  """States of the (sparsity, seed) `cells` pruned by specs[sparsity] (None: dense), stacked on the
+  leading axis, + per-cell info."""
+  dense = engine.init_states(config, task)
+  parts, info, score_cache = [], [], {}
+  for sparsity in dict.fromkeys(p for p, _ in cells):  # In order of first appearance.
+    wanted = [seeds.index(s) for p, s in cells if p == sparsity]
+    pruned, networks = runs.pruned_networks(specs[sparsity], task, dense, int(config.train.batch_size),
+                                            score_cache)
+    parts.append(take(pruned, wanted))
+    info += [dict(networks[i], sparsity=sparsity, seed=seeds[i]) for i in wanted]
+  return concat(parts), info
+
+
+def program_name(label, cells):
+  """The checkpoint directory name of a program: its cells name it (stable across resumes)."""
+  return f"{label}-" + hashlib.sha1(json.dumps([label, [list(c) for c in cells]]).encode()).hexdigest()[:12]
+
+
+def run_cells(config, task, workdir, label, specs, cells, seeds):
+  """Prunes and trains `cells` as one vmapped program; returns their rows."""
+  states, info = grid_states(config, task, specs, cells, seeds)
+  engine.warn_empty_layers([item["report"] for item in info],
+                           [f"{label}@{item['sparsity']:g} seed {item['seed']}" for item in info])
+  t = time.time()
+  program = program_name(label, cells)
+  states, last = engine.run_training(config, task, states, workdir, tag=f"{label} x{len(cells)}",
+                                     checkpoint_dir=os.path.join(workdir.path, "checkpoints", program),
+                                     networks=[f"{label}@{p:g}/seed_{s}" for p, s in cells])
+  train_seconds = time.time() - t
+  criterion = next(iter(specs.values())).criterion if label != DENSE else DENSE
+  rows = []
+  for i, item in enumerate(info):
+    r = item.pop("report")
+    rows.append({
+        "criterion": label, "method": criterion, "sparsity": item.pop("sparsity"), "seed": item.pop("seed"),
+        "test_accuracy": float(last["test_accuracy"][i]), "test_loss": float(last["test_loss"][i]),
+        "train_accuracy": float(last["train_accuracy"][i]), "train_loss": float(last["train_loss"][i]),
+        "density": r["density"], "kept": r["kept"], "total": r["total"], "empty_layers": r["empty_layers"],
+        "layer_density": {n: v["density"] for n, v in r["layers"].items()},
+        "epochs": int(config.train.epochs), "networks_in_program": len(cells),
+        "train_seconds_of_program": train_seconds, **item})
+  return rows
+
+
+def networks_per_program(config, task):
+  """config.sweep.max_networks_per_program, with -1 (auto) resolved: one network per program for
+  conv nets on CPU (vmap turns their convolutions into grouped ones, which XLA:CPU runs ~2x slower
+  than the networks one at a time: BENCHMARKS.md), a criterion's whole grid otherwise (0)."""
+  limit = int(config.sweep.max_networks_per_program)
+  if limit == -1:
+    return 1 if jax.default_backend() == "cpu" and task.trainer.has_conv() else 0
+  return limit
+
+
+def run(config, workdir_path):
+  start = time.time()
+  workdir, task = runs.start(config, workdir_path, resuming=True)
+  if task is None:
+    return workdir.results()
+  rows_path = os.path.join(workdir.path, ROWS)
+  rows = read_jsonl(rows_path)
+  if workdir.is_writer and os.path.exists(rows_path) and rows != read_jsonl(rows_path, quiet=True, whole=True):
+    workdir.write_jsonl(ROWS, rows)  # Drop a torn last line so that new rows start on a line of their own.
+  done = {(r["criterion"], r["sparsity"], r["seed"]) for r in rows}
+  if done:
+    log(f"sweep: resuming, {len(done)} networks already in {rows_path}")
+  seeds = engine.seed_list(config)
+  sparsities = [float(s) for s in config.sparsities]
+  plan = [(DENSE, config, {0.0: None}, [(0.0, s) for s in seeds])] if config.sweep.dense else []
+  plan += [(label, vconfig, specs, [(p, s) for p in sparsities for s in seeds])
+           for label, vconfig, specs in variant_specs(config)]
+  limit = networks_per_program(config, task)
+  for label, vconfig, specs, cells in plan:
+    todo = [c for c in cells if (label,) + c not in done]
+    step = limit or max(len(todo), 1)
+    for i in range(0, len(todo), step):
+      chunk = todo[i:i + step]
+      log(f"sweep: {label}: {len(chunk)} networks (sparsity x seed) in one program")
+      new_rows = run_cells(vconfig, task, workdir, label, specs, chunk, seeds)
+      workdir.append_jsonl(ROWS, new_rows)
+      rows += new_rows
+      if workdir.is_writer:  # Its rows are safe: its mid-run checkpoints are no longer needed.
+        shutil.rmtree(os.path.join(workdir.path, "checkpoints", program_name(label, chunk)), ignore_errors=True)
+  outputs = report.write_sweep_report(rows, workdir.path if workdir.is_writer else None,
+                                      title=f"{config.model} / {config.dataset}, {config.train.epochs} epochs")
+  results = {"job": "sweep", "model": config.model, "dataset": config.dataset, "seeds": seeds,
+             "criteria": list(config.sweep.criteria), "sparsities": sparsities,
+             "epochs": int(config.train.epochs), "table": outputs["table"],
+             "files": outputs["files"], "wall_seconds_this_run": time.time() - start}
+  workdir.write_results(results)
+  log("\n" + outputs["markdown"])
+  log(f"sweep done: {len(rows)} networks; table and figures in {workdir.path}")
+  return results

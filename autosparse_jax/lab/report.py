@@ -1,0 +1,255 @@
+"""Tables and figures of a sweep: mean +- std over seeds, accuracy vs sparsity, layer densities.
+
+Input is the list of results.jsonl rows (one per trained network); everything
+here is a pure function of those rows, so a table can be rebuilt from any
+sweep's results.jsonl:  python -m autosparse_jax.lab.report WORKDIR
+The std is numpy's default (population, ddof=0) over seeds, as in results.json.
+"""
+import csv
+import io
+import os
+import sys
+
+import numpy as np
+
+from autosparse_jax import artefacts
+from autosparse_jax.artefacts import read_jsonl
+
+DENSE = "dense"  # The criterion label of unpruned networks in rows and tables.
+ROWS = "results.jsonl"  # A sweep's rows, one JSON line per trained network.
+
+
+def aggregate(rows):
+  """[{criterion, sparsity, n, mean, std, seeds}] of test accuracy, in first-seen order."""
+  groups = {}
+  for r in rows:
+    groups.setdefault((r["criterion"], float(r["sparsity"])), []).append(r)
+  out = []
+  for (criterion, sparsity), group in groups.items():
+    group = sorted(group, key=lambda r: r["seed"])
+    acc = np.asarray([r["test_accuracy"] for r in group], np.float64)
+    out.append({"criterion": criterion, "sparsity": sparsity, "n": len(group),
+                "mean": float(acc.mean()), "std": float(acc.std()),
+                "seeds": [r["seed"] for r in group], "density": float(np.mean([r["density"] for r in group]))})
+    if all("inference_flops" in r for r in group):  # Rows of this version: what the masks cost.
+      out[-1].update(inference_flops=float(np.mean([r["inference_flops"] for r in group])),
+                     inference_flops_dense=float(group[0]["inference_flops_dense"]),
+                     bytes=dict(group[0]["bytes"]), structure=group[0].get("structure", "unstructured"))
+  return out
+
+
+def plot_accuracy_vs_flops(table, path, title=""):
+  """Test accuracy against inference FLOPs per example (log scale), one line per criterion."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for name in criteria_order(table):
+    pts = sorted((t for t in table if t["criterion"] == name and "inference_flops" in t),
+                 key=lambda t: t["inference_flops"])
+    if pts:
+      ax.errorbar([t["inference_flops"] for t in pts], [100 * t["mean"] for t in pts],
+                  yerr=[100 * t["std"] for t in pts], marker="o", ms=4, capsize=3, label=name)
+  ax.set_xscale("log")
+  ax.set_xlabel("inference FLOPs per example (masked kernels)")
+  ax.set_ylabel("test accuracy (%)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  artefacts.save_figure(fig, path, dpi=120)
+  plt.close(fig)
+
+
+def criteria_order(table):
+  names = []
+  for t in table:
+    if t["criterion"] not in names:
+      names.append(t["criterion"])
+  return sorted(names, key=lambda n: n != DENSE)  # Dense first, then the sweep's order.
+
+
+def sparsity_order(table):
+  return sorted({t["sparsity"] for t in table if t["criterion"] != DENSE})
+
+
+def to_csv(table):
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator="\n")
+  writer.writerow(["criterion", "sparsity", "seeds", "mean_test_accuracy", "std_test_accuracy", "density"])
+  for t in table:
+    writer.writerow([t["criterion"], f"{t['sparsity']:g}", t["n"], f"{t['mean']:.6f}", f"{t['std']:.6f}",
+                     f"{t['density']:.6f}"])
+  return buf.getvalue()
+
+
+def cost_markdown(table):
+  """What each criterion x sparsity's masks cost: inference FLOPs per example and bytes stored."""
+  rows = [t for t in table if "inference_flops" in t]
+  if not rows:
+    return ""
+  lines = ["inference FLOPs per example and bytes of the weights (masked kernels; sparse_cost.py)", "",
+           "| criterion | sparsity | structure | inference MFLOPs (dense) | bytes dense | values + bitmask | "
+           "N:M compressed |", "|---|---|---|---|---|---|---|"]
+  for t in rows:
+    b = t["bytes"]
+    lines.append(f"| {t['criterion']} | {100 * t['sparsity']:g}% | {t['structure']} | "
+                 f"{t['inference_flops'] / 1e6:.3f} ({t['inference_flops_dense'] / 1e6:.3f}) | {b['dense']} | "
+                 f"{b['bitmask']} | {b.get('nm', '')} |")
+  return "\n".join(lines) + "\n"
+
+
+def to_markdown(table):
+  """Criteria x sparsities, test accuracy in % as mean +- std; the best mean per column in bold."""
+  cells = {(t["criterion"], t["sparsity"]): t for t in table}
+  sparsities = sparsity_order(table)
+  names = criteria_order(table)
+  best = {}
+  for s in sparsities:
+    means = [cells[(n, s)]["mean"] for n in names if (n, s) in cells]
+    best[s] = max(means) if means else None
+  seeds = sorted({t["n"] for t in table})
+  lines = [f"test accuracy (%), mean ± std over {'/'.join(map(str, seeds))} seeds", "",
+           "| criterion | " + " | ".join(f"{100 * s:g}%" for s in sparsities) + " |",
+           "|---|" + "---|" * len(sparsities)]
+  for n in names:
+    if n == DENSE:
+      dense = [t for t in table if t["criterion"] == DENSE][0]
+      text = f"{100 * dense['mean']:.2f} ± {100 * dense['std']:.2f}"
+      lines.append(f"| dense (0%) | " + " | ".join(text for _ in sparsities) + " |")
+      continue
+    row = []
+    for s in sparsities:
+      t = cells.get((n, s))
+      if t is None:
+        row.append("")
+        continue
+      text = f"{100 * t['mean']:.2f} ± {100 * t['std']:.2f}"
+      row.append(f"**{text}**" if t["mean"] == best[s] else text)
+    lines.append(f"| {n} | " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def parse_markdown(text):
+  """{(criterion, sparsity): (mean %, std %)} from to_markdown's output (for checks)."""
+  text = text.split("\n\ninference FLOPs per example")[0]  # The accuracy table only, not the cost table.
+  lines = [l for l in text.splitlines() if l.startswith("|")]
+  header = [c.strip() for c in lines[0].strip("|").split("|")][1:]
+  sparsities = [float(h.rstrip("%")) / 100 for h in header]
+  out = {}
+  for line in lines[2:]:
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    name = "dense" if cells[0].startswith("dense") else cells[0]
+    for s, cell in zip(sparsities, cells[1:]):
+      if cell:
+        mean, std = cell.strip("*").split(" ± ")
+        out[(name, 0.0 if name == "dense" else s)] = (float(mean), float(std))
+  return out
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")  # Files only: works on headless hosts.
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def plot_accuracy(table, path, title=""):
+  """Accuracy vs sparsity with error bars (std over seeds) per criterion: paper Figures 3 and 6.
+
+  Left: every criterion; right: the same zoomed on the leading ones (collapsed
+  criteria otherwise squash the differences that matter into one line).
+  """
+  plt = _pyplot()
+  sparsities = sparsity_order(table)
+  x = np.arange(len(sparsities))
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  for ax in axes:
+    for name in criteria_order(table):
+      pts = [t for t in table if t["criterion"] == name]
+      if name == DENSE:
+        ax.axhline(100 * pts[0]["mean"], color="black", ls="--", lw=1, label="dense")
+        continue
+      pts = sorted(pts, key=lambda t: t["sparsity"])
+      xs = [sparsities.index(t["sparsity"]) for t in pts]
+      ax.errorbar(xs, [100 * t["mean"] for t in pts], yerr=[100 * t["std"] for t in pts],
+                  marker="o", ms=4, capsize=3, label=name)
+    ax.set_xticks(x, [f"{100 * s:g}%" for s in sparsities])
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+  pruned = [t for t in table if t["criterion"] != DENSE]
+  top = max(100 * t["mean"] for t in table)
+  best_hardest = max(100 * t["mean"] for t in pruned if t["sparsity"] == sparsities[-1])
+  axes[1].set_ylim(best_hardest - 4.0, top + 0.5)
+  axes[0].set_title(title)
+  axes[1].set_title("zoomed on the leading criteria")
+  axes[0].legend(fontsize=8, ncol=2)
+  fig.tight_layout()
+  artefacts.save_figure(fig, path, dpi=120)
+  plt.close(fig)
+
+
+def plot_layer_density(rows, path):
+  """Per-layer density of each criterion's masks (mean over seeds), one panel per sparsity."""
+  plt = _pyplot()
+  pruned = [r for r in rows if r["criterion"] != DENSE]
+  sparsities = sorted({float(r["sparsity"]) for r in pruned})
+  names = criteria_order([{"criterion": r["criterion"]} for r in pruned])
+  layers = list(pruned[0]["layer_density"])
+  fig, axes = plt.subplots(1, len(sparsities), figsize=(4 * len(sparsities), 4), squeeze=False)
+  for ax, s in zip(axes[0], sparsities):
+    for name in names:
+      group = [r for r in pruned if r["criterion"] == name and float(r["sparsity"]) == s]
+      if group:
+        dens = [np.mean([r["layer_density"][layer] for r in group]) for layer in layers]
+        ax.plot(range(len(layers)), np.maximum(dens, 1e-5), marker=".", label=name)
+    ax.set_yscale("log")
+    ax.set_title(f"sparsity {100 * s:g}%")
+    ax.set_xlabel("layer")
+    ax.set_xticks(range(len(layers)), [l.split("/")[0] for l in layers], rotation=90, fontsize=6)
+    ax.grid(alpha=0.3)
+  axes[0][0].set_ylabel("layer density (kept fraction)")
+  axes[0][-1].legend(fontsize=7)
+  fig.tight_layout()
+  artefacts.save_figure(fig, path, dpi=120)
+  plt.close(fig)
+
+
+def write_sweep_report(rows, directory, title=""):
+  """table.csv, table.md and the two figures in `directory` (None: compute only)."""
+  table = aggregate(rows)
+  markdown = to_markdown(table)
+  costs = cost_markdown(table)
+  if costs:
+    markdown = markdown.rstrip("\n") + "\n\n" + costs
+  files = {}
+  if directory:
+    for name, text in (("table.csv", to_csv(table)), ("table.md", markdown)):
+      files[name] = os.path.join(directory, name)
+      artefacts.write_text(files[name], text)
+    files["accuracy_vs_sparsity.png"] = os.path.join(directory, "accuracy_vs_sparsity.png")
+    plot_accuracy(table, files["accuracy_vs_sparsity.png"], title)
+    if any("inference_flops" in t for t in table):
+      files["accuracy_vs_flops.png"] = os.path.join(directory, "accuracy_vs_flops.png")
+      plot_accuracy_vs_flops(table, files["accuracy_vs_flops.png"], title)
+    if any(r["criterion"] != DENSE for r in rows):
+      files["layer_density.png"] = os.path.join(directory, "layer_density.png")
+      plot_layer_density(rows, files["layer_density.png"])
+  return {"table": table, "markdown": markdown, "files": files}
+
+
+def main(argv):
+  """Rebuilds the table and figures of a sweep workdir from its results.jsonl."""
+  if len(argv) != 2:
+    print("usage: python -m autosparse_jax.lab.report SWEEP_WORKDIR", file=sys.stderr)
+    return 2
+  rows = read_jsonl(os.path.join(argv[1], ROWS))
+  if not rows:
+    print(f"error: {argv[1]}/{ROWS} holds no rows", file=sys.stderr)
+    return 2
+  title = f"{os.path.basename(os.path.abspath(argv[1]))}, {rows[-1].get('epochs', '?')} epochs"
+  print(write_sweep_report(rows, argv[1], title)["markdown"])
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))
