@@ -149,10 +149,10 @@ class _Periodic:
       step, fraction = getattr(self, f"{end}_step"), getattr(self, f"{end}_fraction")
       if step is None:
         fraction = default if fraction is None else fraction
-        if total_steps is None:
+        if total_steps is None and fraction != 0.0:
           raise ValueError(f"{end}_step is not given, so it is {end}_fraction={fraction} of the run: give "
                            f"total_steps= (the run's number of optimizer steps) or {end}_step=.")
-        step = int(math.floor(fraction * total_steps))
+        step = 0 if fraction == 0.0 else int(math.floor(fraction * total_steps))
       steps[end] = step
     start, end = steps["start"], steps["end"]
     if end < start:
@@ -286,7 +286,8 @@ def _progress(record, step):
 
 
 def gmp_sparsity(record, step, final=None, initial=None):
-  """GMP's scheduled sparsity at `step` (float32): s_f + (s_i - s_f)(1 - progress)^power.
+  """GMP's scheduled sparsity at `step` (float32): s_f + (s_i - s_f)(1 - progress)^power, computed as
+  s_i + (s_f - s_i)(1 - (1 - progress)^power) (jaxpruner's float32 value when s_i = 0).
 
   final / initial: a layer's own s_f and s_i (default: the record's sparsity and initial_sparsity).
   """
@@ -294,7 +295,7 @@ def gmp_sparsity(record, step, final=None, initial=None):
   final = record.sparsity if final is None else final
   initial = record.initial_sparsity if initial is None else initial
   remaining = (1.0 - _progress(record, step)) ** record.power
-  return jnp.float32(final) + (jnp.float32(initial) - jnp.float32(final)) * remaining
+  return jnp.float32(initial) + (jnp.float32(final) - jnp.float32(initial)) * (1.0 - remaining)
 
 
 def drop_fraction(record, step):
@@ -332,15 +333,18 @@ def gmp_keep_counts(record, masks):
               else np.clip(steps + 1 - record.start_step, 0, length).astype(np.float64) / length)
   remaining = (1.0 - progress) ** record.power
   if record.distribution == "global":
-    s = record.sparsity + (record.initial_sparsity - record.sparsity) * remaining
-    return np.array([masks_lib.num_to_keep(1.0 - x, sizes.sum()) for x in s], np.int64)
+    s = record.initial_sparsity + (record.sparsity - record.initial_sparsity) * (1.0 - remaining)
+    return np.array([masks_lib.num_to_keep(min(1.0, 1.0 - x), sizes.sum()) for x in s], np.int64)
   final = np.asarray(masks_lib.keep_counts_for(shapes, sizes, 1.0 - record.sparsity, record.distribution))
-  s_final = 1.0 - final / sizes
+  # Each layer's own final sparsity before rounding (layerwise: the same; ERK: its ERK density).
+  s_final = 1.0 - (np.full(len(sizes), 1.0 - record.sparsity) if record.distribution == "layerwise"
+                   else masks_lib.erk_densities(shapes, 1.0 - record.sparsity))
   s_init = np.minimum(record.initial_sparsity, s_final)
   rows = []
   for r in remaining:
-    s = s_final + (s_init - s_final) * r
-    rows.append([final[l] if r == 0.0 else masks_lib.num_to_keep(min(1.0, max(0.0, 1.0 - s[l])), sizes[l])
+    s = s_init + (s_final - s_init) * (1.0 - r)
+    rows.append([final[l] if r == 0.0 else max(final[l], masks_lib.num_to_keep(min(1.0, max(0.0, 1.0 - s[l])),
+                                                                                sizes[l]))
                  for l in range(len(sizes))])
   return np.array(rows, np.int64).reshape(len(steps), len(sizes))
 
