@@ -561,3 +561,71 @@ def _find(state):
       if found is not None:
         return found
   return None
+
+
+# ---------------------------------------------------------------- training FLOPs (RigL's accounting)
+# Per example: a forward pass costs f, its backward 2f (input gradients f, weight gradients f), so a
+# sparse step costs 3 f_S. A RigL update step needs the dense weight gradient: f_S forward, f_S input
+# gradients, f_D weight gradients (Evci et al. 2020, appendix H). SET's random growth and every mask
+# update's top-k are not counted (RigL's convention). f_S / f_D: forward FLOPs per example of the
+# sparse / dense network (asj.cost's inference_flops / inference_flops_dense at batch 1).
+
+def static_training_flops(f_sparse, batch=1):
+  """FLOPs of one static sparse training step (SET's too): 3 f_S per example."""
+  return 3.0 * f_sparse * batch
+
+
+def rigl_training_flops(f_sparse, f_dense, update_every_steps, batch=1):
+  """RigL's amortised FLOPs per step: (3 f_S dT + 2 f_S + f_D) / (dT + 1) per example (dT = update_every_steps)."""
+  dt = float(update_every_steps)
+  return (3.0 * f_sparse * dt + 2.0 * f_sparse + f_dense) / (dt + 1.0) * batch
+
+
+def gmp_forward_flops(record, masks, f_dense, layer_macs, total_steps):
+  """GMP's forward FLOPs per example at every step [total_steps]: f_D - 2 sum_l macs_l (1 - d_l(t)).
+
+  masks: the starting masks (their counts hold until the first update); layer_macs: each prunable
+  layer's dense multiply-adds per example, in tree order (sparse_cost.masked_macs' "layers" macs);
+  d_l(t): the layer's density in force during step t (set by the updates of steps < t: an update
+  step's own forward and backward run with the masks before it). Under 'global' the per-layer counts
+  are only known in training: every layer is taken at the overall density (exact when every weight
+  takes part in as many multiply-adds; pass per-step FLOPs measured in training to
+  training_flops_total otherwise).
+  """
+  record = record.resolve(total_steps) if not record.resolved else record
+  sizes = np.array([int(np.prod(m.shape)) for _, m in masks_lib.prunable_items(masks, masks)], np.float64)
+  macs = np.asarray(layer_macs, np.float64)
+  if macs.shape != sizes.shape:
+    raise ValueError(f"layer_macs has {macs.size} entries, the masks {sizes.size} prunable layers.")
+  table = gmp_keep_counts(record, masks).astype(np.float64)
+  if table.ndim == 1:
+    table = table[:, None] * np.ones_like(sizes) / sizes.sum() * sizes
+  counts = np.vstack([layer_counts_of(masks)[None, :], table])
+  in_force = np.searchsorted(update_steps(record), np.arange(total_steps), side="left")  # Updates before t.
+  removed = macs * (sizes - counts[in_force]) / sizes  # Multiply-adds the pruned weights take.
+  return f_dense - 2.0 * removed.sum(axis=1)
+
+
+def layer_counts_of(masks):
+  """Kept weights of each prunable layer, in tree order (host ints)."""
+  return np.array([int(np.asarray(m).sum()) for _, m in masks_lib.prunable_items(masks, masks)], np.float64)
+
+
+def training_flops_total(record, total_steps, f_sparse=None, f_dense=None, batch=1, forward_flops=None):
+  """The FLOPs of a whole run of `total_steps` steps at `batch`, by RigL's accounting.
+
+  static / set: 3 f_S per step; rigl: 2 f_S + f_D on each of its update steps, 3 f_S on the others;
+  gmp: 3 f(t) summed over the steps, f(t) = forward_flops (per step, e.g. gmp_forward_flops').
+  """
+  if isinstance(record, GMP) or forward_flops is not None:
+    if forward_flops is None:
+      raise ValueError("GMP's total needs forward_flops= (per step: gmp_forward_flops(record, masks, ...)).")
+    f = np.asarray(forward_flops, np.float64)
+    if f.shape != (total_steps,):
+      raise ValueError(f"forward_flops has shape {f.shape}, not ({total_steps},): one value per step.")
+    return 3.0 * float(f.sum()) * batch
+  if isinstance(record, RigL):
+    record = record.resolve(total_steps) if not record.resolved else record
+    updates = int(np.sum(update_steps(record) < total_steps))
+    return ((total_steps - updates) * 3.0 * f_sparse + updates * (2.0 * f_sparse + f_dense)) * batch
+  return static_training_flops(f_sparse, batch) * total_steps

@@ -260,9 +260,9 @@ def test_wrapper_on_a_dict_mlp_eager_equals_jit():
   batch = data(jax.random.PRNGKey(7))
   outs = []
   for jit in (False, True):
-    tx = asj.sparse_training(optax.adam(1e-2), masks0, "set", update_every_steps=3, end_step=9, total_steps=12,
+    tx = asj.sparse_training(optax.adam(1e-2), masks0, "set", update_every_steps=3, end_step=6, total_steps=7,
                              key=jax.random.PRNGKey(11))
-    outs.append(train(tx, params, 12, batch, jit=jit))
+    outs.append(train(tx, params, 7, batch, jit=jit))
   (p_eager, s_eager), (p_jit, s_jit) = outs
   for a, b in zip(jax.tree.leaves(asj.current_masks(s_eager)), jax.tree.leaves(asj.current_masks(s_jit))):
     np.testing.assert_array_equal(a, b)
@@ -286,7 +286,7 @@ def test_wrapper_on_an_equinox_model_in_a_plain_optax_loop():
 
   results = []
   for jit in (False, True):
-    tx = asj.sparse_training(optax.adam(1e-2), masks0, "rigl", update_every_steps=2, end_step=6, total_steps=8)
+    tx = asj.sparse_training(optax.adam(1e-2), masks0, "rigl", update_every_steps=2, end_step=4, total_steps=5)
 
     def step(p, s):
       updates, s = tx.update(jax.grad(loss)(p), s, p)
@@ -294,7 +294,7 @@ def test_wrapper_on_an_equinox_model_in_a_plain_optax_loop():
 
     step = eqx.filter_jit(step) if jit else step
     p, s = params, tx.init(params)
-    for _ in range(8):
+    for _ in range(5):
       p, s = step(p, s)
       assert pruned_are_zero(p, asj.current_masks(s))
       np.testing.assert_array_equal(layer_counts(asj.current_masks(s)), layer_counts(masks0))
@@ -371,3 +371,39 @@ def test_jaxpruner_set_draws_fed_to_ours_equal_the_fixed_key():
   for k in ("w1", "w2"):
     np.testing.assert_array_equal(by_key[k], by_draws[k])
     np.testing.assert_array_equal(by_draws[k], f[f"masks/{k}"][0].astype(bool))
+
+
+# ------------------------------------------------------------------------ training FLOPs, by hand
+
+LENET_MACS = (784 * 300, 300 * 100, 100 * 10)  # 235,200 + 30,000 + 1,000 = 266,200 multiply-adds.
+
+
+def test_training_flops_static_and_rigl_by_hand():
+  f_dense = 2 * 266_200  # 532,400 forward FLOPs per example.
+  f_sparse = 2 * 26_620  # Every layer at 10%: 53,240.
+  assert ds.static_training_flops(f_sparse, batch=8) == 3 * 53_240 * 8 == 1_277_760
+  # RigL, dT = 100: (3 x 53,240 x 100 + 2 x 53,240 + 532,400) / 101 per example.
+  assert ds.rigl_training_flops(f_sparse, f_dense, 100) == pytest.approx((15_972_000 + 106_480 + 532_400) / 101)
+  assert ds.rigl_training_flops(f_sparse, f_dense, 100, batch=8) == pytest.approx(8 * 16_610_880 / 101)
+  # A 1,000-step run updating every 100 steps until 750: updates at 0, 100, ..., 700 (8 of them).
+  rigl = ds.schedule("rigl").resolve(1000)
+  total = ds.training_flops_total(rigl, 1000, f_sparse, f_dense, batch=1)
+  assert total == 992 * 3 * 53_240 + 8 * (2 * 53_240 + 532_400)
+  assert ds.training_flops_total(ds.schedule("set").resolve(1000), 1000, f_sparse, f_dense) == 1000 * 159_720
+
+
+def test_training_flops_gmp_integrates_its_schedule_by_hand():
+  masks = {"w": jnp.ones((10, 10), bool), "b": jnp.ones((), bool)}
+  record = ds.schedule("gmp", sparsity=0.5, distribution="layerwise", update_every_steps=1, start_step=0,
+                       end_step=2).resolve(4)
+  # Updates at 0 (progress 1/2: s = 0.5 x (1 - 1/8) = 0.4375, keep 56), 1 and 2 (keep 50).
+  np.testing.assert_array_equal(ds.gmp_keep_counts(record, masks), [[56], [50], [50]])
+  # One multiply-add per weight per example; f_D = 200. Step 0 runs dense, step 1 with 56, steps 2-3 with 50.
+  f = ds.gmp_forward_flops(record, masks, 200.0, [100], 4)
+  np.testing.assert_array_equal(f, [200.0, 112.0, 100.0, 100.0])
+  assert ds.training_flops_total(record, 4, forward_flops=f, batch=2) == 3 * 512 * 2
+  glob = ds.schedule("gmp", sparsity=0.5, update_every_steps=1, start_step=0, end_step=2).resolve(4)
+  two = {"a": jnp.ones((10, 10), bool), "b": jnp.ones((10, 30), bool)}
+  # Global: 400 weights, keep 225 then 200; both layers taken at the overall density.
+  np.testing.assert_allclose(ds.gmp_forward_flops(glob, two, 1000.0, [100, 300], 4),
+                             [1000.0, 1000 - 2 * 400 * (1 - 225 / 400), 1000 - 2 * 400 * 0.5, 600.0])
