@@ -398,8 +398,10 @@ def update_masks(record, params, masks, dense_grads=None, key=None, step=0, scor
     return masks, no_regrowth
   if isinstance(record, GMP):
     table = gmp_keep_counts(record, masks)
-    first = int(update_steps(record)[0]) if len(table) else 0
-    row = jnp.clip((jnp.asarray(step) - first) // record.update_every_steps, 0, max(len(table) - 1, 0))
+    if not len(table):  # No update step in the run.
+      return masks, no_regrowth
+    first = int(update_steps(record)[0])
+    row = jnp.clip((jnp.asarray(step) - first) // record.update_every_steps, 0, len(table) - 1)
     counts = jnp.asarray(table, jnp.int32)[row]
     if scores is None:
       scores = jax.tree.map(jnp.abs, params)
