@@ -494,32 +494,37 @@ def sparse_training(tx, masks, method="rigl", *, total_steps=None, key=None, sco
     updates = jax.tree.map(lambda u, k, p: jnp.where(k, u, -jnp.asarray(p, u.dtype)), updates, m, params)
     return updates, inner_state
 
+  # The branches are built once (not per call) and take their inputs as operands: eager calls then reuse
+  # lax.cond's traced and compiled branches instead of compiling them again at every step.
+  def gmp_masks(grads, state, params):
+    scores = None if score_fn is None else score_fn(params, grads)
+    return update_masks(record, params, state.masks, grads, step=state.step, scores=scores)[0]
+
+  def keep_masks(grads, state, params):
+    del grads, params
+    return state.masks
+
+  def otherwise(grads, state, params):
+    updates, inner_state = masked_step(grads, state.inner_state, params, state.masks)
+    return updates, state.masks, inner_state
+
+  def on_update(grads, state, params):
+    shapes = jax.eval_shape(otherwise, grads, state, params)[0]
+    new, regrown = update_masks(record, params, state.masks, grads, state.key, state.step)
+    stays = jax.tree.map(lambda a, b: a & b, new, state.masks)
+    updates = jax.tree.map(lambda k, p, s: jnp.where(k, jnp.zeros((), s.dtype), -jnp.asarray(p, s.dtype)),
+                           stays, params, shapes)
+    return updates, new, reset_opt_state(state.inner_state, params, regrown)
+
   def update(grads, state, params=None):
     if params is None:
       raise ValueError("sparse_training needs the params: call update(grads, state, params).")
     up = is_update_step(record, state.step)
     if isinstance(record, GMP):
-      def new_masks():
-        scores = None if score_fn is None else score_fn(params, grads)
-        return update_masks(record, params, state.masks, grads, step=state.step, scores=scores)[0]
-
-      m = jax.lax.cond(up, new_masks, lambda: state.masks)
+      m = jax.lax.cond(up, gmp_masks, keep_masks, grads, state, params)
       updates, inner_state = masked_step(grads, state.inner_state, params, m)
     else:
-      def otherwise():
-        updates, inner_state = masked_step(grads, state.inner_state, params, state.masks)
-        return updates, state.masks, inner_state
-
-      shapes = jax.eval_shape(otherwise)[0]
-
-      def on_update():
-        new, regrown = update_masks(record, params, state.masks, grads, state.key, state.step)
-        stays = jax.tree.map(lambda a, b: a & b, new, state.masks)
-        updates = jax.tree.map(lambda k, p, s: jnp.where(k, jnp.zeros((), s.dtype), -jnp.asarray(p, s.dtype)),
-                               stays, params, shapes)
-        return updates, new, reset_opt_state(state.inner_state, params, regrown)
-
-      updates, m, inner_state = jax.lax.cond(up, on_update, otherwise)
+      updates, m, inner_state = jax.lax.cond(up, on_update, otherwise, grads, state, params)
     return updates, SparseTrainingState(inner_state, m, state.step + 1, state.key)
 
   return optax.GradientTransformation(init, update)
