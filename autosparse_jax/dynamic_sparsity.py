@@ -68,7 +68,14 @@ Layerwise GMP rounds each layer to round(n_l (1 - s_t)) like jaxpruner; at the f
 is masks.keep_counts' (largest remainders so the total is round(d n)), which can differ by one in a layer
 whose own rounding is at a half. Unlike jaxpruner's wrap_optax, the mask update runs only on update steps
 (lax.cond): non-update steps cost a masked optimizer step. Under jax.vmap with a per-example step the
-condition is batched and lax.cond evaluates both branches: keep the step unbatched where it matters.
+condition is batched and lax.cond evaluates both branches: keep the step unbatched where it matters. The
+starting masks are a constant of the transformation (tx.init puts them in the state), so per-seed masks
+under vmap need one state per seed built from update_masks directly.
+The parity fixtures (tests/reference/jaxpruner__*.npz, tests/reference/make_jaxpruner_fixtures.py) were
+written by jaxpruner's own wrap_optax(adam) updaters at that commit under JAX 0.4.26 (the JAX of its
+time; jax_threefry_partitionable on, as in the project's JAX): masks and params agree at every step.
+Training FLOPs by RigL's accounting: static_training_flops, rigl_training_flops, gmp_forward_flops and
+training_flops_total at the end of this module.
 """
 import dataclasses
 import math
@@ -548,15 +555,11 @@ def _check_gmp_start(record, masks):
 
 def current_masks(opt_state):
   """The masks in force in a sparse_training state (found inside optax.chain's tuples too)."""
-  if isinstance(opt_state, SparseTrainingState):
-    return opt_state.masks
-  if isinstance(opt_state, (tuple, list)):
-    for s in opt_state:
-      found = _find(s)
-      if found is not None:
-        return found.masks
-  raise ValueError("no sparse_training state found in opt_state: pass the state of asj.sparse_training(...) "
-                   "(or of an optax.chain holding it).")
+  found = _find(opt_state)
+  if found is None:
+    raise ValueError("no sparse_training state found in opt_state: pass the state of asj.sparse_training(...) "
+                     "(or of an optax.chain holding it).")
+  return found.masks
 
 
 def _find(state):
