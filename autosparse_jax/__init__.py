@@ -3,7 +3,8 @@
 Public API (autosparse_jax/api.py; loaded on first use, so `import autosparse_jax`
 stays light for the command-line tools): score, prune, masked, apply_masks,
 init_masks, register_criterion, criterion_names, cost (sparse_cost.py), export /
-load_export (compact_export.py), and autos.pretrained / autos.load_scorer.
+load_export (compact_export.py), sparse_training / current_masks (dynamic_sparsity.py: GMP,
+SET, RigL), and autos.pretrained / autos.load_scorer.
 
 Importing the package (before jax starts its backend) turns off XLA:CPU's
 YNNPACK library fusions unless XLA_FLAGS already sets them: those fusions pick
@@ -44,8 +45,11 @@ _enable_compilation_cache()
 _API = ("score", "prune", "masked", "apply_masks", "init_masks", "register_criterion", "criterion_names")
 
 
+# sparse_training lives in dynamic_sparsity.py, a module of another name: importing a submodule
+# sets it as an attribute of the package, which would shadow a function of the same name.
 _ELSEWHERE = {"cost": "autosparse_jax.sparse_cost", "export": "autosparse_jax.compact_export",
-              "load_export": "autosparse_jax.compact_export"}
+              "load_export": "autosparse_jax.compact_export",
+              "sparse_training": "autosparse_jax.dynamic_sparsity", "current_masks": "autosparse_jax.dynamic_sparsity"}
 
 
 def __getattr__(name):
