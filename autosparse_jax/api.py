@@ -102,20 +102,10 @@ def _check_params(params):
 
 
 def _check_masks(params, masks):
-  if jax.tree.structure(masks) != jax.tree.structure(params):
-    ours, theirs = set(_leaf_names(params)), set(_leaf_names(masks))
-    detail = (f"only in params: {sorted(ours - theirs)[:3]}; only in masks: {sorted(theirs - ours)[:3]}"
-              if ours != theirs else f"params' tree is {jax.tree.structure(params)}")
-    raise ValueError(f"masks= must have the tree structure of params= ({detail}). Build it with "
-                     "asj.init_masks(params) or take it from an earlier asj.prune(...) on the same params.")
-  for (path, p), m in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(masks)):
-    shape = np.shape(m)
-    if getattr(m, "dtype", None) != np.bool_ or (shape and shape != np.shape(p)):
-      raise ValueError(f"masks= leaf {masks_lib.path_name(path)!r} is {getattr(m, 'dtype', type(m).__name__)} "
-                       f"of shape {shape}: each mask leaf must be bool, of its param's shape {np.shape(p)} "
-                       "(prunable) or 0-d True (not prunable), as asj.init_masks(params) makes them.")
+  masks = masks_lib.check_masks(params, masks)
   if not any(np.ndim(m) > 0 for m in jax.tree.leaves(masks)):
     raise ValueError("masks= has no prunable leaf (every leaf is 0-d): nothing to prune.")
+  return masks
 
 
 def _key(key):
@@ -299,7 +289,7 @@ def _prepare(criterion, params, apply_fn, batches, input_shape, key, prunable, m
   else:
     if prunable is not None:
       raise ValueError("pass masks= or prunable=, not both: masks= already says which leaves are prunable.")
-    _check_masks(params, masks)
+    masks = _check_masks(params, masks)
   key = _key(key)
   net, data, batch, fingerprint = _network(attrs, params, apply_fn, batches, input_shape, num_classes, init_fn)
   if isinstance(spec.options, criteria.DataOptions):  # The pruning data: the user's batches, all of them.
@@ -398,21 +388,31 @@ def masked(tx, masks):
 
   Gradients are masked before `tx` (its moments never see pruned entries) and
   updates after it (weight decay, momentum or Adam cannot move them): with
-  params = apply_masks(params, masks), pruned weights stay exactly 0.
+  params = apply_masks(params, masks), pruned weights stay exactly 0. masks: bool (or 0/1)
+  masks of the params' tree and shapes; init(params) refuses others, naming the first leaf that
+  differs. Static masks only: for masks that change while training, asj.sparse_training.
   """
+  masks = masks_lib.check_masks(masks, masks)  # bool, or a named error for other values.
+
   def zero(tree):
     return jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros((), u.dtype)), tree, masks)
 
+  def init(params):
+    masks_lib.check_masks(params, masks)
+    return tx.init(params)
+
   def update(updates, state, params=None):
+    masks_lib.check_masks(updates, masks, params_argument="the updates")
     updates, state = tx.update(zero(updates), state, params)
     return zero(updates), state
 
-  return optax.GradientTransformation(tx.init, update)
+  return optax.GradientTransformation(init, update)
 
 
 def apply_masks(params, masks):
-  """params with pruned entries set to exactly 0."""
-  return masks_lib.apply_masks(params, masks)
+  """params with pruned entries set to exactly 0; masks of another tree or shape are refused, naming
+  the first leaf that differs (masks.check_masks)."""
+  return masks_lib.apply_masks(params, masks_lib.check_masks(params, masks))
 
 
 def register_criterion(name, fn, *, replace=False, **attributes):

@@ -77,6 +77,42 @@ def init_masks(params, prunable=DEFAULT_PRUNABLE, field="config.prune.prunable")
   return masks
 
 
+def check_masks(params, masks, argument="masks=", params_argument="params="):
+  """`masks` as bool masks of `params`, or a ValueError naming the first leaf that differs.
+
+  The one check of every door that takes masks (asj.prune(masks=), apply_masks, masked, export,
+  sparse_training): the tree structure of params; each leaf bool or 0/1 numbers (converted to
+  bool), of its param's shape (prunable) or 0-d (not prunable). Values are checked where they
+  are concrete (under jit only dtypes and shapes are known).
+  """
+  param_leaves = jax.tree_util.tree_leaves_with_path(params)
+  mask_leaves = jax.tree_util.tree_leaves_with_path(masks)
+  if jax.tree.structure(masks) != jax.tree.structure(params):
+    ours, theirs = [path_name(p) for p, _ in param_leaves], [path_name(p) for p, _ in mask_leaves]
+    first = next((f"{params_argument} has {a!r} where {argument} has {b!r}" for a, b in zip(ours, theirs) if a != b),
+                 f"{params_argument} has {len(ours)} leaves, {argument} {len(theirs)}")
+    raise ValueError(f"{argument} must have the tree structure of {params_argument} ({first}). Build it with "
+                     "asj.init_masks(params) or take it from asj.prune(...) on the same params.")
+  out = []
+  for (path, p), (_, m) in zip(param_leaves, mask_leaves):
+    name, shape, dtype = path_name(path), tuple(np.shape(m)), getattr(m, "dtype", None)
+    if dtype is None:
+      m = np.asarray(m)
+      dtype = m.dtype
+    if not (dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+      raise ValueError(f"{argument} leaf {name!r} has dtype {dtype}: a mask is bool (or 0/1 numbers).")
+    if shape and shape != tuple(np.shape(p)):
+      raise ValueError(f"{argument} leaf {name!r} has shape {shape} but {params_argument} leaf {name!r} has "
+                       f"{tuple(np.shape(p))}: are the masks of another model? Each mask leaf has its param's shape "
+                       "(prunable) or is a 0-d True (not prunable), as asj.init_masks(params) makes them.")
+    if dtype != np.bool_:
+      if not isinstance(m, jax.core.Tracer) and not np.all(np.isin(np.asarray(m), (0, 1))):
+        raise ValueError(f"{argument} leaf {name!r} holds values other than 0 and 1: a mask is bool or 0/1.")
+      m = m != 0
+    out.append(m)
+  return jax.tree.unflatten(jax.tree.structure(params), out)
+
+
 def apply_masks(params, masks):
   """params with pruned entries set to exactly 0 (unprunable leaves unchanged)."""
   return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, masks)
