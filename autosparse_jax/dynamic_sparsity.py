@@ -90,6 +90,7 @@ from autosparse_jax import masks as masks_lib
 
 METHODS = ("static", "gmp", "set", "rigl")
 DROP_FRACTION_DECAYS = ("constant", "cosine")
+GMP_SCORES = ("magnitude", "snip")
 
 
 def _int_field(name, value, low, what):
@@ -193,6 +194,7 @@ class GMP(_Periodic):
   initial_sparsity: float = 0.0
   distribution: str = "global"
   power: int = 3
+  scores: str = "magnitude"  # What GMP ranks: magnitude |w| or snip |w g| (g: the step's batch gradient).
 
   def __post_init__(self):
     super().__post_init__()
@@ -205,6 +207,9 @@ class GMP(_Periodic):
       raise ValueError(f"distribution={self.distribution!r} is not known. Allowed: "
                        f"{', '.join(masks_lib.DISTRIBUTIONS)}.")
     _int_field("power", self.power, 1, "the order of the polynomial schedule (Zhu & Gupta: 3)")
+    if self.scores not in GMP_SCORES:
+      raise ValueError(f"scores={self.scores!r} is not known. Allowed: {', '.join(GMP_SCORES)} (magnitude |w|; "
+                       "snip |w g| with g the step's batch gradient).")
 
   def _checked(self, from_fraction):
     """An end_step no update step reaches the target from is refused (given) or moved down (a fraction)."""
@@ -266,6 +271,38 @@ def schedule(method="static", **fields):
   if record is GMP and "sparsity" not in fields:
     raise ValueError("method='gmp' needs sparsity= (its final sparsity, e.g. 0.9).")
   return record(**fields)
+
+
+# The jobs' config.sparse_training: the records' fields, their defaults read from the records (declared
+# there once); -1 stands for "not given" (ml_collections fields cannot hold None and keep a type).
+NOT_GIVEN = -1
+_GIVEN_OR_NOT = ("start_step", "end_step", "start_fraction", "end_fraction")
+
+
+def config_defaults():
+  """{field: default} of config.sparse_training: method, then every record's fields (GMP's final sparsity and
+  distribution come from the job's config.sparsity and config.prune.distribution, not from here)."""
+  out = {"method": "static"}
+  for record in (SET, GMP):
+    for field in dataclasses.fields(record):
+      if field.name in ("sparsity", "distribution") or field.name in out:
+        continue
+      default = field.default
+      out[field.name] = (NOT_GIVEN if "step" in field.name else float(NOT_GIVEN)) if default is None else default
+  return out
+
+
+def from_config_values(values, sparsity=None, distribution="global"):
+  """The record of config.sparse_training's `values` (a dict); GMP takes `sparsity` and `distribution`."""
+  method = values.get("method", "static")
+  if method not in RECORDS:
+    raise ValueError(f"method={method!r} is not known. Allowed: {', '.join(METHODS)}.")
+  names = {f.name for f in dataclasses.fields(RECORDS[method])}
+  fields = {k: v for k, v in values.items()
+            if k in names and not (k in _GIVEN_OR_NOT and v == NOT_GIVEN)}
+  if method == "gmp":
+    fields.update(sparsity=float(sparsity), distribution=distribution)
+  return schedule(method, **fields)
 
 
 def _require_resolved(record):
@@ -504,7 +541,10 @@ def sparse_training(tx, masks, method="rigl", *, total_steps=None, key=None, sco
   # The branches are built once (not per call) and take their inputs as operands: eager calls then reuse
   # lax.cond's traced and compiled branches instead of compiling them again at every step.
   def gmp_masks(grads, state, params):
-    scores = None if score_fn is None else score_fn(params, grads)
+    if score_fn is not None:
+      scores = score_fn(params, grads)
+    else:
+      scores = jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads) if record.scores == "snip" else None
     return update_masks(record, params, state.masks, grads, step=state.step, scores=scores)[0]
 
   def keep_masks(grads, state, params):

@@ -14,6 +14,8 @@ checkpoints as a plain array). Each stream folds a named constant into it:
   ablation             fold_in(k, ABLATION)                     config.prune.ablation's shuffles and
                                                                  its re-drawn theta_0 (reinit)
   IRP round r training fold_in(k, IRP_ROUND + r)                 the key of round r's TrainState
+  sparse training      fold_in(k, SPARSE_TRAINING)              SET's regrowth draws (step t:
+                                                                 dynamic_sparsity folds in t)
   AutoS scorer         PRNGKey(seed): init fold_in(., INIT), epoch order
                        fold_in(fold_in(., DATA_ORDER), epoch); its held-out split is a numpy
                        generator seeded with the seed (holdout_rng).
@@ -25,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-INIT, DATA_ORDER, AUGMENT, PRUNE, ABLATION = 0, 1, 2, 3, 4
+INIT, DATA_ORDER, AUGMENT, PRUNE, ABLATION, SPARSE_TRAINING = 0, 1, 2, 3, 4, 5
 IRP_ROUND = 1000  # Round r of an IRP trains with fold_in(k, IRP_ROUND + r): far from the streams above.
 
 
@@ -84,6 +86,11 @@ def g0_key(key):
 def ablation_key(key):
   """The layer-wise shuffles and the re-drawn theta_0 of config.prune.ablation."""
   return jax.random.fold_in(key, ABLATION)
+
+
+def sparse_training_key(key):
+  """SET's regrowth stream of a network (masks that change while training)."""
+  return jax.random.fold_in(key, SPARSE_TRAINING)
 
 
 def irp_round_key(key, round_index):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from autosparse_jax import criteria, masks as masks_lib, structure as structure_lib
+from autosparse_jax import criteria, dynamic_sparsity, masks as masks_lib, structure as structure_lib
 from autosparse_jax.criteria.options import DataOptions, config_path, from_values
 from autosparse_jax.errors import ConfigError, unknown_name_message
 
@@ -54,6 +54,8 @@ class PruneSpec:
   options       the criterion's options record (criteria.get(criterion).options)
   structure     a structure.Structure (Unstructured, NByM, Block, Channel)
   group_reduce  sum | mean | max: a group's score from its members' (block, channel)
+  sparse_training  how masks change while training, a dynamic_sparsity record (Static: never;
+                GMP, SET, RigL), unresolved (its steps need the run's length: .resolve(total_steps))
   """
   criterion: str
   density: float = 1.0
@@ -66,6 +68,7 @@ class PruneSpec:
   options: Any = None
   structure: structure_lib.Structure = structure_lib.UNSTRUCTURED
   group_reduce: str = "sum"
+  sparse_training: Any = dynamic_sparsity.Static()
 
   def __post_init__(self):
     if self.options is None:
@@ -104,7 +107,8 @@ class PruneSpec:
     return masks_lib.keep_counts(masks, self.density, self.distribution_used)
 
   def program_fields(self):
-    """Every field a compiled pruning program reads: all but the density (keep counts are an argument)."""
+    """Every field a compiled pruning program reads: all but the density (keep counts are an argument) and
+    sparse_training (the training program's, keyed there)."""
     return (self.criterion, self.distribution, int(self.min_per_layer), self.num_rounds, self.schedule,
             self.ablation, self.prunable, self.options, self.structure, self.group_reduce)
 
@@ -301,8 +305,57 @@ def from_config(config, criterion=None, density=None, rounds=None, round_schedul
     check_structure(settings["structure"], density, "config.prune.structure", density_field)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  return PruneSpec(criterion=criterion, density=density, options=options_from_config(config, criterion),
+  spec = PruneSpec(criterion=criterion, density=density, options=options_from_config(config, criterion),
                    **settings)
+  return dataclasses.replace(spec, sparse_training=sparse_training_from_config(config, density,
+                                                                               spec.distribution_used))
+
+
+def sparse_training_from_config(config, density, distribution="global"):
+  """config.sparse_training as its dynamic_sparsity record (Static when absent); GMP's target is `density`
+  (1 - config.sparsity) under `distribution`. ConfigError naming config.sparse_training.FIELD."""
+  values = dict(config.get("sparse_training") or {})
+  try:
+    return dynamic_sparsity.from_config_values(values, 1.0 - float(density), distribution)
+  except ValueError as e:
+    raise ConfigError(config_message(str(e), "config.sparse_training.")) from None
+
+
+def config_message(message, prefix):
+  """A record's message ('drop_fraction=1.5 must ...') with its field as a config path."""
+  head = message.split("=", 1)[0]
+  if head.isidentifier():
+    field = "config.sparsity" if head == "sparsity" else prefix + head
+    return field + message[len(head):]
+  return message
+
+
+def resolve_sparse_training(record, total_steps):
+  """The record with its steps fixed for a run of `total_steps` steps (ConfigError naming the field)."""
+  try:
+    return record.resolve(total_steps)
+  except ValueError as e:
+    raise ConfigError(config_message(str(e), "config.sparse_training.")
+                      + f" (the run has {total_steps} steps: config.train.epochs x steps per epoch)") from None
+
+
+def check_sparse_training(record, criterion, structure, where="config"):
+  """What a changing-mask method can start from and keep: its criterion's masks, an unstructured mask."""
+  method = record.method
+  if method == "static":
+    return
+  if not structure.single_weights:
+    raise ConfigError(f"{where}.sparse_training.method={method!r} cannot keep {where}.prune.structure="
+                      f"{str(structure)!r} (it drops and regrows single weights): set {where}.prune.structure="
+                      f"'unstructured' or {where}.sparse_training.method='static'.")
+  if method in ("set", "rigl") and criterion == "none":
+    raise ConfigError(f"{where}.sparse_training.method={method!r} trains sparse from its first step: set "
+                      f"{where}.criterion to the masks it starts from ('random' with distribution 'erk' is "
+                      "RigL's own start; 'snip' for SNIP + RigL).")
+  if method == "gmp" and criterion != "none" and not record.initial_sparsity:
+    raise ConfigError(f"{where}.sparse_training.method='gmp' with {where}.criterion={criterion!r}: the criterion "
+                      f"prunes at init to {where}.sparse_training.initial_sparsity, which is 0: set it (e.g. 0.5) "
+                      f"or {where}.criterion='none' for GMP from dense.")
 
 
 def irp_spec(config):

@@ -3,7 +3,7 @@
     asj.cost(params, masks, apply_fn, input_shape) -> dict
 
 FLOPs of the dense network are XLA's own count (`cost_analysis()` of the compiled
-`apply_fn`, and of one gradient step for training). What the masks remove is read
+`apply_fn`). What the masks remove is read
 from the network's jaxpr, not from a formula per model: every `dot_general` and
 `conv_general_dilated` one of whose operands is a masked parameter (followed
 through reshapes, transposes, dtype casts and nested calls) counts, for each
@@ -13,10 +13,11 @@ tap meets the input (padding taken into account, as XLA counts). So
 
     kept_macs      multiply-adds of the masked layers with the masks (exact)
     masked_flops   XLA's dense FLOPs - 2 x the multiply-adds the masks remove
-    training       XLA's FLOPs of one gradient step; masked: - 2 x the multiply-adds removed from
-                   its products with the masked weights (read from the gradient's jaxpr: the
-                   forward and input-gradient products) and from the pruned weights' own
-                   gradients (as many as their forward use)
+    training       one training step by RigL's accounting (Evci et al. 2020, Appendix H): the
+                   forward pass f, the backward pass 2f (input and weight gradients), at the
+                   training batch: 3 x f x batch, f the (masked) inference FLOPs per example.
+                   Independent of any loss, and of what XLA simplifies in a gradient program
+                   (a sum-of-logits loss drops most of the backward pass from its count).
 
 Bytes stored (params' own dtypes): dense; values + a bitmask (kept values, 1 bit
 per prunable weight); N:M compressed (N values per group + log2(M)-bit indices, the
@@ -152,30 +153,26 @@ def stored_bytes(params, masks, nm=None):
   return out
 
 
-def cost(params, masks, apply_fn, input_shape, nm=None, dense_flops=None, loss=None, train_batch=None):
+def cost(params, masks, apply_fn, input_shape, nm=None, dense_flops=None, train_batch=None):
   """FLOPs (inference, one training step) and bytes of `params` under `masks` (module docstring).
 
   input_shape: a batch's shape, e.g. (1, 28, 28, 1): inference FLOPs are per that batch.
-  train_batch: the training step's batch size (default: input_shape's); its FLOPs are per step.
-  nm: (N, M) to also give the N:M compressed bytes. dense_flops: (inference, training) from
-  an earlier call on the same network (the jobs compute them once per task).
+  train_batch: the training step's batch size (default: input_shape's); its FLOPs are per step,
+  3 x the inference FLOPs per example x train_batch (RigL's forward f + backward 2f).
+  nm: (N, M) to also give the N:M compressed bytes. dense_flops: the dense inference FLOPs of
+  input_shape from an earlier call on the same network (the jobs compute them once per task).
   """
   x = jnp.zeros(tuple(input_shape), jnp.float32)
-  xt = jnp.zeros((int(train_batch or input_shape[0]),) + tuple(input_shape[1:]), jnp.float32)
+  batch = int(train_batch or input_shape[0])
   table = masked_macs(apply_fn, params, masks, x)
   removed = table["macs"] - table["kept"]
-  loss = loss or (lambda p, xb: jnp.sum(apply_fn(p, xb)))
-  step = masked_macs(jax.grad(loss), params, masks, xt)  # Forward + the input-gradient products.
-  # + the weight-gradient products: a pruned weight's gradient takes as many multiply-adds as its
-  # forward use in the step (multiply-adds are linear in the batch: the forward table, rescaled).
-  removed_training = (step["macs"] - step["kept"]) + removed * xt.shape[0] / x.shape[0]
-  if dense_flops is None:
-    dense_flops = (_xla_flops(apply_fn, params, x), _xla_flops(jax.grad(loss), params, xt))
-  inference, training = dense_flops
+  inference = _xla_flops(apply_fn, params, x) if dense_flops is None else float(dense_flops)
+  masked = inference - 2.0 * removed
+  per_example = 3.0 * batch / x.shape[0]  # Forward f + backward 2f, per example of the batch.
   kept = sum(int(np.asarray(m).sum()) for _, m in masks_lib.prunable_items(masks, masks))
   total = sum(int(m.size) for _, m in masks_lib.prunable_items(masks, masks))
-  return {"inference_flops_dense": inference, "inference_flops": inference - 2.0 * removed,
-          "training_flops_dense": training, "training_flops": max(0.0, training - 2.0 * removed_training),
-          "train_batch": int(xt.shape[0]),
+  return {"inference_flops_dense": inference, "inference_flops": masked,
+          "training_flops_dense": per_example * inference, "training_flops": per_example * masked,
+          "train_batch": batch,
           "macs_masked_layers_dense": table["macs"], "kept_macs": table["kept"],
           "kept_weights": kept, "prunable_weights": total, "bytes": stored_bytes(params, masks, nm)}

@@ -89,7 +89,11 @@ class Trainer:
 
   def apply(self, params, masks, batch_stats, x, train):
     """Logits (and new batch_stats when training) of the masked network."""
-    variables = {"params": apply_masks(params, masks)}
+    return self.forward(apply_masks(params, masks), batch_stats, x, train)
+
+  def forward(self, params, batch_stats, x, train):
+    """Logits (and new batch_stats when training) of `params` as they are."""
+    variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
     if not train:
@@ -116,24 +120,84 @@ class Trainer:
     accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
     return new_state, {"loss": loss, "accuracy": accuracy}
 
-  def train_steps(self, state, images, labels, num_steps, unroll=False):
+  def sparse_train_step(self, state, images, labels, perm, step, record):
+    """One step under a mask schedule (a dynamic_sparsity record: GMP, SET, RigL).
+
+    The loss runs on the params as they are: pruned weights are exactly 0, so the forward pass
+    is the masked network's and the gradient is the dense one (pruned positions included) that
+    RigL grows by. `step` is the run's step, unbatched under vmap, so lax.cond stays a branch:
+    only update steps pay for the mask update. On other steps the gradient is masked before the
+    optimizer, exactly as train_step. On a SET / RigL update step the masks change, dropped
+    weights are zeroed, regrown ones start at 0 with their optimizer state reset, and the
+    optimizer step is skipped (RigL's convention); GMP prunes, then takes its step.
+    """
+    from autosparse_jax import dynamic_sparsity as ds  # The schedules; static training never loads them.
+    batch_index = state.step % self.steps_per_epoch
+    x, y = batching.train_batch(self.spec, images, labels, perm, batch_index, self.batch_size,
+                                keys.augment_key(state.key, state.step))
+    x, y = self.constrain_batch(x, y)
+
+    def loss_fn(params):
+      logits, batch_stats = self.forward(params, state.batch_stats, x, train=True)
+      return cross_entropy(logits, y).mean(), (logits, batch_stats)
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+
+    def optimizer_step(params, masks, opt_state):
+      masked = jax.tree.map(lambda g, m: jnp.where(m, g, jnp.zeros((), g.dtype)), grads, masks)
+      updates, opt_state = self.tx.update(masked, opt_state, params)
+      return apply_masks(optax.apply_updates(params, updates), masks), opt_state
+
+    def plain(params, masks, opt_state):
+      params, opt_state = optimizer_step(params, masks, opt_state)
+      return params, masks, opt_state
+
+    def update(params, masks, opt_state):
+      scores = None
+      if isinstance(record, ds.GMP) and record.scores == "snip":
+        scores = jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads)
+      new, regrown = ds.update_masks(record, params, masks, grads, keys.sparse_training_key(state.key), step,
+                                     scores=scores)
+      if isinstance(record, ds.GMP):
+        params, opt_state = optimizer_step(apply_masks(params, new), new, opt_state)
+        return params, new, opt_state
+      return apply_masks(params, new), new, ds.reset_opt_state(opt_state, params, regrown)
+
+    params, masks, opt_state = jax.lax.cond(ds.is_update_step(record, step), update, plain,
+                                            state.params, state.masks, state.opt_state)
+    new_state = state.replace(params=params, masks=masks, batch_stats=batch_stats, opt_state=opt_state,
+                              step=state.step + 1)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
+    return new_state, {"loss": loss, "accuracy": accuracy}
+
+  def train_steps(self, state, images, labels, num_steps, unroll=False, record=None, first_step=None):
     """`num_steps` steps as one lax.scan; must not cross an epoch boundary.
 
     The epoch's order is drawn once from (seed, epoch); `images`/`labels` are the
     whole training set on device (uint8 / int32; `images` may carry padding rows
     after the labelled ones: see sharding.Layout.put_rows_sharded). unroll=True emits the steps as
     straight-line code instead of a while loop (see LOOPS).
+
+    record (a dynamic_sparsity record; None: static masks) with first_step, the run's step of
+    the first of these steps (unbatched: every seed is at the same step), trains with masks
+    that change on schedule (sparse_train_step).
     """
     epoch = state.step // self.steps_per_epoch
     perm = jax.random.permutation(keys.epoch_key(state.key, epoch), labels.shape[0])  # images may be padded.
+    if record is None:
+      step_fn = lambda s, i: self.train_step(s, images, labels, perm)
+    else:
+      step_fn = lambda s, i: self.sparse_train_step(s, images, labels, perm, first_step + i, record)
     if unroll:  # Straight-line code: lax.scan(unroll=True) still emits a while loop.
       steps = []
-      for _ in range(num_steps):
-        state, metrics = self.train_step(state, images, labels, perm)
+      for i in range(num_steps):
+        state, metrics = step_fn(state, i)
         steps.append(metrics)
       return state, jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *steps)
-    body = lambda s, _: self.train_step(s, images, labels, perm)
-    state, metrics = jax.lax.scan(body, state, None, length=num_steps)
+    if record is None:
+      state, metrics = jax.lax.scan(lambda s, _: step_fn(s, None), state, None, length=num_steps)
+    else:  # The step index as scanned input: unbatched under vmap, so the update's lax.cond stays one.
+      state, metrics = jax.lax.scan(step_fn, state, jnp.arange(num_steps, dtype=jnp.int32))
     return state, jax.tree.map(jnp.mean, metrics)
 
   def evaluate(self, state, images, labels, valid):
@@ -191,17 +255,26 @@ def resolve_loop(loop, trainer, platform):
   return loop
 
 
-def jit_epoch(trainer, num_steps=None, unroll=False):
-  """jit(vmap(train_steps)) over the seed axis; the state argument is donated."""
+def jit_epoch(trainer, num_steps=None, unroll=False, record=None):
+  """jit(vmap(train_steps)) over the seed axis; the state argument is donated.
+
+  record: a mask schedule (dynamic_sparsity; None = static masks): the program then takes a fourth
+  argument, the run's step of its first step (an int32 scalar, the same for every seed).
+  """
   fn = functools.partial(trainer.train_steps, num_steps=num_steps or trainer.steps_per_epoch,
                          unroll=unroll)
+  axes, shardings = (0, None, None), lambda layout: (layout.states, None, None)
+  if record is not None:
+    fn = functools.partial(fn, record=record)
+    fn_static = fn
+    fn = lambda state, images, labels, first_step: fn_static(state, images, labels, first_step=first_step)
+    axes, shardings = (0, None, None, None), lambda layout: (layout.states, None, None, None)
   layout = trainer.layout
   if layout is None:
-    return jax.jit(over_seeds(fn, (0, None, None)), donate_argnums=0)
+    return jax.jit(over_seeds(fn, axes), donate_argnums=0)
   # Data as placed (replicated, or rows split: config.mesh.shard_train_set); metrics
   # replicated: every process can read them.
-  return jax.jit(over_seeds(fn, (0, None, None), layout), donate_argnums=0,
-                 in_shardings=(layout.states, None, None),
+  return jax.jit(over_seeds(fn, axes, layout), donate_argnums=0, in_shardings=shardings(layout),
                  out_shardings=(layout.states, layout.replicated))
 
 

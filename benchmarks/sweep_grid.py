@@ -89,7 +89,7 @@ def main(argv):
     config, task = make(model)
     seeds = list(range(FLAGS.seeds))
     cells = [(p, s) for p in sparsities for s in seeds]
-    specs = {p: prune_spec.from_config(config, "magnitude", density=1.0 - p) for p in sparsities}
+    specs = {p: (prune_spec.from_config(config, "magnitude", density=1.0 - p), None) for p in sparsities}
     grid, _ = sweep.grid_states(config, task, specs, cells, seeds)
     run, loop = driver(config, task)
     t = time.perf_counter()

@@ -33,6 +33,22 @@ def test_kept_macs_of_a_masked_lenet_equal_a_hand_count_exactly():
   assert 0 < out["training_flops"] < out["training_flops_dense"]
 
 
+@pytest.mark.parametrize("batch", [1, 8])
+def test_training_flops_are_rigls_forward_plus_twice_backward_at_the_training_batch(batch):
+  """A masked 2-layer linear MLP (no biases, no activation): every FLOP is a kept multiply-add, so by hand
+  a step is 3 x 2 x kept weights x batch (forward f, backward 2f), whatever loss trains it."""
+  rng = np.random.default_rng(0)
+  params = {"w1": jnp.asarray(rng.normal(size=(64, 32)), jnp.float32),
+            "w2": jnp.asarray(rng.normal(size=(32, 10)), jnp.float32)}
+  apply_fn = lambda p, x: x.reshape(x.shape[0], -1) @ p["w1"] @ p["w2"]
+  masks = asj.prune("random", params, sparsity=0.5, key=jax.random.key(0))
+  kept = sum(int(np.asarray(m).sum()) for m in jax.tree.leaves(masks))
+  out = asj.cost(params, masks, apply_fn, (1, 64), train_batch=batch)
+  assert out["kept_macs"] == kept and out["inference_flops"] == 2 * kept
+  assert out["training_flops"] == 3 * 2 * kept * batch
+  assert out["training_flops_dense"] == 3 * 2 * (64 * 32 + 32 * 10) * batch
+
+
 def test_a_dense_conv_net_costs_what_xla_counts_and_padding_is_counted_as_xla_does():
   model = get_model("resnet18", 10, width=0.125)
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
@@ -41,9 +57,8 @@ def test_a_dense_conv_net_costs_what_xla_counts_and_padding_is_counted_as_xla_do
   ones = asj.init_masks(params)
   xla = jax.jit(apply_fn).lower(params, jnp.zeros((2, 32, 32, 3))).compile().cost_analysis()
   xla = xla[0] if isinstance(xla, (list, tuple)) else xla
-  # The training step's dense count given (its compilation is CI time; the LeNet test covers it).
-  out = asj.cost(params, ones, apply_fn, (2, 32, 32, 3), dense_flops=(sparse_cost._xla_flops(
-      apply_fn, params, jnp.zeros((2, 32, 32, 3))), 0.0))
+  out = asj.cost(params, ones, apply_fn, (2, 32, 32, 3), dense_flops=sparse_cost._xla_flops(
+      apply_fn, params, jnp.zeros((2, 32, 32, 3))))
   assert out["inference_flops"] == out["inference_flops_dense"] == float(xla["flops"])
   # Convolutions and the head are nearly all of it; the rest is BatchNorm, ReLU, adds.
   assert 0.9 * out["inference_flops_dense"] < 2 * out["kept_macs"] <= out["inference_flops_dense"]

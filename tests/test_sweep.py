@@ -51,7 +51,7 @@ def test_vmapped_grid_of_2_sparsities_x_2_seeds_equals_the_four_separate_runs(tm
   config = sweep_config()
   task = build_task(config)
   cells = [(p, s) for p in SPARSITIES for s in (0, 1)]
-  specs = {p: prune_spec.from_config(config, "snip", density=1.0 - p) for p in SPARSITIES}
+  specs = {p: (prune_spec.from_config(config, "snip", density=1.0 - p), None) for p in SPARSITIES}
   grid, info = sweep.grid_states(config, task, specs, cells, [0, 1])
   grid, last = run_training(config, task, grid, started(str(tmp_path / "grid"), config))
   single_task = build_task(config)  # Fresh compiled programs for the standalone runs.

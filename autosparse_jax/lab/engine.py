@@ -194,6 +194,11 @@ def init_states(config, task):
   return program(keys.seed_keys(config), keys.run_keys(config))
 
 
+def total_steps(config, task):
+  """The optimizer steps of one training run (config.train.epochs of the task's epochs)."""
+  return int(config.train.epochs) * task.trainer.steps_per_epoch
+
+
 def seed_list(config):
   return [int(config.seed) + i for i in range(int(config.num_seeds))]
 
@@ -214,8 +219,10 @@ class TrainingLoop:
   lines when the output is not a terminal (IRP rounds report per round).
   """
 
-  def __init__(self, config, task, workdir, tag=None, align=0, networks=None, quiet=False):
+  def __init__(self, config, task, workdir, tag=None, align=0, networks=None, quiet=False, sparse_training=None):
     self.config, self.task, self.workdir, self.tag = config, task, workdir, tag
+    # A resolved dynamic_sparsity record whose masks change while training (None or Static: fixed masks).
+    self.sparse_training = None if sparse_training is None or sparse_training.method == "static" else sparse_training
     self.networks, self.quiet, self.stopping = networks, quiet, False
     trainer = task.trainer
     self.spe = trainer.steps_per_epoch
@@ -227,10 +234,15 @@ class TrainingLoop:
     self.chunk = math.gcd(chunk, int(align)) if align else chunk
     self.last = {}
 
-  def _step_program(self, n):
-    unroll = self.loop == "python"
-    return self.task.program(programs_lib.program_key("train_steps", steps=n, unroll=unroll),
-                             lambda: training.jit_epoch(self.task.trainer, n, unroll=unroll))
+  def _step_program(self, n, step):
+    """The compiled chunk of n steps starting at `step`, as a function of the stacked states."""
+    unroll, record = self.loop == "python", self.sparse_training
+    key = programs_lib.program_key("train_steps", steps=n, unroll=unroll,
+                                   **({"sparse_training": record} if record is not None else {}))
+    program = self.task.program(key, lambda: training.jit_epoch(self.task.trainer, n, unroll=unroll, record=record))
+    if record is None:
+      return program
+    return lambda states, images, labels: program(states, images, labels, jnp.asarray(step, jnp.int32))
 
   def _check_finite(self, metrics, epoch, before, step):
     loss = np.asarray(metrics["loss"])
@@ -271,7 +283,7 @@ class TrainingLoop:
       while step < epoch * spe:
         pos = step % spe
         n = min(self.chunk - pos % self.chunk, spe - pos)
-        states, metrics = self._step_program(n)(states, task.train_images, task.train_labels)
+        states, metrics = self._step_program(n, step)(states, task.train_images, task.train_labels)
         sums.append(jax.tree.map(lambda m, n=n: m * n, metrics))
         before, step = step, step + n
         self._check_finite(metrics, epoch, before, step)
@@ -323,12 +335,14 @@ def sparse_epoch(epoch, epochs):
   return epoch == 1 or epoch == epochs or epoch % every == 0
 
 
-def run_training(config, task, states, workdir, tag=None, start_step=0, checkpoint_dir=None, networks=None):
+def run_training(config, task, states, workdir, tag=None, start_step=0, checkpoint_dir=None, networks=None,
+                 sparse_training=None):
   """Trains `states` from `start_step` to config.train.epochs: (states, last epoch's record).
 
   checkpoint_dir: mid-run checkpoints there (RunCheckpoints); the newest resumes the run.
+  sparse_training: a resolved dynamic_sparsity record (masks that change while training).
   """
-  loop = TrainingLoop(config, task, workdir, tag, networks=networks)
+  loop = TrainingLoop(config, task, workdir, tag, networks=networks, sparse_training=sparse_training)
   ckpt = RunCheckpoints(checkpoint_dir, config) if checkpoint_dir else None
   epoch_sums = None
   if ckpt is not None:

@@ -26,7 +26,7 @@ Field meanings (the same in every job that has them):
 """
 import ml_collections
 
-from autosparse_jax import criteria
+from autosparse_jax import criteria, dynamic_sparsity
 from autosparse_jax.errors import ConfigError, unknown_name_message
 from autosparse_jax.masks import DEFAULT_PRUNABLE
 
@@ -124,6 +124,11 @@ def base_config():
   # The prune job's trained networks under their masks, one file per seed in WORKDIR/export/:
   # '' (none) | bitmask | nm (N:M masks: the 2:4 layout) | bcoo (compact_export.py).
   c.export = ""
+  # Masks that change while training (dynamic_sparsity.py; the prune and sweep jobs): method static |
+  # gmp | set | rigl and the records' fields, their defaults read from the records (-1: not given:
+  # the record's default; start/end as steps or as fractions of the run). GMP prunes to
+  # config.sparsity from dense (criterion 'none') or from the criterion's masks at initial_sparsity.
+  c.sparse_training = ml_collections.ConfigDict(dynamic_sparsity.config_defaults())
   return c
 
 

@@ -15,7 +15,7 @@ import ml_collections
 import jax.numpy as jnp
 import numpy as np
 
-from autosparse_jax import compact_export, criteria, masks as masks_lib, programs, prune_spec, pruning, sparse_cost
+from autosparse_jax import compact_export, criteria, dynamic_sparsity, masks as masks_lib, programs, prune_spec, pruning, sparse_cost
 from autosparse_jax.console import log
 from autosparse_jax.criteria.base import PruneData
 from autosparse_jax.criteria.paths import path_metrics
@@ -121,8 +121,7 @@ def mask_cost(task, states, train_batch, structure):
     model_state = pruning.model_state(trainer, state.batch_stats)
     apply_fn = lambda p, x, ms=model_state: ms.logits(p, x)
     def dense_flops(state=state, apply_fn=apply_fn):  # Once per task: the masks do not change it.
-      full = sparse_cost.cost(state.params, state.masks, apply_fn, shape, train_batch=train_batch)
-      return full["inference_flops_dense"], full["training_flops_dense"]
+      return sparse_cost.cost(state.params, state.masks, apply_fn, shape)["inference_flops_dense"]
     dense = task.program(programs.program_key("dense_flops"), dense_flops)
     out.append(sparse_cost.cost(state.params, state.masks, apply_fn, shape, nm=structure.nm(),
                                 dense_flops=dense, train_batch=train_batch))
@@ -137,22 +136,69 @@ def cost_summary(costs):
           "kept_macs": mean("kept_macs"), "bytes": costs[0]["bytes"]}
 
 
+def measure(task, states, train_batch, structure, scoring_seconds=0.0):
+  """What every result row reports of stacked networks' masks: one info dict per network (the density
+  report as "report", NPB's path metrics, the masks' cost, the structure, the scoring time)."""
+  reports, paths = engine.density_reports(states), mask_metrics(task, states)
+  costs = mask_cost(task, states, train_batch, structure)
+  return [{"report": reports[i], "scoring_seconds": scoring_seconds, "structure": str(structure),
+           **cost_summary([costs[i]]), **{k: v[i] for k, v in paths.items()}} for i in range(len(reports))]
+
+
 def pruned_networks(spec, task, states, train_batch, score_cache=None):
   """Prunes stacked `states` by `spec` and measures their masks: (pruned states, one info dict per network).
 
-  spec None: the dense networks as they are (the sweep's dense row). Each info has the
-  density report ("report"), NPB's path metrics, the masks' cost and the scoring time.
+  spec None: the dense networks as they are (the sweep's dense row, GMP from dense).
   """
   t = time.time()
   if spec is not None:
     states, _ = jax.block_until_ready(prune_states(spec, task, states, score_cache))
-  seconds = time.time() - t
   structure = spec.structure if spec is not None else prune_spec.PruneSpec("random").structure
-  reports, paths = engine.density_reports(states), mask_metrics(task, states)
-  costs = mask_cost(task, states, train_batch, structure)
-  info = [{"report": reports[i], "scoring_seconds": seconds, "structure": str(structure),
-           **cost_summary([costs[i]]), **{k: v[i] for k, v in paths.items()}} for i in range(len(reports))]
-  return states, info
+  return states, measure(task, states, train_batch, structure, time.time() - t)
+
+
+def init_spec(spec):
+  """The spec a network is pruned by at init: GMP's criterion prunes to its initial_sparsity; the other
+  methods start at the spec's density."""
+  record = spec.sparse_training
+  if record.method == "gmp":
+    return spec.with_density(1.0 - record.initial_sparsity)
+  return spec
+
+
+def training_flops(record, task, start_states, start_info, total_steps, train_batch):
+  """Training FLOPs of each network's whole run (RigL's accounting, Evci et al. 2020 Appendix H: forward f,
+  backward 2f): [{"training_flops_total", "training_flops_total_dense"}] over the stacked networks.
+
+  static and SET 3 f_S per example and step; RigL (3 f_S dT + 2 f_S + f_D) / (dT + 1) on average (a dense
+  gradient on its update steps); GMP the integral of f over its schedule (start_states: the masks it
+  starts from). f_S, f_D: the sparse and dense inference FLOPs per example (start_info, runs.measure).
+  """
+  out = []
+  for i, info in enumerate(start_info):
+    f_sparse, f_dense = info["inference_flops"], info["inference_flops_dense"]
+    dense_total = 3.0 * f_dense * train_batch * total_steps
+    if record.method == "gmp":
+      masks = jax.tree.map(lambda m, i=i: np.asarray(m[i]), to_host(start_states.masks))
+      forward = dynamic_sparsity.gmp_forward_flops(record, masks, f_dense, layer_macs(task, start_states),
+                                                    total_steps)
+      total = dynamic_sparsity.training_flops_total(record, total_steps, forward_flops=forward, batch=train_batch)
+    elif record.method == "rigl":
+      total = dynamic_sparsity.training_flops_total(record, total_steps, f_sparse, f_dense, batch=train_batch)
+    else:
+      total = 3.0 * f_sparse * train_batch * total_steps
+    out.append({"training_flops_total": float(total), "training_flops_total_dense": float(dense_total)})
+  return out
+
+
+def layer_macs(task, states):
+  """Each prunable layer's dense multiply-adds per example, in tree order (sparse_cost.masked_macs)."""
+  state = jax.tree.map(lambda x: np.asarray(x[0]), to_host(states))
+  model_state = pruning.model_state(task.trainer, state.batch_stats)
+  ones = jax.tree.map(lambda m: np.ones(np.shape(m), bool), state.masks)
+  x = jnp.zeros((1,) + tuple(task.trainer.spec.image_shape), jnp.float32)
+  table = sparse_cost.masked_macs(lambda p, x: model_state.logits(p, x), state.params, ones, x)["layers"]
+  return [table.get(name, {"macs": 0.0})["macs"] for name, _ in masks_lib.prunable_items(state.masks, state.masks)]
 
 
 def export_networks(fmt, structure, workdir, states, seeds, tag):

@@ -160,6 +160,26 @@ FIELDS = [
     _field("tensorboard", "bool", ALL, "TensorBoard event files in WORKDIR/tensorboard"),
     _field("export", "str", ("prune",), "the trained networks under their masks, one file per seed in WORKDIR/export "
        "('' = none)", choices=_choices("", "bitmask", "nm", "bcoo")),
+    _field("sparse_training.method", "str", AT_INIT, "masks while training: static (fixed), gmp (gradual magnitude "
+       "pruning to config.sparsity), set / rigl (drop and regrow)", choices=_choices("static", "gmp", "set", "rigl")),
+    _field("sparse_training.update_every_steps", "int", AT_INIT, "steps between mask updates", low=1),
+    _field("sparse_training.start_step", "int", AT_INIT, "first update step (-1: start_fraction, or 0)", low=0,
+       minus_one=True),
+    _field("sparse_training.end_step", "int", AT_INIT, "last update step (-1: end_fraction, or 75% of the run)",
+       low=0, minus_one=True),
+    _field("sparse_training.start_fraction", "float", AT_INIT, "first update at this fraction of the run's steps "
+       "(-1: not given)", low=0.0, high=1.0, minus_one=True),
+    _field("sparse_training.end_fraction", "float", AT_INIT, "last update at this fraction of the run's steps "
+       "(-1: not given)", low=0.0, high=1.0, minus_one=True),
+    _field("sparse_training.drop_fraction", "float", AT_INIT, "SET / RigL: fraction of each layer's kept weights "
+       "dropped and regrown per update", low=0.0, high=1.0, low_open=True, high_open=True),
+    _field("sparse_training.drop_fraction_decay", "str", AT_INIT, "SET / RigL: the drop fraction's decay",
+       choices=_choices("cosine", "constant")),
+    _field("sparse_training.initial_sparsity", "float", AT_INIT, "GMP: sparsity where the cubic starts (the "
+       "criterion's masks at init when one is set)", low=0.0, high=1.0, high_open=True),
+    _field("sparse_training.power", "int", AT_INIT, "GMP: the schedule polynomial's order (Zhu & Gupta: 3)", low=1),
+    _field("sparse_training.scores", "str", AT_INIT, "GMP: what it ranks: magnitude |w| or snip |w g| (the step's "
+       "batch gradient)", choices=_choices("magnitude", "snip")),
     _field("workdir_lock", "str", ALL, "where the filesystem has no working file locks (some NFS): refuse to run, "
        "or warn once and run unlocked", choices=_choices("refuse", "warn")),
     _field("irp.rounds", "int", ("irp",), "pruning rounds", low=1),

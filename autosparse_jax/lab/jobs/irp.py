@@ -119,6 +119,10 @@ def validate(config):
   if spec.ablation != "none":
     raise ConfigError(f"config.prune.ablation={spec.ablation!r} is a check of pruning at init; "
                       "IRP does not take it: set it to 'none' (use the prune or sweep job).")
+  if spec.sparse_training.method != "static":
+    raise ConfigError(f"config.sparse_training.method={spec.sparse_training.method!r} changes masks while "
+                      "training; IRP changes them between its levels: set config.sparse_training.method='static' "
+                      "(IRP's rounds are its schedule), or run the prune or sweep job.")
   if int(irp.rewind_step) < 0:
     raise ConfigError(f"config.irp.rewind_step={irp.rewind_step} must be >= 0 (0 rewinds to theta_0).")
   if int(irp.checkpoint_every_steps) < 0 or int(irp.keep_checkpoints) < 1:

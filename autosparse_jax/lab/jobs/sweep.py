@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from autosparse_jax import prune_spec
+from autosparse_jax import dynamic_sparsity, prune_spec
 from autosparse_jax.lab import engine, report, runs, schema
 from autosparse_jax.lab.config_tools import flatten
 from autosparse_jax.console import log
@@ -77,14 +77,24 @@ def variants(config):
 
 
 def variant_specs(config):
-  """[(label, config for it, {sparsity: PruneSpec})] in sweep.criteria order (the door: built and checked
-  once here)."""
+  """[(label, config for it, {sparsity: (PruneSpec or None, mask schedule)})] in sweep.criteria order (the
+  door: built and checked once here). The spec prunes at init (None: GMP from dense, criterion 'none');
+  the schedule is how the masks change while training (static: they do not)."""
   out = []
   for label, criterion, vconfig in variants(config):
-    density_field = f"config.sparsities ({{:g}})"
-    out.append((label, vconfig, {float(s): prune_spec.from_config(vconfig, criterion, density=1.0 - float(s),
-                                                         density_field=density_field.format(float(s)))
-                        for s in config.sparsities}))
+    where = "config" if label == criterion else f"config.sweep.variants.{label}"
+    specs = {}
+    for s in map(float, config.sparsities):
+      if criterion == engine.NO_PRUNING:
+        settings = prune_spec.settings_from_config(vconfig)
+        spec, structure = None, settings["structure"]
+        record = prune_spec.sparse_training_from_config(vconfig, 1.0 - s, settings["distribution"])
+      else:
+        spec = prune_spec.from_config(vconfig, criterion, density=1.0 - s, density_field=f"config.sparsities ({s:g})")
+        record, structure = spec.sparse_training, spec.structure
+      prune_spec.check_sparse_training(record, criterion, structure, where)
+      specs[s] = (spec, record)
+    out.append((label, vconfig, specs))
   return out
 
 
@@ -109,10 +119,13 @@ def validate(config):
     raise ConfigError(f"config.sweep.max_networks_per_program={config.sweep.max_networks_per_program} "
                       "must be >= -1 (-1 = auto, 0 = a criterion's whole grid in one program).")
   for label, criterion, vconfig in variants(config):
-    if criterion == engine.NO_PRUNING:
-      raise ConfigError(f"config.sweep.criteria: {label!r} does not prune; use config.sweep.dense=True.")
+    method = vconfig.get("sparse_training", {}).get("method", "static")
+    if criterion == engine.NO_PRUNING and method != "gmp":
+      raise ConfigError(f"config.sweep.criteria: {label!r} does not prune; use config.sweep.dense=True (or a "
+                        "variant with sparse_training.method='gmp' to prune gradually from dense).")
     where = f"config.sweep.variants.{label}.criterion" if label != criterion else "config.sweep.criteria"
-    prune_spec.check_config_criterion(vconfig, criterion, where)
+    if criterion != engine.NO_PRUNING:
+      prune_spec.check_config_criterion(vconfig, criterion, where)
   variant_specs(config)
 
 
@@ -124,17 +137,19 @@ def concat(trees):
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *trees)
 
 
-def grid_states(config, task, specs, cells, seeds):
-  """States of the (sparsity, seed) `cells` pruned by specs[sparsity] (None: dense), stacked on the
-  leading axis, + per-cell info."""
+def grid_states(config, task, specs, cells, seeds, total_steps=None):
+  """States of the (sparsity, seed) `cells` pruned at init by specs[sparsity] = (spec or None, mask schedule),
+  stacked on the leading axis, + per-cell info (with the run's training FLOPs when total_steps is given)."""
   dense = engine.init_states(config, task)
+  batch = int(config.train.batch_size)
   parts, info, score_cache = [], [], {}
   for sparsity in dict.fromkeys(p for p, _ in cells):  # In order of first appearance.
     wanted = [seeds.index(s) for p, s in cells if p == sparsity]
-    pruned, networks = runs.pruned_networks(specs[sparsity], task, dense, int(config.train.batch_size),
-                                            score_cache)
+    spec, record = specs[sparsity]
+    pruned, networks = runs.pruned_networks(spec and runs.init_spec(spec), task, dense, batch, score_cache)
+    flops = runs.training_flops(record, task, pruned, networks, total_steps, batch) if total_steps else None
     parts.append(take(pruned, wanted))
-    info += [dict(networks[i], sparsity=sparsity, seed=seeds[i]) for i in wanted]
+    info += [dict(networks[i], **(flops[i] if flops else {}), sparsity=sparsity, seed=seeds[i]) for i in wanted]
   return concat(parts), info
 
 
@@ -144,17 +159,26 @@ def program_name(label, cells):
 
 
 def run_cells(config, task, workdir, label, specs, cells, seeds):
-  """Prunes and trains `cells` as one vmapped program; returns their rows."""
-  states, info = grid_states(config, task, specs, cells, seeds)
+  """Prunes and trains `cells` as one vmapped program (one mask schedule: records[sparsity] of the cells'
+  sparsities are equal); returns their rows."""
+  steps = engine.total_steps(config, task)
+  specs = {p: (spec, prune_spec.resolve_sparse_training(record, steps)) for p, (spec, record) in specs.items()}
+  record = specs[cells[0][0]][1]
+  states, info = grid_states(config, task, specs, cells, seeds, steps)
   engine.warn_empty_layers([item["report"] for item in info],
                            [f"{label}@{item['sparsity']:g} seed {item['seed']}" for item in info])
   t = time.time()
   program = program_name(label, cells)
   states, last = engine.run_training(config, task, states, workdir, tag=f"{label} x{len(cells)}",
                                      checkpoint_dir=os.path.join(workdir.path, "checkpoints", program),
-                                     networks=[f"{label}@{p:g}/seed_{s}" for p, s in cells])
+                                     networks=[f"{label}@{p:g}/seed_{s}" for p, s in cells],
+                                     sparse_training=record)
   train_seconds = time.time() - t
-  criterion = next(iter(specs.values())).criterion if label != DENSE else DENSE
+  if record.method != "static":  # The masks trained: what the rows report of them.
+    final = runs.measure(task, states, int(config.train.batch_size), prune_spec.structure_lib.UNSTRUCTURED)
+    info = [dict(item, **{k: v for k, v in end.items() if k != "scoring_seconds"}) for item, end in zip(info, final)]
+  spec = specs[cells[0][0]][0]
+  criterion = DENSE if label == DENSE else spec.criterion if spec is not None else engine.NO_PRUNING
   rows = []
   for i, item in enumerate(info):
     r = item.pop("report")
@@ -165,7 +189,7 @@ def run_cells(config, task, workdir, label, specs, cells, seeds):
         "density": r["density"], "kept": r["kept"], "total": r["total"], "empty_layers": r["empty_layers"],
         "layer_density": {n: v["density"] for n, v in r["layers"].items()},
         "epochs": int(config.train.epochs), "networks_in_program": len(cells),
-        "train_seconds_of_program": train_seconds, **item})
+        "train_seconds_of_program": train_seconds, "sparse_training": record.method, **item})
   return rows
 
 
@@ -177,6 +201,18 @@ def networks_per_program(config, task):
   if limit == -1:
     return 1 if jax.default_backend() == "cpu" and task.trainer.has_conv() else 0
   return limit
+
+
+def chunks(todo, limit, specs):
+  """`todo` cells in programs of at most `limit` networks (0: all), one mask schedule per program (GMP's
+  depends on the sparsity it prunes to: one program per sparsity; static, SET and RigL share one)."""
+  groups = {}
+  for cell in todo:
+    groups.setdefault(specs[cell[0]][1], []).append(cell)
+  for cells in groups.values():
+    step = limit or len(cells)
+    for i in range(0, len(cells), step):
+      yield cells[i:i + step]
 
 
 def run(config, workdir_path):
@@ -193,15 +229,14 @@ def run(config, workdir_path):
     log(f"sweep: resuming, {len(done)} networks already in {rows_path}")
   seeds = engine.seed_list(config)
   sparsities = [float(s) for s in config.sparsities]
-  plan = [(DENSE, config, {0.0: None}, [(0.0, s) for s in seeds])] if config.sweep.dense else []
+  plan = [(DENSE, config, {0.0: (None, dynamic_sparsity.Static())}, [(0.0, s) for s in seeds])] \
+      if config.sweep.dense else []
   plan += [(label, vconfig, specs, [(p, s) for p in sparsities for s in seeds])
            for label, vconfig, specs in variant_specs(config)]
   limit = networks_per_program(config, task)
   for label, vconfig, specs, cells in plan:
     todo = [c for c in cells if (label,) + c not in done]
-    step = limit or max(len(todo), 1)
-    for i in range(0, len(todo), step):
-      chunk = todo[i:i + step]
+    for chunk in chunks(todo, limit, specs):
       log(f"sweep: {label}: {len(chunk)} networks (sparsity x seed) in one program")
       new_rows = run_cells(vconfig, task, workdir, label, specs, chunk, seeds)
       workdir.append_jsonl(ROWS, new_rows)
