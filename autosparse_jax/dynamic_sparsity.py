@@ -522,13 +522,14 @@ def sparse_training(tx, masks, method="rigl", *, total_steps=None, key=None, sco
   if method == "static":
     raise ValueError("method='static' keeps the masks fixed: use asj.masked(tx, masks) for static masks.")
   record = schedule(method, **schedule_fields).resolve(total_steps)
-  masks = jax.tree.map(lambda m: jnp.asarray(m, jnp.bool_), masks)
+  masks = jax.tree.map(jnp.asarray, masks_lib.check_masks(masks, masks))  # bool, or a named error.
   if isinstance(record, GMP):
     _check_gmp_start(record, masks)
   if key is None:
     key = jax.random.PRNGKey(0)
 
   def init(params):
+    masks_lib.check_masks(params, masks)  # Masks of another model: named before any compute.
     return SparseTrainingState(tx.init(params), masks, jnp.zeros((), jnp.int32),
                                key if record.method == "set" else None)
 
