@@ -124,7 +124,7 @@ def mask_cost(task, states, train_batch, structure):
       full = sparse_cost.cost(state.params, state.masks, apply_fn, shape, train_batch=train_batch)
       return full["inference_flops_dense"], full["training_flops_dense"]
     dense = task.program(programs.program_key("dense_flops"), dense_flops)
-    out.append(sparse_cost.cost(state.params, state.masks, apply_fn, shape, nm=structure.nm(),
+    out.append(sparse_cost.cost(state.params, state.masks, apply_fn, shape, nm=structure if structure.nm() else None,
                                 dense_flops=dense, train_batch=train_batch))
   return out
 
@@ -148,9 +148,11 @@ def pruned_networks(spec, task, states, train_batch, score_cache=None):
     states, _ = jax.block_until_ready(prune_states(spec, task, states, score_cache))
   seconds = time.time() - t
   structure = spec.structure if spec is not None else prune_spec.PruneSpec("random").structure
+  # Layers structure_fallback='dense' left dense (the same for every seed: they depend on shapes only).
+  dense = spec.dense_layers(jax.tree.map(lambda m: m[0], states.masks)) if spec is not None else []
   reports, paths = engine.density_reports(states), mask_metrics(task, states)
   costs = mask_cost(task, states, train_batch, structure)
-  info = [{"report": reports[i], "scoring_seconds": seconds, "structure": str(structure),
+  info = [{"report": reports[i], "scoring_seconds": seconds, "structure": str(structure), "dense_layers": dense,
            **cost_summary([costs[i]]), **{k: v[i] for k, v in paths.items()}} for i in range(len(reports))]
   return states, info
 
@@ -168,7 +170,7 @@ def export_networks(fmt, structure, workdir, states, seeds, tag):
     path = os.path.join(directory, f"{tag.replace(':', '_')}_seed_{seed}.{fmt}.npz")
     compact_export.export(jax.tree.map(lambda x: np.asarray(x[i]), states.params),
                           jax.tree.map(lambda x: np.asarray(x[i]), states.masks), path, format=fmt,
-                          structure=str(structure) if fmt == "nm" else None)
+                          structure=structure if fmt == "nm" else None)
     paths.append(path)
   return paths
 
@@ -177,7 +179,9 @@ def log_pruned(tag, info):
   seconds = info[0]["scoring_seconds"]
   log(f"{tag}: scored in {seconds:.1f} s (compilation included), density "
       f"{np.mean([i['report']['density'] for i in info]):.5f}, log10 paths "
-      f"{np.mean([i['log10_paths'] for i in info]):.2f}")
+      f"{np.mean([i['log10_paths'] for i in info]):.2f}"
+      + (f"; left dense (structure_fallback='dense'): {', '.join(info[0]['dense_layers'])}"
+         if info[0].get("dense_layers") else ""))
 
 
 def initial_scores(config, seed, criteria_names=("snip", "grasp")):
