@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autosparse_jax import criteria, keys, masks as masks_lib, programs, prune_spec, pruning
+from autosparse_jax import criteria, keys, masks as masks_lib, programs, prune_spec, pruning, structure as structure_lib
+from autosparse_jax.console import log
 from autosparse_jax.criteria.autos import cached_scorer
 from autosparse_jax.criteria.base import PruneData
 from autosparse_jax.data.specs import DatasetSpec
@@ -346,7 +347,9 @@ def score(criterion, params, *, apply_fn=None, batches=None, input_shape=None, k
 
 def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batches=None, input_shape=None,
           key=None, distribution="global", min_per_layer=0, rounds=0, round_schedule="exponential",
-          ablation="none", structure="unstructured", group_reduce="sum", prunable=None, masks=None,
+          ablation="none", structure="unstructured", group_reduce="sum",
+          kernel_layout=structure_lib.DEFAULT_KERNEL_LAYOUT,
+          structure_fallback=structure_lib.DEFAULT_STRUCTURE_FALLBACK, prunable=None, masks=None,
           num_classes=None, init_fn=None, scorer=None, **options):
   """A mask pytree like `params` keeping exactly round(density x n) prunable weights.
 
@@ -357,7 +360,11 @@ def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batc
   layers that fix their dtype compute in it, others in float64). ablation=: Frankle et
   al.'s sanity checks ('invert' prunes the highest scores). structure=: 'unstructured', 'N:M'
   (e.g. '2:4', with sparsity=1 - N/M), 'block:RxC' or 'channel' (structure.py), group scores
-  reduced by group_reduce= (sum | mean | max). For `autos`:
+  reduced by group_reduce= (sum | mean | max). N:M groups M consecutive input channels at one tap
+  of a conv (either layout) or M consecutive inputs of a dense layer; kernel_layout={regex: layout}
+  names the layout of a leaf the rules cannot see (structure.KERNEL_LAYOUTS). A layer that cannot
+  take the structure is refused with the prunable= regex that leaves it dense;
+  structure_fallback='dense' leaves every such layer dense instead (logged). For `autos`:
   scorer=asj.autos.pretrained(NAME) (or load_scorer(DIR), or a scorer_dir).
   """
   if (sparsity is None) == (density is None):
@@ -374,8 +381,11 @@ def prune(criterion, params, *, sparsity=None, density=None, apply_fn=None, batc
   attrs, spec, net, data, masks, key, fingerprint = _prepare(
       criterion, params, apply_fn, batches, input_shape, key, prunable, masks, num_classes, init_fn, scorer,
       target, options, distribution=distribution, min_per_layer=min_per_layer, rounds=rounds,
-      round_schedule=round_schedule, ablation=ablation, structure=structure, group_reduce=group_reduce)
-  prune_spec.check_layers(spec, masks)
+      round_schedule=round_schedule, ablation=ablation, structure=structure, group_reduce=group_reduce,
+      kernel_layout=kernel_layout, structure_fallback=structure_fallback)
+  dense = prune_spec.check_layers(spec, masks)
+  if dense:
+    log(f"structure {spec.structure}: left dense (structure_fallback='dense'): {', '.join(dense)}")
   plan = spec.plan(masks)
   if not attrs.jittable:
     new, _ = pruning.host_prune(spec, params, masks, net, data, key, plan[-1])

@@ -21,6 +21,8 @@ import dataclasses
 import difflib
 from typing import Any, Callable, Union
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from autosparse_jax import criteria, dynamic_sparsity, masks as masks_lib, structure as structure_lib
@@ -54,6 +56,10 @@ class PruneSpec:
   options       the criterion's options record (criteria.get(criterion).options)
   structure     a structure.Structure (Unstructured, NByM, Block, Channel)
   group_reduce  sum | mean | max: a group's score from its members' (block, channel)
+  kernel_layout N:M: ((regex, layout), ...) naming the layout of leaves the rules cannot see
+                (structure.KERNEL_LAYOUTS; the API takes {regex: layout}, a job ["REGEX=LAYOUT"])
+  structure_fallback  refuse | dense: a layer that cannot take the structure is an error (the
+                default) or left dense, as NVIDIA's ASP does (dense_layers lists them)
   sparse_training  how masks change while training, a dynamic_sparsity record (Static: never;
                 GMP, SET, RigL), unresolved (its steps need the run's length: .resolve(total_steps))
   """
@@ -68,12 +74,16 @@ class PruneSpec:
   options: Any = None
   structure: structure_lib.Structure = structure_lib.UNSTRUCTURED
   group_reduce: str = "sum"
+  kernel_layout: tuple = structure_lib.DEFAULT_KERNEL_LAYOUT
+  structure_fallback: str = structure_lib.DEFAULT_STRUCTURE_FALLBACK
   sparse_training: Any = dynamic_sparsity.Static()
 
   def __post_init__(self):
     if self.options is None:
       object.__setattr__(self, "options", self.record.options())
-    object.__setattr__(self, "structure", structure_lib.parse(self.structure))
+    rules = structure_lib.parse_kernel_layout(self.kernel_layout)
+    object.__setattr__(self, "kernel_layout", rules)
+    object.__setattr__(self, "structure", structure_lib.parse(self.structure).with_layouts(rules))
 
   @property
   def record(self):
@@ -100,7 +110,20 @@ class PruneSpec:
 
   def plan(self, masks):
     """The keep counts of every round: [R] (global; N:M: per group) or [R, layers], in the structure's unit."""
-    return self.structure.plan(masks, self.densities(), self.distribution_used)
+    return self.structure.plan(self.structured(masks), self.densities(), self.distribution_used)
+
+  def dense_layers(self, masks):
+    """The prunable layers that cannot take the structure, left dense under structure_fallback='dense' ([]
+    under 'refuse', where they are a ValueError naming them and the prunable= regex that leaves them dense)."""
+    return self.structure.check_layers(masks, self.structure_fallback)
+
+  def structured(self, masks):
+    """`masks` with the dense_layers unprunable (0-d True): the layers the structure prunes."""
+    dense = set(self.dense_layers(masks)) if self.structure_fallback == "dense" else ()
+    if not dense:
+      return masks
+    return jax.tree_util.tree_map_with_path(
+        lambda p, m: jnp.ones((), jnp.bool_) if masks_lib.path_name(p) in dense else m, masks)
 
   def weight_counts(self, masks):
     """Weights to keep per layer (or in all) at spec.density: a criterion's layer budgets are weights."""
@@ -110,7 +133,8 @@ class PruneSpec:
     """Every field a compiled pruning program reads: all but the density (keep counts are an argument) and
     sparse_training (the training program's, keyed there)."""
     return (self.criterion, self.distribution, int(self.min_per_layer), self.num_rounds, self.schedule,
-            self.ablation, self.prunable, self.options, self.structure, self.group_reduce)
+            self.ablation, self.prunable, self.options, self.structure, self.group_reduce, self.kernel_layout,
+            self.structure_fallback)
 
 
 def schedule(final_density, rounds, kind, field="round_schedule", names=ROUND_SCHEDULES):
@@ -192,13 +216,15 @@ def check_min_per_layer_fits(min_per_layer, masks, density, field="min_per_layer
 
 
 def check_layers(spec, masks, field="structure"):
-  """The network's layers against the spec: structure groups, min_per_layer (named errors)."""
+  """The network's layers against the spec: structure groups, min_per_layer (named errors); returns the
+  layers structure_fallback='dense' leaves dense."""
   try:
-    spec.structure.check_layers(masks)
+    dense = spec.dense_layers(masks)
   except ValueError as e:
     raise ValueError(str(e) if field == "structure" else f"{field}={str(spec.structure)!r}: {e}") from None
   if spec.min_per_layer:
     check_min_per_layer_fits(spec.min_per_layer, masks, spec.density)
+  return dense
 
 
 def option_names(criterion):
@@ -217,7 +243,9 @@ def unknown_option_message(criterion, name, known, prefix=""):
 
 def from_keywords(criterion, *, density=1.0, distribution="global", min_per_layer=0, rounds=0,
                   round_schedule="exponential", ablation="none", prunable=masks_lib.DEFAULT_PRUNABLE,
-                  structure=structure_lib.UNSTRUCTURED, group_reduce="sum", fixed=(), preset=None, **options):
+                  structure=structure_lib.UNSTRUCTURED, group_reduce="sum",
+                  kernel_layout=structure_lib.DEFAULT_KERNEL_LAYOUT,
+                  structure_fallback=structure_lib.DEFAULT_STRUCTURE_FALLBACK, fixed=(), preset=None, **options):
   """The spec of the API's keywords; ValueError naming a keyword that is not this criterion's option.
 
   fixed: option names the caller sets itself (the API's batch_size from its batches, scorer_dir
@@ -235,10 +263,13 @@ def from_keywords(criterion, *, density=1.0, distribution="global", min_per_laye
   check_ablation(ablation)
   parsed = check_structure(structure, density)
   structure_lib.check_group_reduce(group_reduce)
+  layouts = structure_lib.parse_kernel_layout(kernel_layout)
+  structure_lib.check_structure_fallback(structure_fallback)
   values = {**options, **{k: v for k, v in (preset or {}).items() if k in option_names(criterion)}}
   return PruneSpec(criterion=criterion, density=float(density), distribution=distribution,
                    min_per_layer=int(min_per_layer), rounds=int(rounds), schedule=round_schedule,
                    ablation=ablation, prunable=prunable, structure=parsed, group_reduce=group_reduce,
+                   kernel_layout=layouts, structure_fallback=structure_fallback,
                    options=from_values(record, values, ""))
 
 
@@ -283,7 +314,12 @@ def settings_from_config(config, rounds=None, round_schedule=None, schedule_fiel
         ablation=check_ablation(prune.get("ablation", "none"), "config.prune.ablation"),
         prunable=prune.get("prunable", masks_lib.DEFAULT_PRUNABLE),
         structure=structure_lib.parse(prune.get("structure", "unstructured"), "config.prune.structure"),
-        group_reduce=prune.get("group_reduce", "sum"))
+        group_reduce=prune.get("group_reduce", "sum"),
+        kernel_layout=structure_lib.parse_kernel_layout(
+            prune.get("kernel_layout", structure_lib.DEFAULT_KERNEL_LAYOUT), "config.prune.kernel_layout"),
+        structure_fallback=structure_lib.check_structure_fallback(
+            prune.get("structure_fallback", structure_lib.DEFAULT_STRUCTURE_FALLBACK),
+            "config.prune.structure_fallback"))
     schedule(0.5, 1, round_schedule, schedule_field, schedule_names)
     structure_lib.check_group_reduce(settings["group_reduce"], "config.prune.group_reduce")
   except ConfigError:

@@ -30,8 +30,13 @@ from autosparse_jax.errors import NumericalError
 
 
 def structured_masks(spec, scores, masks, counts):
-  """Top-k masks of `scores` for `counts` in spec's structure (exact counts, ties to the lower index)."""
-  return spec.structure.masks_from_counts(spec.group_reduce, scores, masks, counts, spec.min_per_layer)
+  """Top-k masks of `scores` for `counts` in spec's structure (exact counts, ties to the lower index); the
+  layers structure_fallback='dense' leaves dense keep their masks (spec.dense_layers)."""
+  pruned = spec.structured(masks)
+  new = spec.structure.masks_from_counts(spec.group_reduce, scores, pruned, counts, spec.min_per_layer)
+  if pruned is masks:
+    return new
+  return jax.tree.map(lambda n, p, m: m if jnp.ndim(p) < jnp.ndim(m) else n, new, pruned, masks)
 
 
 def prune_round(spec, params, masks, model_state, data, key, counts, drop_zero_scores=False):

@@ -20,8 +20,12 @@ tap meets the input (padding taken into account, as XLA counts). So
                    (a sum-of-logits loss drops most of the backward pass from its count).
 
 Bytes stored (params' own dtypes): dense; values + a bitmask (kept values, 1 bit
-per prunable weight); N:M compressed (N values per group + log2(M)-bit indices, the
-2:4 semi-structured layout GPUs run). Mock sparsity, dense weights times masks,
+per prunable weight); N:M compressed (N values per group, explicit zeros where a
+group keeps fewer, + ceil(log2 M)-bit indices packed: the 2:4 semi-structured layout
+GPUs run, and exactly the payload of compact_export's `nm` file; a layer that cannot
+take N:M and keeps every weight is stored dense). N:M bytes are given only for masks
+that keep at most N of every M; otherwise `nm` is None and `nm_why_not` names the
+first group that keeps more (or the layer that cannot be stored). Mock sparsity, dense weights times masks,
 runs at the dense cost on today's kernels: these are what a sparse kernel could
 save (BENCHMARKS.md measures what it does on CPU).
 """
@@ -32,7 +36,7 @@ import jax.numpy as jnp
 from jax.extend.core import Literal
 import numpy as np
 
-from autosparse_jax import masks as masks_lib
+from autosparse_jax import masks as masks_lib, structure as structure_lib
 
 _LAYOUT_OPS = ("reshape", "transpose", "squeeze", "expand_dims", "rev")
 _SAME_OPS = ("convert_element_type", "copy", "copy_p", "reduce_precision", "optimization_barrier")
@@ -133,10 +137,26 @@ def _xla_flops(fn, *args):
   return float(analysis.get("flops", float("nan")))
 
 
+def _nm_structure(nm):
+  """The NByM of `nm`: (N, M), 'N:M' or a structure.NByM (with its kernel_layout rules)."""
+  parsed = structure_lib.parse(f"{nm[0]}:{nm[1]}" if isinstance(nm, (tuple, list)) else nm, "nm")
+  if parsed.nm() is None:
+    raise ValueError(f"nm={nm!r} is not an N:M structure: pass (N, M), e.g. (2, 4), or 'N:M'.")
+  return parsed
+
+
 def stored_bytes(params, masks, nm=None):
-  """Bytes of the weights stored dense, as values + bitmask, and (nm=(N, M)) as N:M compressed."""
+  """Bytes of the weights stored dense, as values + bitmask, and (nm: (N, M), 'N:M' or a structure.NByM) as
+  N:M compressed, or None with the reason in `nm_why_not` when the masks are not N:M (module docstring)."""
+  structure, storage, why_not = None, None, None
+  if nm is not None:
+    structure = _nm_structure(nm)
+    try:
+      storage = structure.storage(masks)
+    except ValueError as e:
+      why_not = str(e)
   dense = bitmask = compressed = 0
-  for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks)):
+  for (path, p), m in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(masks)):
     size, itemsize = int(np.prod(np.shape(p))), np.dtype(p.dtype).itemsize
     dense += size * itemsize
     if np.ndim(m) == 0:
@@ -145,11 +165,14 @@ def stored_bytes(params, masks, nm=None):
       continue
     kept = int(np.asarray(m).sum())
     bitmask += kept * itemsize + math.ceil(size / 8)
-    if nm is not None:
-      compressed += kept * itemsize + math.ceil(kept * math.ceil(math.log2(nm[1])) / 8)
+    if storage is not None:
+      nm_layer = storage[masks_lib.path_name(path)]
+      compressed += structure.stored_bytes(size, itemsize) if nm_layer else size * itemsize
   out = {"dense": dense, "bitmask": bitmask}
   if nm is not None:
-    out["nm"] = compressed
+    out["nm"] = compressed if storage is not None else None
+    if why_not is not None:
+      out["nm_why_not"] = why_not
   return out
 
 
@@ -159,7 +182,8 @@ def cost(params, masks, apply_fn, input_shape, nm=None, dense_flops=None, train_
   input_shape: a batch's shape, e.g. (1, 28, 28, 1): inference FLOPs are per that batch.
   train_batch: the training step's batch size (default: input_shape's); its FLOPs are per step,
   3 x the inference FLOPs per example x train_batch (RigL's forward f + backward 2f).
-  nm: (N, M) to also give the N:M compressed bytes. dense_flops: the dense inference FLOPs of
+  nm: (N, M), 'N:M' or a structure.NByM to also give the N:M compressed bytes (None, with
+  `nm_why_not`, for masks that keep more than N of some M). dense_flops: the dense inference FLOPs of
   input_shape from an earlier call on the same network (the jobs compute them once per task).
   """
   x = jnp.zeros(tuple(input_shape), jnp.float32)

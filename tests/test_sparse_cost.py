@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import autosparse_jax as asj
-from autosparse_jax import artefacts, masks as masks_lib, sparse_cost, structure
+from autosparse_jax import artefacts, compact_export, masks as masks_lib, sparse_cost, structure
 from autosparse_jax.models import get_model
 
 
@@ -89,7 +89,8 @@ def test_stored_bytes_follow_their_formula():
               if not np.ndim(m))
   assert out["dense"] == 4 * sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
   assert out["bitmask"] == other + sum(4 * int(m.sum()) + math.ceil(m.size / 8) for _, m in prunable)
-  assert out["nm"] == other + sum(4 * int(m.sum()) + math.ceil(int(m.sum()) * 2 / 8) for _, m in prunable)
+  # N values per group of 4 and their 2-bit indices (LeNet's 2:4 groups all keep exactly 2).
+  assert out["nm"] == other + sum(4 * (m.size // 2) + math.ceil(m.size // 2 * 2 / 8) for _, m in prunable)
 
 
 @pytest.mark.parametrize("fmt", ["bitmask", "bcoo", "nm"])
@@ -98,7 +99,7 @@ def test_the_export_round_trips_bit_exact_and_its_size_is_the_formulas(tmp_path,
   masks = (asj.prune("magnitude", params, sparsity=0.5, structure="2:4") if fmt == "nm"
            else asj.prune("random", params, sparsity=0.5, key=jax.random.key(3)))
   path = str(tmp_path / f"lenet.{fmt}.npz")
-  written = asj.export(params, masks, path, format=fmt, structure="2:4" if fmt == "nm" else None)
+  written = asj.export(params, masks, path, format=fmt)  # nm: structure='2:4', the default.
   got_params, got_masks = asj.load_export(path, like=params)
   for a, b, m in zip(jax.tree.leaves(params), jax.tree.leaves(got_params), jax.tree.leaves(masks)):
     np.testing.assert_array_equal(np.asarray(a) * (np.asarray(m) if np.ndim(m) else 1), np.asarray(b))
@@ -106,10 +107,8 @@ def test_the_export_round_trips_bit_exact_and_its_size_is_the_formulas(tmp_path,
     np.testing.assert_array_equal(np.broadcast_to(np.asarray(a), np.shape(b)), np.asarray(b))
   size = os.path.getsize(path)
   assert written["file_bytes"] == size
-  if fmt != "bcoo":  # Values + bits (or indices) + the dense biases: the formula exactly, the file within 1%.
-    formula = sparse_cost.stored_bytes(params, masks, nm=(2, 4))["nm" if fmt == "nm" else "bitmask"]
-    if fmt == "nm":  # One uint8 per index in the file (the formula packs them in 2 bits).
-      formula += sum(int(np.asarray(m).sum()) for m in jax.tree.leaves(masks) if np.ndim(m)) * 3 // 4
+  if fmt != "bcoo":  # Values + bits (or packed indices) + the dense biases: asj.cost's bytes exactly, the file
+    formula = sparse_cost.stored_bytes(params, masks, nm=(2, 4))["nm" if fmt == "nm" else "bitmask"]  # within 1%.
     assert written["payload_bytes"] == formula
     assert abs(size - formula) < 0.01 * formula, (size, formula)  # The container: npz headers, metadata.
   nested_params, _ = asj.load_export(path)  # Without like=: nested dicts by path.
@@ -123,8 +122,9 @@ def test_the_nm_export_is_the_2_4_semi_structured_layout(tmp_path):
   path = str(tmp_path / "nm.npz")
   asj.export(params, masks, path, format="nm", structure="2:4")
   with np.load(path) as data:
-    values, indices = data["values_0"], data["indices_0"]
-  assert values.shape == (3, 2, 2) and indices.shape == (3, 2, 2)  # [out, K/4, 2]
+    values, packed = data["values_0"], data["indices_0"]
+  assert values.shape == (3, 2, 2) and packed.shape == (3,) and packed.dtype == np.uint8  # 12 indices, 4 a byte.
+  indices = compact_export.unpack_indices(packed, 12, 2).reshape(3, 2, 2)  # [out, K/4, 2]
   for o in range(3):  # Row o of W^T [out, K]: in each group of 4 inputs, the 2 largest |w|, in order.
     row = np.asarray(kernel)[:, o]
     for g in range(2):
@@ -149,10 +149,16 @@ def test_a_damaged_or_foreign_export_is_refused_naming_it(tmp_path):
   np.savez(path, other=np.zeros(3))
   with pytest.raises(ValueError, match=f"{path} is not a readable autosparse export"):
     asj.load_export(path)
-  with pytest.raises(ValueError, match="format='nm' needs structure='N:M'"):
-    asj.export(params, masks, path, format="nm")
-  with pytest.raises(ValueError, match="layer Dense_1/kernel has 30 inputs per output"):
-    asj.export(params, masks, path, format="nm", structure="2:4")
+  with pytest.raises(ValueError, match=r"masks are not 2:4: layer Dense_0/kernel's group \[\d+, \d+\]\.\.\[\d+, "
+                     r"\d+\] \(the 4 consecutive inputs of one output\) keeps [34] of 4"):
+    asj.export(params, masks, path, format="nm")  # structure='2:4' by default: the first group keeping more.
+  with pytest.raises(ValueError, match="structure='block:2x2' is not N:M"):
+    asj.export(params, masks, path, format="nm", structure="block:2x2")
+  nm = asj.prune("magnitude", params, sparsity=0.5, structure="2:4", structure_fallback="dense")
+  nm["Dense_1"]["kernel"] = nm["Dense_1"]["kernel"].at[0, 0].set(False)  # Left dense, then one weight pruned.
+  with pytest.raises(ValueError, match=r"layer Dense_1/kernel \(shape \(30, 10\), layout io\) has 30 inputs per "
+                     "output, not a multiple of M=4. Its mask is not all ones"):
+    asj.export(params, nm, path, format="nm")
   params, _ = lenet()
   with pytest.raises(ValueError, match="masks are not 2:4"):
     asj.export(params, asj.prune("random", params, sparsity=0.5, key=jax.random.key(0)), path, format="nm",
@@ -169,9 +175,95 @@ def test_the_prune_job_exports_its_trained_networks_and_reports_their_cost(tmp_p
   assert run["structure"] == "2:4" and len(run["export"]) == 1
   assert run["inference_flops"] < run["inference_flops_dense"]
   assert run["bytes"]["nm"] == run["bytes"]["bitmask"] < run["bytes"]["dense"]  # 2:4: 2 index bits per kept = 1 bit a weight.
+  assert run["dense_layers"] == []
   params, masks = asj.load_export(run["export"][0])
   for name, m in masks_lib.prunable_items(masks, masks):
     groups = np.asarray(structure.parse("2:4").to_groups(jnp.asarray(m), name))
     assert np.all(groups.sum(axis=1) == 2), name
   for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks)):
     assert not np.any(np.asarray(p)[~np.broadcast_to(np.asarray(m), np.shape(p))])
+
+
+def test_nm_indices_are_packed_lsb_first_as_the_hand_packed_bytes():
+  # 2:4: 2 bits an index, four to a byte, the first index in bits 0-1 (compact_export's docstring).
+  indices = [0, 1, 2, 3, 1, 3, 0, 2, 3, 2]
+  packed = compact_export.pack_indices(indices, 2)
+  np.testing.assert_array_equal(packed, np.array([0b11100100, 0b10001101, 0b00001011], np.uint8))  # E4 8D 0B
+  np.testing.assert_array_equal(compact_export.unpack_indices(packed, len(indices), 2), indices)
+  # 2:8: 3 bits an index, across byte boundaries: 5 = 101, 7 = 111, 1 = 001 -> stream 101 111 100 (LSB first).
+  packed = compact_export.pack_indices([5, 7, 1], 3)
+  np.testing.assert_array_equal(packed, np.array([0b01111101, 0b00000000], np.uint8))
+  np.testing.assert_array_equal(compact_export.unpack_indices(packed, 3, 3), [5, 7, 1])
+
+
+class TwoLayouts(nn.Module):
+  """A Flax conv (HWIO) and a PyTorch-layout conv `weight` (OIHW) run by hand, then a Dense."""
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(8, (3, 3))(x))
+    w = self.param("torch_conv", lambda k: {"weight": jax.random.normal(k, (8, 8, 3, 3)) * 0.1})["weight"]
+    x = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "OIHW", "NHWC"))
+    return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+def test_the_nm_payload_is_what_asj_cost_reports_in_both_conv_layouts_with_explicit_zeros(tmp_path):
+  net = TwoLayouts()
+  params = net.init(jax.random.key(0), jnp.zeros((1, 6, 6, 4)))["params"]
+  apply_fn = lambda p, x: net.apply({"params": p}, x)
+  masks = asj.prune("magnitude", params, sparsity=0.5, structure="2:4")
+  # A group of the OIHW conv keeping 1 of 4: stored as its value and an explicit zero.
+  masks["torch_conv"]["weight"] = masks["torch_conv"]["weight"] & ~jnp.asarray(np.asarray(
+      masks["torch_conv"]["weight"]) & (np.arange(8)[:, None, None, None] == 0))
+  cost = asj.cost(params, masks, apply_fn, (1, 6, 6, 4), nm=(2, 4))
+  written = asj.export(params, masks, str(tmp_path / "nm.npz"), format="nm")
+  assert written["payload_bytes"] == cost["bytes"]["nm"] < cost["bytes"]["dense"]  # Zeros stored: > bitmask here.
+  got_params, got_masks = asj.load_export(str(tmp_path / "nm.npz"), like=params)
+  for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(got_masks)):
+    np.testing.assert_array_equal(np.broadcast_to(np.asarray(a), np.shape(b)), np.asarray(b))
+  for p, m, b in zip(jax.tree.leaves(params), jax.tree.leaves(masks), jax.tree.leaves(got_params)):
+    np.testing.assert_array_equal(np.where(m, np.asarray(p), 0), np.asarray(b))
+  # Masks that are not 2:4: no N:M bytes, and why not (the first group keeping more than 2).
+  dense_conv = dict(masks, Conv_0={"kernel": jnp.ones_like(masks["Conv_0"]["kernel"]), "bias": masks["Conv_0"]["bias"]})
+  out = sparse_cost.stored_bytes(params, dense_conv, nm=(2, 4))
+  assert out["nm"] is None and "layer Conv_0/kernel's group [0, 0, 0, 0]..[0, 0, 3, 0]" in out["nm_why_not"]
+
+
+def test_export_files_of_version_1_still_load():
+  # Written by the code before issue 31 (tests/reference/make_structure_fixtures.py): nm with one uint8 per index
+  # and groups over the flattened inputs (an OIHW conv's taps), bitmask unchanged.
+  here = os.path.join(os.path.dirname(__file__), "reference")
+  expected = np.load(os.path.join(here, "export_v1__expected.npz"))
+  for fmt in ("nm", "bitmask"):
+    params, masks = asj.load_export(os.path.join(here, f"export_v1__{fmt}.npz"))
+    for name in ("fc/kernel", "conv/weight"):
+      layer, leaf = name.split("/")
+      m = expected[f"mask|{name}"]
+      np.testing.assert_array_equal(masks[layer][leaf], m, err_msg=f"{fmt} {name}")
+      np.testing.assert_array_equal(params[layer][leaf], np.where(m, expected[name], 0), err_msg=f"{fmt} {name}")
+    np.testing.assert_array_equal(params["fc"]["bias"], expected["fc/bias"])
+
+
+def test_exports_refuse_masks_and_trees_that_are_not_the_params(tmp_path):
+  params, _ = lenet(width=0.1)
+  masks = asj.prune("random", params, sparsity=0.5, key=jax.random.key(0))
+  path = str(tmp_path / "e.npz")
+  halves = jax.tree.map(lambda m: m * 0.5 if np.ndim(m) else m, masks)
+  with pytest.raises(ValueError, match="masks= leaf 'Dense_0/kernel' holds values other than 0 and 1"):
+    asj.export(params, halves, path)
+  floats = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), masks)
+  asj.export(params, floats, path)  # 0/1 numbers are masks.
+  other = jax.tree.map(lambda m: m[:, :-1] if np.ndim(m) == 2 else m, masks)
+  with pytest.raises(ValueError, match=r"masks= leaf 'Dense_0/kernel' has shape \(784, 29\) but params="):
+    asj.export(params, other, path)
+  narrower = jax.tree.map(lambda p: p[:, :-1] if p.ndim == 2 else p, params)
+  with pytest.raises(ValueError, match=r"like= leaf 'Dense_0/kernel' has shape \(784, 29\), but the export"):
+    asj.load_export(path, like=narrower)
+  with pytest.raises(ValueError, match=r"like= leaf 'Dense_0/bias' has dtype bfloat16"):
+    asj.load_export(path, like=jax.tree.map(lambda p: p.astype(jnp.bfloat16), params))
+  renamed = {("fc0" if k == "Dense_0" else k): v for k, v in params.items()}
+  with pytest.raises(ValueError, match="like= leaf 'Dense_1/bias' has path 'Dense_1/bias', but the export .* holds "
+                     "'Dense_0/bias'"):
+    asj.load_export(path, like=renamed)
+  with pytest.raises(ValueError, match="like= has 4 leaves, the export .* holds 6 \\(the file's 'Dense_2/bias' is "
+                     "missing from like=\\)"):
+    asj.load_export(path, like={k: v for k, v in params.items() if k != "Dense_2"})

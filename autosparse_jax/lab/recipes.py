@@ -26,7 +26,7 @@ Field meanings (the same in every job that has them):
 """
 import ml_collections
 
-from autosparse_jax import criteria, dynamic_sparsity
+from autosparse_jax import criteria, dynamic_sparsity, structure as structure_lib
 from autosparse_jax.errors import ConfigError, unknown_name_message
 from autosparse_jax.masks import DEFAULT_PRUNABLE
 
@@ -95,7 +95,12 @@ def base_config():
       ablation="none",
       # Sparsity structure (structure.py): unstructured | N:M (2:4, 1:4: sparsity must be 1 - N/M) |
       # block:RxC | channel; a group's score from its members' scores: sum | mean | max.
-      structure="unstructured", group_reduce="sum"))
+      structure="unstructured", group_reduce="sum",
+      # N:M: ["REGEX=LAYOUT", ...] for kernels the rules cannot see (structure.KERNEL_LAYOUTS); a layer that
+      # cannot take the structure: refuse (an error naming the prunable= regex that leaves it dense) | dense
+      # (left dense as NVIDIA's ASP does, listed in the results' dense_layers).
+      kernel_layout=list(structure_lib.DEFAULT_KERNEL_LAYOUT),
+      structure_fallback=structure_lib.DEFAULT_STRUCTURE_FALLBACK))
   # The `autos` criterion's scorer (the results.json scorer_dir of an autos_train job) and the
   # `survival` criterion's IRP score datasets.
   c.autos = ml_collections.ConfigDict()

@@ -93,7 +93,7 @@ def cost_markdown(table):
     b = t["bytes"]
     lines.append(f"| {t['criterion']} | {100 * t['sparsity']:g}% | {t['structure']} | "
                  f"{t['inference_flops'] / 1e6:.3f} ({t['inference_flops_dense'] / 1e6:.3f}) | {b['dense']} | "
-                 f"{b['bitmask']} | {b.get('nm', '')} |")
+                 f"{b['bitmask']} | {b.get('nm') or ''} |")
   return "\n".join(lines) + "\n"
 
 

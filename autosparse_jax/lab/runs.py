@@ -123,7 +123,7 @@ def mask_cost(task, states, train_batch, structure):
     def dense_flops(state=state, apply_fn=apply_fn):  # Once per task: the masks do not change it.
       return sparse_cost.cost(state.params, state.masks, apply_fn, shape)["inference_flops_dense"]
     dense = task.program(programs.program_key("dense_flops"), dense_flops)
-    out.append(sparse_cost.cost(state.params, state.masks, apply_fn, shape, nm=structure.nm(),
+    out.append(sparse_cost.cost(state.params, state.masks, apply_fn, shape, nm=structure if structure.nm() else None,
                                 dense_flops=dense, train_batch=train_batch))
   return out
 
@@ -136,13 +136,15 @@ def cost_summary(costs):
           "kept_macs": mean("kept_macs"), "bytes": costs[0]["bytes"]}
 
 
-def measure(task, states, train_batch, structure, scoring_seconds=0.0):
+def measure(task, states, train_batch, structure, scoring_seconds=0.0, dense_layers=()):
   """What every result row reports of stacked networks' masks: one info dict per network (the density
-  report as "report", NPB's path metrics, the masks' cost, the structure, the scoring time)."""
+  report as "report", NPB's path metrics, the masks' cost, the structure, the layers a structure's
+  fallback left dense, the scoring time)."""
   reports, paths = engine.density_reports(states), mask_metrics(task, states)
   costs = mask_cost(task, states, train_batch, structure)
   return [{"report": reports[i], "scoring_seconds": scoring_seconds, "structure": str(structure),
-           **cost_summary([costs[i]]), **{k: v[i] for k, v in paths.items()}} for i in range(len(reports))]
+           "dense_layers": list(dense_layers), **cost_summary([costs[i]]), **{k: v[i] for k, v in paths.items()}}
+          for i in range(len(reports))]
 
 
 def pruned_networks(spec, task, states, train_batch, score_cache=None):
@@ -154,7 +156,9 @@ def pruned_networks(spec, task, states, train_batch, score_cache=None):
   if spec is not None:
     states, _ = jax.block_until_ready(prune_states(spec, task, states, score_cache))
   structure = spec.structure if spec is not None else prune_spec.PruneSpec("random").structure
-  return states, measure(task, states, train_batch, structure, time.time() - t)
+  # Layers structure_fallback='dense' left dense (the same for every seed: they depend on shapes only).
+  dense = spec.dense_layers(jax.tree.map(lambda m: m[0], states.masks)) if spec is not None else []
+  return states, measure(task, states, train_batch, structure, time.time() - t, dense)
 
 
 def init_spec(spec):
@@ -214,7 +218,7 @@ def export_networks(fmt, structure, workdir, states, seeds, tag):
     path = os.path.join(directory, f"{tag.replace(':', '_')}_seed_{seed}.{fmt}.npz")
     compact_export.export(jax.tree.map(lambda x: np.asarray(x[i]), states.params),
                           jax.tree.map(lambda x: np.asarray(x[i]), states.masks), path, format=fmt,
-                          structure=str(structure) if fmt == "nm" else None)
+                          structure=structure if fmt == "nm" else None)
     paths.append(path)
   return paths
 
@@ -223,7 +227,9 @@ def log_pruned(tag, info):
   seconds = info[0]["scoring_seconds"]
   log(f"{tag}: scored in {seconds:.1f} s (compilation included), density "
       f"{np.mean([i['report']['density'] for i in info]):.5f}, log10 paths "
-      f"{np.mean([i['log10_paths'] for i in info]):.2f}")
+      f"{np.mean([i['log10_paths'] for i in info]):.2f}"
+      + (f"; left dense (structure_fallback='dense'): {', '.join(info[0]['dense_layers'])}"
+         if info[0].get("dense_layers") else ""))
 
 
 def initial_scores(config, seed, criteria_names=("snip", "grasp")):

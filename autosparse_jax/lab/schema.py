@@ -142,6 +142,11 @@ FIELDS = [
        "block:RxC (e.g. block:4x4) or channel (whole output units)"),
     _field("prune.group_reduce", "str", PRUNING, "a group's score from its members' scores (block, channel)",
        choices=_choices("sum", "mean", "max")),
+    _field("prune.kernel_layout", "strs", PRUNING, "N:M: 'REGEX=LAYOUT' for kernels whose layout the rules cannot "
+       "tell (LAYOUT: " + ", ".join(structure_lib.KERNEL_LAYOUTS) + "; structure.py)"),
+    _field("prune.structure_fallback", "str", PRUNING, "a layer that cannot take the structure: refuse (an error) or "
+       "dense (left dense, as NVIDIA's ASP; listed in dense_layers)",
+       choices=_choices(*structure_lib.STRUCTURE_FALLBACKS)),
     _field("scorer.datasets", "strs", ("autos_train",), "score datasets the scorer learns from"),
     _field("scorer.backbone", "str", ("autos_train",), "scorer network", choices=_choices("resnet18", "vgg19", "mlp")),
     _field("scorer.features", "strs", ("autos_train",), "scorer inputs", choices=_choices("theta0", "g0")),
@@ -448,8 +453,11 @@ def _shape_problems(config, prefix):
     sparsities = [1.0 - float(config.irp.final_density)]
   structure_field = f"{prefix}prune.structure"
   try:
-    structure = structure_lib.parse(config.prune.get("structure", "unstructured"), structure_field)
-    structure.check_layers(masks)  # Every prunable layer divides into the structure's groups.
+    structure = structure_lib.parse(config.prune.get("structure", "unstructured"), structure_field).with_layouts(
+        structure_lib.parse_kernel_layout(config.prune.get("kernel_layout", structure_lib.DEFAULT_KERNEL_LAYOUT),
+                                          f"{prefix}prune.kernel_layout"))
+    # Every prunable layer divides into the structure's groups (or is left dense by the fallback).
+    structure.check_layers(masks, config.prune.get("structure_fallback", structure_lib.DEFAULT_STRUCTURE_FALLBACK))
     for s in sparsities:
       structure.check_density(1.0 - float(s), structure_field,
                               f"{prefix}irp.final_density" if config.job == "irp" else

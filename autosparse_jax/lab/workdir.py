@@ -19,7 +19,7 @@ import time
 
 import tensorboardX
 
-from autosparse_jax import artefacts, dynamic_sparsity
+from autosparse_jax import artefacts, dynamic_sparsity, structure as structure_lib
 from autosparse_jax.lab import schema
 from autosparse_jax.artefacts import read_jsonl  # noqa: F401  (the jobs' and tests' import)
 from autosparse_jax.lab.config_tools import config_to_dict, flatten
@@ -42,6 +42,8 @@ RESTART_FIX = "Run again with --restart to move this workdir aside and start ane
 # Fields added since a workdir may have been written, with the value that computes what it computed
 # then (a config.json without them resumes), and old spellings of the same setting.
 ADDED_FIELDS = {"prune.structure": "unstructured", "prune.group_reduce": "sum", "export": "",
+                "prune.kernel_layout": list(structure_lib.DEFAULT_KERNEL_LAYOUT),
+                "prune.structure_fallback": structure_lib.DEFAULT_STRUCTURE_FALLBACK,
                 **{f"sparse_training.{k}": v for k, v in dynamic_sparsity.config_defaults().items()}}
 SAME_SETTING = {("prune.prunable", r"(^|/)kernel$", "default")}  # The jobs' models: the same leaves.
 

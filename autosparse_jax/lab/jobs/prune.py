@@ -98,6 +98,7 @@ def run(config, workdir_path):
                  **({"export": exported} if exported else {}),
                  **engine.accuracy_summary(last), **engine.density_summary([i["report"] for i in info]),
                  "scoring_seconds": info[0]["scoring_seconds"], "structure": info[0]["structure"],
+                 "dense_layers": info[0]["dense_layers"],
                  **runs.cost_summary(info), **{k: [i[k] for i in info] for k in runs.PATH_METRICS},
                  **sparse_training_fields(record, flops)})
     workdir.append_jsonl(RUNS, [rows[-1]])
