@@ -57,6 +57,14 @@ def done(task):
     del _BARS["progress"]
 
 
+def clear():
+  """Stops the live display and removes it from the screen (before a last line: Ctrl-C, an error)."""
+  progress = _BARS.pop("progress", None)
+  if progress is not None:
+    progress.live.transient = True
+    progress.stop()
+
+
 def fmt_time(seconds):
   seconds = int(seconds)
   return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \

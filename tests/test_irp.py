@@ -1,6 +1,7 @@
 """IRP: kill-and-resume bit identity, nested masks on schedule, vmapped seeds, datasets, CCC."""
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from autosparse_jax import prune_spec, masks as masks_lib, score_dataset
-from autosparse_jax.lab import main as main_lib
+from autosparse_jax.lab import main as main_lib, preemption
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.lab.engine import build_task, init_states
 from autosparse_jax.lab.jobs import ccc, irp
@@ -45,8 +46,9 @@ def final_checkpoint(workdir):
   return restored.state, restored.meta
 
 
-def run_until(command, marker, timeout=300, at_marker=None):
-  """Starts `command`, SIGKILLs it once a stdout line contains `marker`; returns the lines.
+def run_until(command, marker, timeout=300, at_marker=None, sig=signal.SIGKILL):
+  """Starts `command`, sends it `sig` (SIGKILL) once a stdout line contains `marker`; returns the
+  output (to its end) and the exit code.
 
   at_marker(proc): called first, with the job stopped (SIGSTOP: alive, holding its workdir).
   """
@@ -61,7 +63,10 @@ def run_until(command, marker, timeout=300, at_marker=None):
         if at_marker is not None:
           proc.send_signal(signal.SIGSTOP)
           at_marker(proc)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
+        if at_marker is not None and sig != signal.SIGKILL:
+          proc.send_signal(signal.SIGCONT)
+        lines.append(proc.stdout.read())
         break
     proc.wait(timeout=timeout)
   finally:
@@ -70,7 +75,7 @@ def run_until(command, marker, timeout=300, at_marker=None):
   return "".join(lines), proc.returncode
 
 
-def test_sigkilled_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
+def test_sigkilled_and_interrupted_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
   root = os.path.dirname(os.path.dirname(__file__))
   straight = str(tmp_path / "straight")
   done = subprocess.run(cli(straight), capture_output=True, text=True, timeout=600, cwd=root)
@@ -87,11 +92,17 @@ def test_sigkilled_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert f"is in use by another run (pid {first.pid} on host " in second.stderr, second.stderr
     assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
 
-  # Kill inside round 0 (mid-epoch, between checkpoints; a second writer refused first), then inside round 1.
-  for marker, check in (("round 0 epoch 1 step 15", second_writer), ("round 1 epoch 2 step 10", None)):
-    out, code = run_until(cli(killed), marker, at_marker=check)
-    assert code == -signal.SIGKILL, out
+  # Kill inside round 0 (mid-epoch, between checkpoints; a second writer refused first).
+  out, code = run_until(cli(killed), "round 0 epoch 1 step 15", at_marker=second_writer)
+  assert code == -signal.SIGKILL, out
   assert refused and refused[0] < 60, refused  # Its start-up (imports) and the checks: no compute.
+  # Ctrl-C inside round 1: it stops at the next chunk with a checkpoint, says so in one line, exit 130.
+  out, code = run_until(cli(killed), "round 1 epoch 2 step 10", sig=signal.SIGINT)
+  assert code == preemption.INTERRUPT_EXIT_CODE, out
+  tail = out.strip().splitlines()[-1]
+  assert re.fullmatch(r"interrupted at (epoch 2 of round 1|the end of round 1): run the same command to resume",
+                      tail), out
+  assert "Traceback" not in out and "preempted" not in out, out
   resumed = subprocess.run(cli(killed), capture_output=True, text=True, timeout=600, cwd=root)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert "resuming from checkpoint" in resumed.stdout + resumed.stderr

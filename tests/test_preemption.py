@@ -103,6 +103,29 @@ def test_autos_train_killed_and_resumed_gives_the_identical_scorer(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_ctrl_c_stops_at_the_next_chunk_and_a_second_one_at_once():
+  """The first SIGINT is recorded (the loop stops at its next chunk; the CLI exits 130), the second raises
+  KeyboardInterrupt; with preemption_signal='INT' every SIGINT is a preemption (exit 75), never an abort."""
+  before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    preemption.reset()
+    preemption.install(("TERM",))
+    os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.requested() and preemption.interrupted()
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+    preemption.reset()
+    preemption.install(("INT",))
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.requested() and not preemption.interrupted()
+  finally:
+    preemption.reset()
+    preemption._INSTALLED.clear()
+    for s, handler in before.items():
+      signal.signal(s, handler)
+
+
 def tensorboard_scalars(directory):
   """{tag: [(step, value)]} read back from the event files (TFRecord framing, Event protos)."""
   from tensorboardX.proto import event_pb2

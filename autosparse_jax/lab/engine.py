@@ -279,9 +279,11 @@ class TrainingLoop:
         self.stopping = preemption.requested()
         yield states, step
         if self.stopping and step < self.total:  # At the end the run is complete: the job saves it.
-          log(f"preempted: {prefix}stopped at step {step} (epoch {epoch}, step {step % spe or spe} of {spe}) "
-              "after its checkpoint; run the same command again to resume.")
-          raise preemption.Preempted(step)
+          if not preemption.interrupted():  # Ctrl-C: the CLI says it in one line.
+            log(f"preempted: {prefix}stopped at step {step} (epoch {epoch}, step {step % spe or spe} of {spe}) "
+                "after its checkpoint; run the same command again to resume.")
+          raise preemption.Preempted(step, f"epoch {epoch} of {self.tag}" if self.tag else
+                                     f"epoch {epoch} of {self.epochs}")
         if plain_output() or progress_bar is not None:
           continue  # Epoch lines only (a bar shows the steps).
         if step < epoch * spe and (step % spe) // self.log_every > (before % spe) // self.log_every:

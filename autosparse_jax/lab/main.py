@@ -10,7 +10,9 @@ workdir), one line per problem, nothing computed or written; 3 non-finite
 numbers (loss or scores), earlier checkpoints and results kept; 4 the results
 could not be written (e.g. a full disk), the earlier results kept; 75 preempted
 (config.preemption_signal, SIGTERM by default): the job stopped after a chunk
-with a checkpoint; the same command resumes it.
+with a checkpoint; the same command resumes it; 130 interrupted (Ctrl-C): the
+same stop, said in one line (a second Ctrl-C stops at once; the rerun resumes
+from the last checkpoint).
 Several processes (launch/): each runs this same command; see distributed.py.
 """
 import difflib
@@ -311,9 +313,18 @@ def main(argv):
   except OutputError as e:
     fail(e, 4)
   except preemption.Preempted as e:
-    print(f"preempted after step {e}: the checkpoint is written; run the same command again to resume "
+    console.clear()
+    if preemption.interrupted():  # Ctrl-C: one line, the shell's exit code for SIGINT.
+      print(f"interrupted at {e.where or f'step {e.step}'}: run the same command to resume", file=sys.stderr)
+      sys.exit(preemption.INTERRUPT_EXIT_CODE)
+    print(f"preempted after step {e.step}: the checkpoint is written; run the same command again to resume "
           f"(exit code {preemption.EXIT_CODE}).", file=sys.stderr)
     sys.exit(preemption.EXIT_CODE)
+  except KeyboardInterrupt:  # A second Ctrl-C: stopped at once, without a checkpoint of this point.
+    console.clear()
+    print("interrupted at once (second Ctrl-C): run the same command to resume from the last checkpoint",
+          file=sys.stderr)
+    sys.exit(preemption.INTERRUPT_EXIT_CODE)
 
 
 def cli():

@@ -22,6 +22,7 @@ from typing import Any
 from autosparse_jax import artefacts, keys
 from autosparse_jax.autos.apply import FEATURES, save_scorer
 from autosparse_jax.autos.scorer import BACKBONES, make_scorer
+from autosparse_jax.lab import preemption
 from autosparse_jax.lab.checkpoints import Checkpoints
 from autosparse_jax.console import log
 from autosparse_jax.models import DTYPES
@@ -153,6 +154,9 @@ def run(config, workdir_path):
         f"{record['epoch_seconds']:.1f} s")
     meta = {"epoch": epoch + 1, "history": meta["history"] + [record]}
     checkpoints.save(state, meta)
+    if epoch + 1 < epochs and preemption.requested():  # Stopped (preempted, Ctrl-C) after the epoch's checkpoint.
+      checkpoints.close()
+      raise preemption.Preempted(int(state.step), f"epoch {epoch + 1} of {epochs} (scorer training)")
   checkpoints.close()
   predictions = held_out_predictions(state)
   scorer_dir = os.path.join(workdir.path, "scorer")

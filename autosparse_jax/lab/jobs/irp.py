@@ -283,8 +283,9 @@ class IrpRun:
     if level.index + 1 == len(self.levels) or stopping or self.checkpoints.due(self.config):
       self.save(self.progress)
     if stopping and level.index + 1 < len(self.levels):
-      log(f"preempted: stopped after {level.tag} with its checkpoint; run the same command again to resume.")
-      raise preemption.Preempted(first_step(self.irp))
+      if not preemption.interrupted():  # Ctrl-C: the CLI says it in one line.
+        log(f"preempted: stopped after {level.tag} with its checkpoint; run the same command again to resume.")
+      raise preemption.Preempted(first_step(self.irp), f"the end of {level.tag}")
 
   def save(self, progress):
     self.checkpoints.save(self.irp, progress.to_json())
