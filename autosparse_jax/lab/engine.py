@@ -210,12 +210,14 @@ class TrainingLoop:
   `stopping` is True at a yield when the job is being preempted: save there;
   the loop then raises preemption.Preempted (after the last chunk it finishes
   instead: the job keeps the complete run). `last` holds the last epoch's record.
-  networks: a name per stacked network (TensorBoard curves); quiet: no epoch
-  lines when the output is not a terminal (IRP rounds report per round).
+  networks: a name per stacked network (TensorBoard runs: workdir.tensorboard_layout); quiet: no
+  epoch lines when the output is not a terminal (IRP rounds report per round); step_offset: the
+  records' global_step is step_offset + step (IRP's levels on one axis).
   """
 
-  def __init__(self, config, task, workdir, tag=None, align=0, networks=None, quiet=False):
+  def __init__(self, config, task, workdir, tag=None, align=0, networks=None, quiet=False, step_offset=None):
     self.config, self.task, self.workdir, self.tag = config, task, workdir, tag
+    self.step_offset = step_offset  # Records carry global_step = offset + step (IRP: one axis over levels).
     self.networks, self.quiet, self.stopping = networks, quiet, False
     trainer = task.trainer
     self.spe = trainer.steps_per_epoch
@@ -299,6 +301,8 @@ class TrainingLoop:
                 "learning_rate": learning_rate(self.config, epoch - 1)}
       if self.networks:
         record["networks"] = list(self.networks)
+      if self.step_offset is not None:
+        record["global_step"] = self.step_offset + step
       if done < spe:
         record["steps_in_this_run"] = done  # Resumed mid-epoch: train metrics cover these steps.
       if self.tag:

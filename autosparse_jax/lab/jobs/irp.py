@@ -240,7 +240,8 @@ class IrpRun:
     captured = self.rewind_captured(level)
     loop = engine.TrainingLoop(self.config, self.task, self.workdir, tag=level.tag,
                                align=0 if captured else self.rewind_step % spe,
-                               networks=[f"seed_{s}" for s in self.seeds], quiet=True)
+                               networks=[f"seed_{s}" for s in self.seeds], quiet=True,
+                               step_offset=level.index * self.total_steps)
     started, saved_at = time.time(), first_step(self.irp)
     for states, step in loop.chunks(copy_tree(self.irp.train), start_step=first_step(self.irp),
                                     epoch_sums=list(self.progress.epoch_sums)):
@@ -271,7 +272,7 @@ class IrpRun:
               "test_accuracy": last.get("test_accuracy"), "test_loss": last.get("test_loss"),
               "prune_seconds": progress.prune_seconds, "seconds": seconds,
               **runs.cost_summary(costs)}  # What this round's masks cost.
-    self.workdir.log_metrics(dict(record, event="round_done"))
+    self.workdir.log_metrics(dict(record, event="round_done", networks=[f"seed_{s}" for s in self.seeds]))
     log(f"{level.tag} done: test {100 * np.mean(last['test_accuracy']):.2f}% at density "
         f"{record['density'][0]:.5f}, {seconds:.1f} s (level {level.index + 1}/{len(self.levels)}, "
         f"{time.time() - self.started:.0f} s so far in this run)")
