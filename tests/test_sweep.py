@@ -137,6 +137,32 @@ def test_sweep_config_errors_name_the_field():
       sweep.validate(sweep_config(**overrides))
 
 
+def test_the_four_config_gaps_are_refused_before_anything_runs_naming_the_field():
+  """A pipeline stage's unread field, an unused variant's bad value, a variant's own sparsities and
+  config.sparsity on a sweep: each refused by the checks that run before the workdir is touched."""
+  from autosparse_jax.lab import schema
+  from autosparse_jax.lab.jobs import pipeline
+  table1, defaults = load_config("paper/table1"), load_config("paper/table1")
+  table1.irp_snip.sparsity = 0.5
+  assert schema.unread_fields(table1, defaults) == [
+      "config.irp_snip.sparsity=0.5 is not read by the irp job: it reads config.irp_snip.irp.final_density (now "
+      "0.01) instead; set that (e.g. --config.irp_snip.irp.final_density=...)."]
+  swept = sweep_config(sparsity=0.5)
+  [message] = schema.unread_fields(swept, sweep_config())
+  assert message.startswith("config.sparsity=0.5 is not read by the sweep job: it reads config.sparsities (now")
+  unused = sweep_config(**{"sweep.variants": {"bad": {"criterion": "snip", "prune": {"distribution": "erkk"}}}})
+  with pytest.raises(ConfigError, match="config.sweep.variants.bad.prune.distribution"):
+    sweep.validate(unused)  # Not in sweep.criteria, checked all the same.
+  own = sweep_config(**{"sweep.variants": {"dense90": {"criterion": "snip", "sparsities": (0.9,)}},
+                        "sweep.criteria": ("dense90",)})
+  with pytest.raises(ConfigError, match="config.sweep.variants.dense90.sparsities: a variant cannot set its own"):
+    sweep.validate(own)
+  stage = load_config("paper/table1")
+  stage.sweep.sweep.variants = {"x": {"criterion": "snip", "sparsities": (0.9,)}}
+  with pytest.raises(ConfigError, match="config.sweep.sweep.variants.x.sparsities"):
+    pipeline.validate(stage)  # Up front, before the stages before it run.
+
+
 def test_survival_criterion_replays_the_final_irp_masks_and_refuses_other_inits(tmp_path):
   from tests.test_irp import final_checkpoint, irp_config
   irp = irp_config(**{"num_seeds": 2})

@@ -50,11 +50,29 @@ def set_fields(config, fields, where):
       config[name] = value
 
 
-def variants(config):
-  """[(label, criterion, config for it)] in sweep.criteria order."""
+def check_variant_fields(config, prefix="config."):
+  """Every variant of sweep.variants (listed in sweep.criteria or not) sets only fields a variant can
+  change: its own sparsities are refused (a sweep's grid is config.sparsities), as are fields the sweep
+  job does not read. Needs no stage results (a pipeline checks its sweep stages up front)."""
+  for label, fields in dict(config.sweep.get("variants", {}) or {}).items():
+    fields = fields.to_dict() if isinstance(fields, ml_collections.ConfigDict) else dict(fields or {})
+    where = f"{prefix}sweep.variants.{label}"
+    for name in flatten({k: v for k, v in fields.items() if k != "criterion"}):
+      if name in ("sparsities", "sparsity"):
+        raise ConfigError(f"{where}.{name}: a variant cannot set its own sparsities: every criterion of a sweep "
+                          f"runs at {prefix}sparsities={tuple(config.get('sparsities', ()) or ())}. Remove it, "
+                          "or run this variant in a sweep of its own.")
+      field = schema.BY_NAME.get(name)
+      if field is not None and "sweep" not in field.jobs:
+        raise ConfigError(f"{where}.{name} is not read by the sweep job (it is read by: {', '.join(field.jobs)}): "
+                          "remove it from the variant.")
+
+
+def variants(config, labels=None):
+  """[(label, criterion, config for it)] in sweep.criteria order (labels: these instead)."""
   out = []
   defined = dict(config.sweep.get("variants", {}) or {})
-  for label in config.sweep.criteria:
+  for label in config.sweep.criteria if labels is None else labels:
     if label in defined:
       fields = dict(copy.deepcopy(defined[label].to_dict()
                                   if isinstance(defined[label], ml_collections.ConfigDict)
@@ -108,7 +126,9 @@ def validate(config):
   if int(config.sweep.max_networks_per_program) < -1:
     raise ConfigError(f"config.sweep.max_networks_per_program={config.sweep.max_networks_per_program} "
                       "must be >= -1 (-1 = auto, 0 = a criterion's whole grid in one program).")
-  for label, criterion, vconfig in variants(config):
+  check_variant_fields(config)
+  defined = [label for label in dict(config.sweep.get("variants", {}) or {}) if label not in labels]
+  for label, criterion, vconfig in variants(config, labels + defined):  # Unused variants are checked too.
     if criterion == engine.NO_PRUNING:
       raise ConfigError(f"config.sweep.criteria: {label!r} does not prune; use config.sweep.dense=True.")
     where = f"config.sweep.variants.{label}.criterion" if label != criterion else "config.sweep.criteria"
