@@ -145,6 +145,26 @@ def test_masks_are_nested_and_each_round_keeps_exactly_its_schedule(criterion):
   assert np.bincount(survived, minlength=5)[4] == round(plan[-1].density * total)
 
 
+def test_a_terminal_gets_one_bar_for_all_rounds_and_no_epoch_lines(tmp_path, monkeypatch, capsys):
+  """On a terminal: one live bar over every level of the run (its time left is the run's), no per-epoch
+  or per-prune lines (metrics.jsonl keeps every epoch), no compile summary; one line per round."""
+  from autosparse_jax import console
+  bars = []
+  monkeypatch.setattr(console, "bars_on", lambda: True)
+  monkeypatch.setattr(console, "bar", lambda description, total, completed=0: bars.append((description, total))
+                      or len(bars))
+  config = irp_config(**{"irp.rounds": 2})
+  main_lib.run(config, str(tmp_path / "wd"))
+  out = capsys.readouterr().out
+  steps = build_task(config).trainer.steps_per_epoch * int(config.train.epochs)
+  assert bars == [(f"irp {config.criterion}: round 0", 2 * steps)], bars  # Its label follows the round.
+  assert not re.search(r"epoch \d", out) and "(target " not in out, out
+  assert out.count(" done: test ") == 2 and "XLA programs" not in out, out
+  from autosparse_jax.lab.workdir import read_jsonl
+  epochs = [r for r in read_jsonl(str(tmp_path / "wd" / "metrics.jsonl")) if "epoch" in r]
+  assert len(epochs) == 2 * int(config.train.epochs)
+
+
 def test_three_vmapped_seeds_equal_three_separate_runs(tmp_path):
   together = main_lib.run(irp_config(num_seeds=3, **{"irp.rounds": 2}), str(tmp_path / "s3"))
   for i in range(3):

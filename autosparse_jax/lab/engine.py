@@ -215,8 +215,10 @@ class TrainingLoop:
   records' global_step is step_offset + step (IRP's levels on one axis).
   """
 
-  def __init__(self, config, task, workdir, tag=None, align=0, networks=None, quiet=False, step_offset=None):
+  def __init__(self, config, task, workdir, tag=None, align=0, networks=None, quiet=False, step_offset=None,
+               stage_bar=None):
     self.config, self.task, self.workdir, self.tag = config, task, workdir, tag
+    self.stage_bar = stage_bar  # A StageBar of the job (one bar over all its loops), else a bar of its own.
     self.step_offset = step_offset  # Records carry global_step = offset + step (IRP: one axis over levels).
     self.networks, self.quiet, self.stopping = networks, quiet, False
     trainer = task.trainer
@@ -256,13 +258,15 @@ class TrainingLoop:
       states = task.trainer.layout.put_states(states)
     start, step = time.time(), int(start_step)
     carried = [{k: np.asarray(v, np.float32) for k, v in m.items()} for m in (epoch_sums or [])]
-    progress_bar = console.bar(self.tag or "training", self.total, step)
+    stage = self.stage_bar or StageBar(self.tag or "training", self.total)
+    stage.start_loop(self.tag, step)
     try:
-      yield from self._chunks(states, step, start, carried, evaluate, progress_bar, prefix)
+      yield from self._chunks(states, step, start, carried, evaluate, stage, prefix)
     finally:
-      console.done(progress_bar)
+      if self.stage_bar is None:
+        stage.done()
 
-  def _chunks(self, states, step, start, carried, evaluate, progress_bar, prefix):
+  def _chunks(self, states, step, start, carried, evaluate, stage, prefix):
     task, spe, start_step = self.task, self.spe, step
     while step < self.total:
       epoch = step // spe + 1
@@ -277,7 +281,7 @@ class TrainingLoop:
         sums.append(jax.tree.map(lambda m, n=n: m * n, metrics))
         before, step = step, step + n
         self._check_finite(metrics, epoch, before, step)
-        console.advance(progress_bar, step, f"{(step - start_step) / max(time.time() - start, 1e-9):.1f} steps/s")
+        stage.advance(step)
         self.stopping = preemption.requested()
         yield states, step
         if self.stopping and step < self.total:  # At the end the run is complete: the job saves it.
@@ -286,7 +290,7 @@ class TrainingLoop:
                 "after its checkpoint; run the same command again to resume.")
           raise preemption.Preempted(step, f"epoch {epoch} of {self.tag}" if self.tag else
                                      f"epoch {epoch} of {self.epochs}")
-        if plain_output() or progress_bar is not None:
+        if plain_output() or stage.on:
           continue  # Epoch lines only (a bar shows the steps).
         if step < epoch * spe and (step % spe) // self.log_every > (before % spe) // self.log_every:
           rate = (time.time() - epoch_start) / max(step - int(start_step), 1)
@@ -310,11 +314,42 @@ class TrainingLoop:
       self.workdir.log_metrics(record)
       self.last = record
       left = (time.time() - start) / (step - start_step) * (self.total - step)
-      if plain_output() and (self.quiet or not sparse_epoch(epoch, self.epochs)):
-        continue
+      if stage.on or plain_output() and (self.quiet or not sparse_epoch(epoch, self.epochs)):
+        continue  # A terminal's bar shows the progress; metrics.jsonl has every epoch.
       log(f"{prefix}epoch {epoch}/{self.epochs}  loss {np.mean(totals['loss']):.4f}  "
           f"train {100 * np.mean(totals['accuracy']):.2f}%  test {100 * np.mean(ev['accuracy']):.2f}%  "
           f"{record['epoch_seconds']:.1f} s/epoch  left {fmt_time(left)}")
+
+
+class StageBar:
+  """One live bar for a stage of a job (all of IRP's levels, a sweep's programs, a prune job's
+  sparsities): `total` steps over every training loop it holds, so its rate and time left are those
+  of the whole stage. A job places each loop on the bar (at(offset): the loop's step 0 is the
+  stage's step `offset`). Off (a no-op) when the output is not a terminal."""
+
+  def __init__(self, description, total):
+    self.description, self.total = description, int(total)
+    self.on = console.bars_on()
+    self.task, self.offset, self.started, self.first = None, 0, None, 0
+
+  def at(self, offset):
+    self.offset = int(offset)
+    return self
+
+  def start_loop(self, tag, step):
+    label = f"{self.description}: {tag}" if tag and tag != self.description else self.description
+    if self.task is None:  # Created where this process starts (a resumed run): its rate is this process's.
+      self.task = console.bar(label, self.total, self.offset + step)
+      self.started, self.first = time.time(), self.offset + step
+    console.advance(self.task, self.offset + step, description=label)
+
+  def advance(self, step):
+    done = self.offset + step
+    rate = (done - self.first) / max(time.time() - self.started, 1e-9)
+    console.advance(self.task, done, f"{rate:.1f} steps/s")
+
+  def done(self):
+    console.done(self.task)
 
 
 def learning_rate(config, epoch):
@@ -329,12 +364,14 @@ def sparse_epoch(epoch, epochs):
   return epoch == 1 or epoch == epochs or epoch % every == 0
 
 
-def run_training(config, task, states, workdir, tag=None, start_step=0, checkpoint_dir=None, networks=None):
+def run_training(config, task, states, workdir, tag=None, start_step=0, checkpoint_dir=None, networks=None,
+                 stage_bar=None):
   """Trains `states` from `start_step` to config.train.epochs: (states, last epoch's record).
 
   checkpoint_dir: mid-run checkpoints there (RunCheckpoints); the newest resumes the run.
+  stage_bar: the job's StageBar, placed where this run starts (else the run gets a bar of its own).
   """
-  loop = TrainingLoop(config, task, workdir, tag, networks=networks)
+  loop = TrainingLoop(config, task, workdir, tag, networks=networks, stage_bar=stage_bar)
   ckpt = RunCheckpoints(checkpoint_dir, config) if checkpoint_dir else None
   epoch_sums = None
   if ckpt is not None:

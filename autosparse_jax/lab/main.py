@@ -50,10 +50,14 @@ _RESTART = flags.DEFINE_bool(
     "moved (never deleted) to WORKDIR.previous.<time> first.")
 _DESCRIBE = flags.DEFINE_bool("describe", False, "Print every field the config's job reads, with its value, "
                               "what is allowed and what it means; then exit.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Also print the compile summary (XLA programs compiled, loaded "
+                             "from the cache) at the end; without it, it is printed only when a program was built "
+                             "more than once.")
 flags.mark_flags_as_required(["config"])
 
 
 def fail(message, code=2):
+  console.clear()
   print(f"error: {message}", file=sys.stderr)
   sys.exit(code)
 
@@ -303,7 +307,7 @@ def main(argv):
     preemption.install((config.get("preemption_signal", "TERM"),))
     compile_stats.install()
     run(config, _WORKDIR.value)
-    compiled = compile_stats.line()
+    compiled = compile_stats.line(always=_VERBOSE.value)
     if compiled:
       console.log(compiled)
   except (ConfigError, RawDataError) as e:

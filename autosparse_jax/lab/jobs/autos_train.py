@@ -24,6 +24,7 @@ from autosparse_jax.autos.apply import FEATURES, save_scorer
 from autosparse_jax.autos.scorer import BACKBONES, make_scorer
 from autosparse_jax.lab import preemption
 from autosparse_jax.lab.checkpoints import Checkpoints
+from autosparse_jax import console
 from autosparse_jax.console import log
 from autosparse_jax.models import DTYPES
 from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
@@ -140,6 +141,7 @@ def run(config, workdir_path):
   epochs = int(config.train.epochs)
   log(f"autos_train: {settings.backbone} scorer ({config.dtype}) on {len(train_idx)} weights from {len(metas)} "
       f"dataset(s), {len(held_idx)} held out; features {features}; {epochs} epochs of {steps} steps")
+  bar = console.bar("autos_train: scorer epochs", epochs, int(meta["epoch"]))  # A terminal's bar, else lines.
   for epoch in range(int(meta["epoch"]), epochs):
     t = time.time()
     state, train_loss = epoch_fn(state, epoch)
@@ -150,13 +152,16 @@ def run(config, workdir_path):
       raise NumericalError(f"autos_train: non-finite training loss in epoch {epoch + 1}; "
                                "lower config.train.lr.")
     workdir.log_metrics(record)
-    log(f"epoch {epoch + 1}/{epochs}  train MSE {record['train_loss']:.5f}  held-out MSE {held_loss:.5f}  "
-        f"{record['epoch_seconds']:.1f} s")
+    console.advance(bar, epoch + 1, f"held-out MSE {held_loss:.5f}")
+    if bar is None:
+      log(f"epoch {epoch + 1}/{epochs}  train MSE {record['train_loss']:.5f}  held-out MSE {held_loss:.5f}  "
+          f"{record['epoch_seconds']:.1f} s")
     meta = {"epoch": epoch + 1, "history": meta["history"] + [record]}
     checkpoints.save(state, meta)
     if epoch + 1 < epochs and preemption.requested():  # Stopped (preempted, Ctrl-C) after the epoch's checkpoint.
       checkpoints.close()
       raise preemption.Preempted(int(state.step), f"epoch {epoch + 1} of {epochs} (scorer training)")
+  console.done(bar)
   checkpoints.close()
   predictions = held_out_predictions(state)
   scorer_dir = os.path.join(workdir.path, "scorer")

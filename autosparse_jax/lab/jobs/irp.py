@@ -195,6 +195,7 @@ class IrpRun:
       log(f"resuming from checkpoint: level {self.progress.level}, step {first_step(self.irp)}")
       workdir.log_metrics({"event": "resumed", "level": self.progress.level, "step": first_step(self.irp)})
     self.levels = levels(spec, jax.tree.map(lambda m: m[0], self.irp.train.masks), bool(config.irp.train_first))
+    self.bar = engine.StageBar(f"irp {config.criterion}", len(self.levels) * self.total_steps)  # All levels.
 
   def pending(self):
     return self.levels[self.progress.level:]
@@ -223,7 +224,7 @@ class IrpRun:
     self.irp = pruned
     self.progress = dataclasses.replace(self.progress, prune_seconds=time.time() - t, level_seconds=0.0)
     reports = engine.density_reports(self.irp.train)
-    if not plain_output():  # Sparse output: the level's one line says it.
+    if not plain_output() and not self.bar.on:  # Sparse output or a bar: the level's one line says it.
       log(f"{level.tag}: density {np.mean([x['density'] for x in reports]):.5f} (target {level.density:.5f})")
 
   def trained_part(self, level):
@@ -241,7 +242,8 @@ class IrpRun:
     loop = engine.TrainingLoop(self.config, self.task, self.workdir, tag=level.tag,
                                align=0 if captured else self.rewind_step % spe,
                                networks=[f"seed_{s}" for s in self.seeds], quiet=True,
-                               step_offset=level.index * self.total_steps)
+                               step_offset=level.index * self.total_steps,
+                               stage_bar=self.bar.at(level.index * self.total_steps))
     started, saved_at = time.time(), first_step(self.irp)
     for states, step in loop.chunks(copy_tree(self.irp.train), start_step=first_step(self.irp),
                                     epoch_sums=list(self.progress.epoch_sums)):
@@ -308,6 +310,7 @@ def run(config, workdir_path):
       irp_run.train(level)
       irp_run.record(level)
       irp_run.end_of_level(level)
+  irp_run.bar.done()
   results = finish(config, workdir, irp_run.irp, irp_run.progress,
                    [level for level in irp_run.levels if isinstance(level, PruneLevel)], irp_run.seeds,
                    time.time() - irp_run.started)

@@ -49,17 +49,20 @@ def run(config, workdir_path):
   seeds = engine.seed_list(config)
   finished = {r["sparsity"]: r for r in read_jsonl(os.path.join(workdir.path, RUNS))}
   rows = []
+  steps = task.trainer.steps_per_epoch * int(config.train.epochs)
+  bar = engine.StageBar(f"prune {planned[0][1].criterion}", steps * sum(s not in finished for s, _ in planned))
   for sparsity, spec in planned:
     if sparsity in finished:  # Done before an interruption: kept, not redone.
       rows.append(finished[sparsity])
       continue
+    bar.at(steps * sum(s not in finished for s, _ in planned[:len(rows)]))
     tag = f"{spec.criterion}@{sparsity:g}"
     states, info = runs.pruned_networks(spec, task, engine.init_states(config, task), int(config.train.batch_size))
     runs.log_pruned(tag, info)
     engine.warn_empty_layers([i["report"] for i in info], [f"seed {s}" for s in seeds], tag)
     states, last = engine.run_training(config, task, states, workdir, tag=tag,
                                        checkpoint_dir=os.path.join(workdir.path, "checkpoints", tag),
-                                       networks=[f"seed_{s}" for s in seeds])
+                                       networks=[f"seed_{s}" for s in seeds], stage_bar=bar)
     exported = runs.export_networks(config.get("export", ""), spec.structure, workdir, states, seeds, tag)
     rows.append({"criterion": spec.criterion, "sparsity": sparsity, "seeds": seeds,
                  **({"export": exported} if exported else {}),
@@ -67,6 +70,7 @@ def run(config, workdir_path):
                  "scoring_seconds": info[0]["scoring_seconds"], "structure": info[0]["structure"],
                  **runs.cost_summary(info), **{k: [i[k] for i in info] for k in runs.PATH_METRICS}})
     workdir.append_jsonl(RUNS, [rows[-1]])
+  bar.done()
   spec = planned[0][1]
   results = {"job": "prune", "model": config.model, "dataset": config.dataset,
              "criterion": spec.criterion, "epochs": int(config.train.epochs),

@@ -163,7 +163,7 @@ def program_name(label, cells):
   return f"{label}-" + hashlib.sha1(json.dumps([label, [list(c) for c in cells]]).encode()).hexdigest()[:12]
 
 
-def run_cells(config, task, workdir, label, specs, cells, seeds):
+def run_cells(config, task, workdir, label, specs, cells, seeds, stage_bar=None):
   """Prunes and trains `cells` as one vmapped program; returns their rows."""
   states, info = grid_states(config, task, specs, cells, seeds)
   engine.warn_empty_layers([item["report"] for item in info],
@@ -172,7 +172,7 @@ def run_cells(config, task, workdir, label, specs, cells, seeds):
   program = program_name(label, cells)
   states, last = engine.run_training(config, task, states, workdir, tag=f"{label} x{len(cells)}",
                                      checkpoint_dir=os.path.join(workdir.path, "checkpoints", program),
-                                     networks=[f"{label}@{p:g}/seed_{s}" for p, s in cells])
+                                     networks=[f"{label}@{p:g}/seed_{s}" for p, s in cells], stage_bar=stage_bar)
   train_seconds = time.time() - t
   criterion = next(iter(specs.values())).criterion if label != DENSE else DENSE
   rows = []
@@ -217,17 +217,21 @@ def run(config, workdir_path):
   plan += [(label, vconfig, specs, [(p, s) for p in sparsities for s in seeds])
            for label, vconfig, specs in variant_specs(config)]
   limit = networks_per_program(config, task)
+  programs = []  # (label, its config, its specs, the cells one program trains), what is left to do.
   for label, vconfig, specs, cells in plan:
     todo = [c for c in cells if (label,) + c not in done]
     step = limit or max(len(todo), 1)
-    for i in range(0, len(todo), step):
-      chunk = todo[i:i + step]
-      log(f"sweep: {label}: {len(chunk)} networks (sparsity x seed) in one program")
-      new_rows = run_cells(vconfig, task, workdir, label, specs, chunk, seeds)
-      workdir.append_jsonl(ROWS, new_rows)
-      rows += new_rows
-      if workdir.is_writer:  # Its rows are safe: its mid-run checkpoints are no longer needed.
-        shutil.rmtree(os.path.join(workdir.path, "checkpoints", program_name(label, chunk)), ignore_errors=True)
+    programs += [(label, vconfig, specs, todo[i:i + step]) for i in range(0, len(todo), step)]
+  steps = task.trainer.steps_per_epoch * int(config.train.epochs)
+  bar = engine.StageBar("sweep", len(programs) * steps)  # One bar over every program.
+  for k, (label, vconfig, specs, chunk) in enumerate(programs):
+    log(f"sweep: {label}: {len(chunk)} networks (sparsity x seed) in one program")
+    new_rows = run_cells(vconfig, task, workdir, label, specs, chunk, seeds, stage_bar=bar.at(k * steps))
+    workdir.append_jsonl(ROWS, new_rows)
+    rows += new_rows
+    if workdir.is_writer:  # Its rows are safe: its mid-run checkpoints are no longer needed.
+      shutil.rmtree(os.path.join(workdir.path, "checkpoints", program_name(label, chunk)), ignore_errors=True)
+  bar.done()
   outputs = report.write_sweep_report(rows, workdir.path if workdir.is_writer else None,
                                       title=f"{config.model} / {config.dataset}, {config.train.epochs} epochs")
   results = {"job": "sweep", "model": config.model, "dataset": config.dataset, "seeds": seeds,
