@@ -172,6 +172,14 @@ def test_the_prune_your_own_model_example_runs_and_prints_its_table():
   assert len({v for k, v in kept.items() if k != "dense"}) == 1  # Every criterion kept exactly k.
 
 
+@pytest.mark.slow  # ~15 s; CI's tests/test_install.py runs the snippet in the wheel's venv and compares the same.
+def test_the_readme_snippet_prints_what_the_readme_shows(capsys):
+  """The README's API snippet, run here as written: its output is the README's block, line for line."""
+  from tests.test_install import readme_snippet, readme_snippet_output
+  exec(compile(readme_snippet(), "README.md snippet", "exec"), {})
+  assert capsys.readouterr().out == readme_snippet_output()
+
+
 class SnippetNet(nn.Module):
   """The README's snippet model."""
 

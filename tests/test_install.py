@@ -27,6 +27,14 @@ def readme_snippet():
   return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+def readme_snippet_output():
+  """The text block the README shows under the snippet: what it prints."""
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read()
+  section = text[text.index("## Use it in your own code"):]
+  return re.search(r"```text\n(.*?)```", section, re.S).group(1)
+
+
 def run(command, cwd, env, timeout=600):
   proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, f"{command}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -79,7 +87,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_readme_snippet_and_a_
     with open(os.path.join(cwd, "snippet.py"), "w") as f:
       f.write(readme_snippet())
     start = time.time()
-    run([python, "snippet.py"], cwd, env)
+    assert run([python, "snippet.py"], cwd, env).stdout == readme_snippet_output()
     times["README snippet"] = time.time() - start
 
     workdir = os.path.join(cwd, "job")

@@ -127,8 +127,9 @@ def validate(config):
     raise ConfigError(f"config.sweep.max_networks_per_program={config.sweep.max_networks_per_program} "
                       "must be >= -1 (-1 = auto, 0 = a criterion's whole grid in one program).")
   check_variant_fields(config)
-  defined = [label for label in dict(config.sweep.get("variants", {}) or {}) if label not in labels]
-  for label, criterion, vconfig in variants(config, labels + defined):  # Unused variants are checked too.
+  unused = [label for label in dict(config.sweep.get("variants", {}) or {}) if label not in labels]
+  variants(config, unused)  # Their fields' values too (their criterion's inputs only once they are listed).
+  for label, criterion, vconfig in variants(config):
     if criterion == engine.NO_PRUNING:
       raise ConfigError(f"config.sweep.criteria: {label!r} does not prune; use config.sweep.dense=True.")
     where = f"config.sweep.variants.{label}.criterion" if label != criterion else "config.sweep.criteria"
