@@ -1,6 +1,6 @@
 """The wheel, installed outside the checkout: pip resolves pyproject's declared dependencies (not
 requirements.txt) into a fresh virtualenv, where the README's API snippet and a job run through
-the `autosparse` command with a packaged config.
+the `autosparse` command with a packaged config (and `autosparse --help` exits 0).
 
 30-60 s on the 2-core CPU (pip installs ~70 packages, from its cache when warm): under the `slow`
 marker's minutes, so `make test` (CI) runs it; it needs PyPI, as `make` does. With -s it prints
@@ -89,6 +89,9 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_readme_snippet_and_a_
     start = time.time()
     assert run([python, "snippet.py"], cwd, env).stdout == readme_snippet_output()
     times["README snippet"] = time.time() - start
+
+    helped = run([os.path.join(venv, "bin", "autosparse"), "--help"], cwd, env)  # Exit 0 (run asserts it).
+    assert "paper/table1" in helped.stdout + helped.stderr and "--workdir" in helped.stdout + helped.stderr
 
     workdir = os.path.join(cwd, "job")
     start = time.time()

@@ -223,6 +223,10 @@ def parse_flags(argv):
   flag at fault, no traceback."""
   try:
     return flags.FLAGS(with_packaged_configs(argv))
+  except SystemExit as e:  # absl's --help (-h, --helpshort, --helpfull) prints the flags and exits 1.
+    if e.code == 1 and any(re.match(r"^--?(help|helpshort|helpfull|h|\?)$", arg) for arg in argv[1:]):
+      sys.exit(0)  # Asking for help is not a failure.
+    raise
   except Exception as e:  # noqa: BLE001  (ml_collections raises KeyError, AttributeError, TypeError, ...)
     fail(flag_fault(argv, e))
 
