@@ -106,6 +106,20 @@ def test_autos_train_killed_and_resumed_gives_the_identical_scorer(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_a_finished_job_keeps_only_its_last_checkpoint(tmp_path):
+  import numpy as np
+  from autosparse_jax.lab.checkpoints import Checkpoints
+  store = Checkpoints(str(tmp_path / "checkpoints"), 2)
+  for epoch in (1, 2):
+    store.save({"w": np.full(3, epoch, np.float32)}, {"epoch": epoch})
+  assert sorted(store.manager.all_steps()) == [1, 2]
+  store.keep_latest_only()  # What autos_train does once its scorer is saved.
+  assert os.listdir(tmp_path / "checkpoints") == ["2"]
+  state, meta = store.restore_latest({"w": np.zeros(3, np.float32)})
+  assert meta["epoch"] == 2 and state["w"].tolist() == [2, 2, 2]
+  store.close()
+
+
 def test_ctrl_c_stops_at_the_next_chunk_and_a_second_one_at_once():
   """The first SIGINT is recorded (the loop stops at its next chunk; the CLI exits 130), the second raises
   KeyboardInterrupt; with preemption_signal='INT' every SIGINT is a preemption (exit 75), never an abort."""

@@ -5,7 +5,8 @@ held-out split (config.scorer.holdout_fraction of the weights, drawn from the
 seed) is never trained on (the original's validation set was inside its
 training set). Features are standardised with training-split statistics,
 which are saved with the scorer. MSE loss, Adam, one lax.scan per epoch, Orbax
-checkpoint after every epoch (resume by running the same command again).
+checkpoint after every epoch (resume by running the same command again); a finished
+run keeps the scorer and its last checkpoint only.
 results.json gives `scorer_dir`; a PNG shows predicted vs true scores over
 (theta_0, g_0) on the held-out weights (paper Figures 4 and 5).
 """
@@ -162,7 +163,6 @@ def run(config, workdir_path):
       checkpoints.close()
       raise preemption.Preempted(int(state.step), f"epoch {epoch + 1} of {epochs} (scorer training)")
   console.done(bar)
-  checkpoints.close()
   predictions = held_out_predictions(state)
   scorer_dir = os.path.join(workdir.path, "scorer")
   info = {"backbone": settings.backbone, "width": float(settings.width), "features": list(features),
@@ -170,6 +170,8 @@ def run(config, workdir_path):
           "trained_on": [{k: m.get(k) for k in ("model", "dataset", "criterion", "rounds", "seed")}
                          for m in metas]}
   save_scorer(scorer_dir, info, {"params": state.params, "batch_stats": state.batch_stats}, mean, std)
+  checkpoints.keep_latest_only()  # The scorer is saved: of the checkpoints only the last stays.
+  checkpoints.close()
   figure = os.path.join(workdir.path, "scorer_predictions.png")
   if workdir.is_writer:
     plot_predictions(figure, x[held_idx], y_held, predictions, features)
