@@ -3,6 +3,7 @@ pytree (linen, NNX, a plain function), masked optax, plugins through config.impo
 import os
 
 import flax.linen as nn
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,8 +50,8 @@ def test_api_masks_equal_the_prune_jobs_masks_bit_for_bit(digits_lenet, criterio
   extra = {"scorer": config.autos.scorer_dir} if criterion == "autos" else {}
   masks = asj.prune(criterion, params, apply_fn=apply_fn, batches=batches, input_shape=(1, 8, 8, 1),
                     sparsity=0.9, key=jax.random.PRNGKey(0), prunable=masks_lib.DEFAULT_PRUNABLE, **extra)
-  for a, b in zip(jax.tree.leaves(job_masks), jax.tree.leaves(masks)):
-    np.testing.assert_array_equal(np.asarray(a)[0], np.asarray(b), err_msg=criterion)
+  chex.assert_trees_all_equal(jax.tree.map(lambda a: np.asarray(a)[0], job_masks), jax.tree.map(np.asarray, masks),
+                              custom_message=criterion)
 
 
 class NnxNet(nnx.Module):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,8 +109,7 @@ def test_sigkilled_and_interrupted_irp_resumes_bit_identical_to_an_uninterrupted
   assert "resuming from checkpoint" in resumed.stdout + resumed.stderr
   (a, meta_a), (b, meta_b) = final_checkpoint(straight), final_checkpoint(killed)
   assert meta_a["level"] == meta_b["level"] == 3
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  chex.assert_trees_all_equal(a, b)  # The whole state, bit for bit.
   data_a, _ = score_dataset.load_score_dataset(f"{straight}/scores/seed_0/autosparse_scores/1.0.0")
   data_b, _ = score_dataset.load_score_dataset(f"{killed}/scores/seed_0/autosparse_scores/1.0.0")
   for field in score_dataset.FIELDS:
@@ -176,8 +176,8 @@ def test_three_vmapped_seeds_equal_three_separate_runs(tmp_path):
     # Final params bit for bit; accuracies to float32 rounding of the eval division.
     params_3 = final_checkpoint(str(tmp_path / "s3"))[0]["train"]["params"]
     params_1 = final_checkpoint(str(tmp_path / f"s{i}"))[0]["train"]["params"]
-    for x, y in zip(jax.tree.leaves(params_3), jax.tree.leaves(params_1)):
-      np.testing.assert_array_equal(np.asarray(x)[i], np.asarray(y)[0])
+    chex.assert_trees_all_equal(jax.tree.map(lambda x: np.asarray(x)[i], params_3),
+                                jax.tree.map(lambda y: np.asarray(y)[0], params_1))
     assert together["rounds"][-1]["test_accuracy"][i] == pytest.approx(
         alone["rounds"][-1]["test_accuracy"][0], rel=1e-6)
   first, _ = score_dataset.load_score_dataset(together["score_dataset_dir"][0])
@@ -239,8 +239,7 @@ def test_late_rewinding_restarts_later_rounds_from_the_weights_at_step_k(tmp_pat
   five = jax.jit(jax.vmap(lambda st: task.trainer.train_steps(st, task.train_images, task.train_labels, 5)[0]))
   at_k = five(five(state.train))
   assert int(at_k.step[0]) == 10
-  for x, y in zip(jax.tree.leaves(saved["rewind_params"]), jax.tree.leaves(at_k.params)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  chex.assert_trees_all_equal(saved["rewind_params"], jax.tree.map(np.asarray, at_k.params))
   for x, y in zip(jax.tree.leaves(saved["rewind_params"]), jax.tree.leaves(saved["init_params"])):
     assert not np.array_equal(np.asarray(x), np.asarray(y))
 

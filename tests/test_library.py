@@ -2,6 +2,7 @@
 default, and an API that refuses bad input with a ValueError naming the argument before any compute."""
 import dataclasses
 
+import chex
 import equinox as eqx
 import flax.linen as nn
 import jax
@@ -115,15 +116,23 @@ def test_replacing_a_criterion_drops_its_compiled_programs(cnn):
 
 def test_fresh_lambdas_of_one_network_reuse_one_program_and_the_cache_stays_bounded(cnn):
   net, params, _, batches = cnn
+  snip = criteria.get("snip")  # SNIP whose score function may be traced once: one compiled program.
+  attributes = {f.name: getattr(snip, f.name) for f in dataclasses.fields(snip)
+                if f.name not in ("name", "score", "runs_network")}
+  chex.clear_trace_counter()
+  asj.register_criterion("test_snip_traced_once", chex.assert_max_traces(snip.score, n=1), replace=True,
+                         **attributes)
   before = api._PROGRAMS.builds
   first = None
-  for _ in range(100):
-    masks = asj.prune("snip", params, apply_fn=lambda p, x: net.apply({"params": p}, x), batches=batches,
-                      sparsity=0.9, key=jax.random.key(2))
-    first = first or masks
+  try:
+    for _ in range(100):
+      masks = asj.prune("test_snip_traced_once", params, apply_fn=lambda p, x: net.apply({"params": p}, x),
+                        batches=batches, sparsity=0.9, key=jax.random.key(2))
+      first = first or masks
+  finally:
+    criteria.REGISTRY.pop("test_snip_traced_once")  # Tests that walk every criterion must not meet it.
   assert api._PROGRAMS.builds - before <= 1  # One program for 100 fresh lambdas of the same network.
-  for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(masks)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  chex.assert_trees_all_equal(first, masks)
   # Another network (other widths) is another program, never the first one's.
   other = SmallCNN().init(jax.random.key(1), jnp.zeros((1, 8, 8, 1)))["params"]
   closed = jnp.ones(10)  # A lambda closing over an array: its values are part of the key.

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 
+import chex
 import pytest
 
 from autosparse_jax.lab import preemption
@@ -99,11 +100,8 @@ def test_autos_train_killed_and_resumed_gives_the_identical_scorer(tmp_path):
   a, b = (json.load(open(os.path.join(tmp_path, w, "results.json"))) for w in ("straight", "killed"))
   assert a["held_out_mse"] == b["held_out_mse"] and a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
   from autosparse_jax.autos import load_scorer
-  import jax
-  import numpy as np
   va, vb = (load_scorer(os.path.join(tmp_path, w, "scorer")).variables for w in ("straight", "killed"))
-  for x, y in zip(jax.tree.leaves(va), jax.tree.leaves(vb)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  chex.assert_trees_all_equal(va, vb)
 
 
 def test_a_finished_job_keeps_only_its_last_checkpoint(tmp_path):
