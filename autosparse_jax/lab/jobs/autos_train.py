@@ -191,6 +191,8 @@ def plot_predictions(path, x, y, pred, features, max_points=20000):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  mse, variance = float(np.mean((pred - y) ** 2)), float(np.var(y))  # Over every held-out weight.
+  r2 = 1.0 - mse / variance if variance > 0 else float("nan")
   pick = np.random.default_rng(0).permutation(len(y))[:max_points]
   x, y, pred = x[pick], y[pick], pred[pick]
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
@@ -206,7 +208,7 @@ def plot_predictions(path, x, y, pred, features, max_points=20000):
   axes[2].plot([0, 1], [0, 1], "k--", lw=1)
   axes[2].set_xlabel("true score")
   axes[2].set_ylabel("predicted score")
-  axes[2].set_title("held-out weights")
+  axes[2].set_title(f"held-out weights: MSE {mse:.4f}, R² {r2:.3f} (score variance {variance:.4f})", fontsize=10)
   fig.tight_layout()
   artefacts.save_figure(fig, path, dpi=100)
   plt.close(fig)
