@@ -22,15 +22,21 @@ if _YNN_FLAG not in os.environ.get("XLA_FLAGS", ""):
 
 # JAX's persistent compilation cache, on by default: a job, a test or a rerun compiles each
 # program once per machine, not once per process (the quickstart compiles ~270 programs).
+# It lives in $XDG_CACHE_HOME/autosparse_jax/xla (~/.cache/autosparse_jax/xla without it);
 # AUTOSPARSE_COMPILATION_CACHE moves it (a directory) or turns it off ("off"); JAX's own
-# JAX_COMPILATION_CACHE_DIR, when set, is left alone. Cached executables are the ones XLA
-# would build: results are bit-identical with and without the cache.
+# JAX_COMPILATION_CACHE_DIR, when set, wins and is left alone. Cached executables are the ones
+# XLA would build: results are bit-identical with and without the cache.
 CACHE_ENV = "AUTOSPARSE_COMPILATION_CACHE"
-DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "autosparse_jax", "xla")
+
+
+def default_cache_dir():
+  """$XDG_CACHE_HOME/autosparse_jax/xla (the XDG base directory spec: ~/.cache when unset or empty)."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "autosparse_jax", "xla")
 
 
 def _enable_compilation_cache():
-  where = os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR)
+  where = os.environ.get(CACHE_ENV, default_cache_dir())
   if where.lower() in ("", "0", "off", "none", "false") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     return
   import jax  # After XLA_FLAGS above: the backend starts later, at the first computation.

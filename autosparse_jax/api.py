@@ -13,6 +13,7 @@ same scores, same exact top-k, same tie-breaking, and for the same theta_0 and
 key the same masks as `configs/prune.py`.
 """
 import dataclasses
+import re
 from typing import Any, Callable
 
 import flax
@@ -172,6 +173,9 @@ def _logits_width(apply_fn, params, example_shape, argument):
   try:
     out = jax.eval_shape(apply_fn, params, x)
   except Exception as e:  # noqa: BLE001  (whatever the user's network raises on a wrong shape)
+    params_fault = _params_fault(e, params, argument, example_shape)
+    if params_fault:
+      raise ValueError(params_fault) from None
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(f"apply_fn(params, x) fails on x of {argument} with example shape {tuple(example_shape)} "
                      f"({type(e).__name__}: {first[:300]}). Pass inputs in the layout your network expects "
@@ -180,6 +184,53 @@ def _logits_width(apply_fn, params, example_shape, argument):
     raise ValueError(f"apply_fn(params, x) must return logits [batch, classes]; on x of {argument} with example "
                      f"shape {tuple(example_shape)} it returns {getattr(out, 'shape', type(out).__name__)}.")
   return int(out.shape[1])
+
+
+_FLAX_PARAM_SHAPE = re.compile(r'For parameter "([^"]+)" in "([^"]*)", the given initializer is expected to generate '
+                               r'shape (\([^)]*\)), but the existing parameter it received has shape (\([^)]*\))')
+_FLAX_PARAM_MISSING = re.compile(r'Could not find parameter named "([^"]+)" in scope "([^"]*)"')
+_SHAPE = re.compile(r"\((\d+(?:, ?\d+)*),?\)")
+
+
+def _params_fault(error, params, argument, example_shape):
+  """The one-line message when apply_fn failed because `params` are not its model's (a Flax parameter of
+  another shape or missing; or a shape error naming exactly one params leaf's shape), else None."""
+  text = str(error)
+  where = f"on x of {argument} with example shape {tuple(example_shape)}"
+  fix = "Pass the params this apply_fn's network was initialised with (e.g. net.init(key, x)['params'])."
+  match = _FLAX_PARAM_SHAPE.search(text)
+  if match:
+    name, scope, expected, got = match.groups()
+    leaf = "/".join([part for part in scope.split("/") if part] + [name])
+    hint = ""
+    exp, have = (tuple(int(d) for d in re.findall(r"\d+", shape)) for shape in (expected, got))
+    if len(exp) == len(have) >= 2 and exp[-1] == have[-1] and exp[:-2] == have[:-2]:
+      hint = (f" Only its input axis differs: if the params are right, x of {argument} has the wrong layout "
+              "for them (e.g. NHWC images for Flax convolutions, not NCHW or flattened).")
+    return (f"params do not fit apply_fn's model: params leaf {leaf!r} has shape {got}, but the model makes it "
+            f"{expected} {where}. {fix}{hint}")
+  match = _FLAX_PARAM_MISSING.search(text)
+  if match:
+    name, scope = match.groups()
+    leaf = "/".join([part for part in scope.split("/") if part] + [name])
+    return (f"params do not fit apply_fn's model: it reads params leaf {leaf!r}, which params= does not have "
+            f"({where}). {fix}")
+  if isinstance(error, (TypeError, ValueError)) and "shape" in text.lower():
+    x_shapes = {tuple(example_shape), (2,) + tuple(example_shape)}
+    shapes = {tuple(int(d) for d in re.findall(r"\d+", m)) for m in _SHAPE.findall(text)} - x_shapes
+    leaves = [(masks_lib.path_name(path), tuple(np.shape(leaf)))
+              for path, leaf in jax.tree_util.tree_leaves_with_path(params) if np.ndim(leaf) >= 2]
+    whole = [(n, shape) for n, shape in leaves if shape in shapes]
+    part = [(n, shape) for n, shape in leaves
+            if any(0 < len(s) < len(shape) and s in (shape[:len(s)], shape[-len(s):]) for s in shapes)]
+    named = whole if len(whole) == 1 else part if len(part) == 1 else []
+    if named:
+      name, shape = named[0]
+      first = text.strip().splitlines()[0][:200]
+      return (f"params do not fit apply_fn's model: params leaf {name!r} has shape {shape}, and apply_fn fails "
+              f"on it ({where}; {type(error).__name__}: {first}). {fix} If the params are right, pass inputs in "
+              "the layout they were made for.")
+  return None
 
 
 def _network(attrs, params, apply_fn, batches, input_shape, num_classes, init_fn):

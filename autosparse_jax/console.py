@@ -1,11 +1,11 @@
 """The one `log`: progress lines on stdout, from process 0 only (the processes compute the same).
 
-Three modes: on a terminal, live progress bars (rich: one per training run with
-its rate and time left, one for a pipeline's stages) above the epoch lines; when
-stdout is not a terminal (CI, SLURM logs, a pipe), sparse lines (plain_output):
-a few epochs per program, one line per IRP round. AUTOSPARSE_PLAIN_OUTPUT=1
-forces the sparse lines, =0 every progress line without bars (what the kill
-tests read).
+Three modes: on a terminal, live progress bars (rich: one per stage of a job, e.g.
+all of IRP's rounds or all of a sweep's programs, with its rate and time left, and
+one for a pipeline's stages) and no per-epoch lines (metrics.jsonl has every epoch);
+when stdout is not a terminal (CI, SLURM logs, a pipe), sparse lines (plain_output):
+a few epochs per program, one line per IRP round. AUTOSPARSE_PLAIN_OUTPUT=1 forces
+the sparse lines, =0 every progress line without bars (what the kill tests read).
 """
 import os
 import sys
@@ -41,9 +41,10 @@ def bar(description, total, completed=0):
   return _BARS["progress"].add_task(description, total=total, completed=completed, rate="")
 
 
-def advance(task, completed, rate=""):
+def advance(task, completed, rate="", description=None):
   if task is not None and "progress" in _BARS:
-    _BARS["progress"].update(task, completed=completed, rate=rate)
+    extra = {} if description is None else {"description": description}
+    _BARS["progress"].update(task, completed=completed, rate=rate, **extra)
 
 
 def done(task):
@@ -55,6 +56,14 @@ def done(task):
   if not progress.tasks:
     progress.stop()
     del _BARS["progress"]
+
+
+def clear():
+  """Stops the live display and removes it from the screen (before a last line: Ctrl-C, an error)."""
+  progress = _BARS.pop("progress", None)
+  if progress is not None:
+    progress.live.transient = True
+    progress.stop()
 
 
 def fmt_time(seconds):

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from autosparse_jax.artefacts import DamagedFile
+from autosparse_jax.data.builders import QuietBuilder
 from autosparse_jax.errors import ConfigError
 
 CHUNK = 16384
@@ -26,7 +27,7 @@ VERSION = "1.0.0"
 FIELDS = ("theta0", "g0", "survival", "score")
 
 
-class AutosparseScores(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class AutosparseScores(QuietBuilder, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Written from arrays in memory (see export_score_dataset)."""
   VERSION = tfds.core.Version(VERSION)
   RELEASE_NOTES = {"1.0.0": "Surviving scores of iterative rewind pruning (autosparse_jax)."}

@@ -3,6 +3,7 @@ pytree (linen, NNX, a plain function), masked optax, plugins through config.impo
 import os
 
 import flax.linen as nn
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,8 +50,8 @@ def test_api_masks_equal_the_prune_jobs_masks_bit_for_bit(digits_lenet, criterio
   extra = {"scorer": config.autos.scorer_dir} if criterion == "autos" else {}
   masks = asj.prune(criterion, params, apply_fn=apply_fn, batches=batches, input_shape=(1, 8, 8, 1),
                     sparsity=0.9, key=jax.random.PRNGKey(0), prunable=masks_lib.DEFAULT_PRUNABLE, **extra)
-  for a, b in zip(jax.tree.leaves(job_masks), jax.tree.leaves(masks)):
-    np.testing.assert_array_equal(np.asarray(a)[0], np.asarray(b), err_msg=criterion)
+  chex.assert_trees_all_equal(jax.tree.map(lambda a: np.asarray(a)[0], job_masks), jax.tree.map(np.asarray, masks),
+                              custom_message=criterion)
 
 
 class NnxNet(nnx.Module):
@@ -170,6 +171,14 @@ def test_the_prune_your_own_model_example_runs_and_prints_its_table():
   assert {"dense", "random", "magnitude", "snip", "grasp", "synflow"} <= set(rows)
   kept = {name: int(line.split("|")[2]) for name, line in rows.items() if name != "criterion"}
   assert len({v for k, v in kept.items() if k != "dense"}) == 1  # Every criterion kept exactly k.
+
+
+@pytest.mark.slow  # ~15 s; CI's tests/test_install.py runs the snippet in the wheel's venv and compares the same.
+def test_the_readme_snippet_prints_what_the_readme_shows(capsys):
+  """The README's API snippet, run here as written: its output is the README's block, line for line."""
+  from tests.test_install import readme_snippet, readme_snippet_output
+  exec(compile(readme_snippet(), "README.md snippet", "exec"), {})
+  assert capsys.readouterr().out == readme_snippet_output()
 
 
 class SnippetNet(nn.Module):

@@ -12,7 +12,8 @@ from tests.conftest import REPO
 
 SHARDED = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"  # Before jax starts.
+    import chex
+    chex.set_n_cpu_devices(4)  # Before jax starts its backend.
     import jax, jax.numpy as jnp, numpy as np
     from autosparse_jax.autos import apply
     from autosparse_jax.autos.scorer import make_scorer

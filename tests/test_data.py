@@ -90,6 +90,11 @@ def test_unprepared_dataset_error_gives_the_prepare_command(tmp_path):
     load_dataset("cifar10", str(tmp_path))
   assert "python -m autosparse_jax.data.prepare cifar10 --raw_dir=" in str(err.value)
   assert f"--data_dir={tmp_path}" in str(err.value)
+  assert "--raw_dir holds cifar-10-binary.tar.gz (or its folder cifar-10-batches-bin/ with data_batch_1.bin" in str(
+      err.value)
+  with pytest.raises(DatasetNotPreparedError, match="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                     "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"):
+    load_dataset("mnist", str(tmp_path))
 
 
 def _cifar100_records(n, rng):
@@ -120,7 +125,7 @@ def test_cifar100_official_tarball_layout_round_trip(tmp_path):
     np.testing.assert_array_equal(splits[split][1], labels)
 
 
-def test_cifar100_extracted_files_prepare_and_load_exactly(tmp_path):
+def test_cifar100_extracted_files_prepare_and_load_exactly(tmp_path, capfd):
   rng = np.random.default_rng(1)
   raw_dir = tmp_path / "cifar-100-binary"
   raw_dir.mkdir()
@@ -130,7 +135,11 @@ def test_cifar100_extracted_files_prepare_and_load_exactly(tmp_path):
     (raw_dir / f"{split}.bin").write_bytes(records.tobytes())
     expected[split] = (pixels.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1), fine)
   data_dir = str(tmp_path / "tfds")
-  prepare("cifar100", data_dir=data_dir, raw_dir=str(raw_dir), log=lambda *_: None)
+  said = []
+  prepare("cifar100", data_dir=data_dir, raw_dir=str(raw_dir), log=said.append)
+  assert [line.split(" examples")[0] for line in said] == ["cifar100 train: 24", "cifar100 test: 8"]
+  printed = capfd.readouterr()
+  assert "Downloading" not in printed.out + printed.err and "Generating" not in printed.out + printed.err
   data = load_dataset("cifar100", data_dir)
   for images, labels, (want_x, want_y) in ((data.train_images, data.train_labels, expected["train"]),
                                            (data.test_images, data.test_labels, expected["test"])):

@@ -1,6 +1,6 @@
 """The wheel, installed outside the checkout: pip resolves pyproject's declared dependencies (not
 requirements.txt) into a fresh virtualenv, where the README's API snippet and a job run through
-the `autosparse` command with a packaged config.
+the `autosparse` command with a packaged config (and `autosparse --help` exits 0).
 
 30-60 s on the 2-core CPU (pip installs ~70 packages, from its cache when warm): under the `slow`
 marker's minutes, so `make test` (CI) runs it; it needs PyPI, as `make` does. With -s it prints
@@ -25,6 +25,14 @@ def readme_snippet():
     text = f.read()
   section = text[text.index("## Use it in your own code"):]
   return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def readme_snippet_output():
+  """The text block the README shows under the snippet: what it prints."""
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read()
+  section = text[text.index("## Use it in your own code"):]
+  return re.search(r"```text\n(.*?)```", section, re.S).group(1)
 
 
 def run(command, cwd, env, timeout=600):
@@ -79,8 +87,11 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_readme_snippet_and_a_
     with open(os.path.join(cwd, "snippet.py"), "w") as f:
       f.write(readme_snippet())
     start = time.time()
-    run([python, "snippet.py"], cwd, env)
+    assert run([python, "snippet.py"], cwd, env).stdout == readme_snippet_output()
     times["README snippet"] = time.time() - start
+
+    helped = run([os.path.join(venv, "bin", "autosparse"), "--help"], cwd, env)  # Exit 0 (run asserts it).
+    assert "paper/table1" in helped.stdout + helped.stderr and "--workdir" in helped.stdout + helped.stderr
 
     workdir = os.path.join(cwd, "job")
     start = time.time()

@@ -1,11 +1,13 @@
 """IRP: kill-and-resume bit identity, nested masks on schedule, vmapped seeds, datasets, CCC."""
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from autosparse_jax import prune_spec, masks as masks_lib, score_dataset
-from autosparse_jax.lab import main as main_lib
+from autosparse_jax.lab import main as main_lib, preemption
 from autosparse_jax.errors import ConfigError
 from autosparse_jax.lab.engine import build_task, init_states
 from autosparse_jax.lab.jobs import ccc, irp
@@ -45,8 +47,9 @@ def final_checkpoint(workdir):
   return restored.state, restored.meta
 
 
-def run_until(command, marker, timeout=300, at_marker=None):
-  """Starts `command`, SIGKILLs it once a stdout line contains `marker`; returns the lines.
+def run_until(command, marker, timeout=300, at_marker=None, sig=signal.SIGKILL):
+  """Starts `command`, sends it `sig` (SIGKILL) once a stdout line contains `marker`; returns the
+  output (to its end) and the exit code.
 
   at_marker(proc): called first, with the job stopped (SIGSTOP: alive, holding its workdir).
   """
@@ -61,7 +64,10 @@ def run_until(command, marker, timeout=300, at_marker=None):
         if at_marker is not None:
           proc.send_signal(signal.SIGSTOP)
           at_marker(proc)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
+        if at_marker is not None and sig != signal.SIGKILL:
+          proc.send_signal(signal.SIGCONT)
+        lines.append(proc.stdout.read())
         break
     proc.wait(timeout=timeout)
   finally:
@@ -70,7 +76,7 @@ def run_until(command, marker, timeout=300, at_marker=None):
   return "".join(lines), proc.returncode
 
 
-def test_sigkilled_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
+def test_sigkilled_and_interrupted_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
   root = os.path.dirname(os.path.dirname(__file__))
   straight = str(tmp_path / "straight")
   done = subprocess.run(cli(straight), capture_output=True, text=True, timeout=600, cwd=root)
@@ -87,18 +93,23 @@ def test_sigkilled_irp_resumes_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert f"is in use by another run (pid {first.pid} on host " in second.stderr, second.stderr
     assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
 
-  # Kill inside round 0 (mid-epoch, between checkpoints; a second writer refused first), then inside round 1.
-  for marker, check in (("round 0 epoch 1 step 15", second_writer), ("round 1 epoch 2 step 10", None)):
-    out, code = run_until(cli(killed), marker, at_marker=check)
-    assert code == -signal.SIGKILL, out
+  # Kill inside round 0 (mid-epoch, between checkpoints; a second writer refused first).
+  out, code = run_until(cli(killed), "round 0 epoch 1 step 15", at_marker=second_writer)
+  assert code == -signal.SIGKILL, out
   assert refused and refused[0] < 60, refused  # Its start-up (imports) and the checks: no compute.
+  # Ctrl-C inside round 1: it stops at the next chunk with a checkpoint, says so in one line, exit 130.
+  out, code = run_until(cli(killed), "round 1 epoch 2 step 10", sig=signal.SIGINT)
+  assert code == preemption.INTERRUPT_EXIT_CODE, out
+  tail = out.strip().splitlines()[-1]
+  assert re.fullmatch(r"interrupted at (epoch 2 of round 1|the end of round 1): run the same command to resume",
+                      tail), out
+  assert "Traceback" not in out and "preempted" not in out, out
   resumed = subprocess.run(cli(killed), capture_output=True, text=True, timeout=600, cwd=root)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert "resuming from checkpoint" in resumed.stdout + resumed.stderr
   (a, meta_a), (b, meta_b) = final_checkpoint(straight), final_checkpoint(killed)
   assert meta_a["level"] == meta_b["level"] == 3
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  chex.assert_trees_all_equal(a, b)  # The whole state, bit for bit.
   data_a, _ = score_dataset.load_score_dataset(f"{straight}/scores/seed_0/autosparse_scores/1.0.0")
   data_b, _ = score_dataset.load_score_dataset(f"{killed}/scores/seed_0/autosparse_scores/1.0.0")
   for field in score_dataset.FIELDS:
@@ -134,6 +145,26 @@ def test_masks_are_nested_and_each_round_keeps_exactly_its_schedule(criterion):
   assert np.bincount(survived, minlength=5)[4] == round(plan[-1].density * total)
 
 
+def test_a_terminal_gets_one_bar_for_all_rounds_and_no_epoch_lines(tmp_path, monkeypatch, capsys):
+  """On a terminal: one live bar over every level of the run (its time left is the run's), no per-epoch
+  or per-prune lines (metrics.jsonl keeps every epoch), no compile summary; one line per round."""
+  from autosparse_jax import console
+  bars = []
+  monkeypatch.setattr(console, "bars_on", lambda: True)
+  monkeypatch.setattr(console, "bar", lambda description, total, completed=0: bars.append((description, total))
+                      or len(bars))
+  config = irp_config(**{"irp.rounds": 2})
+  main_lib.run(config, str(tmp_path / "wd"))
+  out = capsys.readouterr().out
+  steps = build_task(config).trainer.steps_per_epoch * int(config.train.epochs)
+  assert bars == [(f"irp {config.criterion}: round 0", 2 * steps)], bars  # Its label follows the round.
+  assert not re.search(r"epoch \d", out) and "(target " not in out, out
+  assert out.count(" done: test ") == 2 and "XLA programs" not in out, out
+  from autosparse_jax.lab.workdir import read_jsonl
+  epochs = [r for r in read_jsonl(str(tmp_path / "wd" / "metrics.jsonl")) if "epoch" in r]
+  assert len(epochs) == 2 * int(config.train.epochs)
+
+
 def test_three_vmapped_seeds_equal_three_separate_runs(tmp_path):
   together = main_lib.run(irp_config(num_seeds=3, **{"irp.rounds": 2}), str(tmp_path / "s3"))
   for i in range(3):
@@ -145,8 +176,8 @@ def test_three_vmapped_seeds_equal_three_separate_runs(tmp_path):
     # Final params bit for bit; accuracies to float32 rounding of the eval division.
     params_3 = final_checkpoint(str(tmp_path / "s3"))[0]["train"]["params"]
     params_1 = final_checkpoint(str(tmp_path / f"s{i}"))[0]["train"]["params"]
-    for x, y in zip(jax.tree.leaves(params_3), jax.tree.leaves(params_1)):
-      np.testing.assert_array_equal(np.asarray(x)[i], np.asarray(y)[0])
+    chex.assert_trees_all_equal(jax.tree.map(lambda x: np.asarray(x)[i], params_3),
+                                jax.tree.map(lambda y: np.asarray(y)[0], params_1))
     assert together["rounds"][-1]["test_accuracy"][i] == pytest.approx(
         alone["rounds"][-1]["test_accuracy"][0], rel=1e-6)
   first, _ = score_dataset.load_score_dataset(together["score_dataset_dir"][0])
@@ -208,8 +239,7 @@ def test_late_rewinding_restarts_later_rounds_from_the_weights_at_step_k(tmp_pat
   five = jax.jit(jax.vmap(lambda st: task.trainer.train_steps(st, task.train_images, task.train_labels, 5)[0]))
   at_k = five(five(state.train))
   assert int(at_k.step[0]) == 10
-  for x, y in zip(jax.tree.leaves(saved["rewind_params"]), jax.tree.leaves(at_k.params)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  chex.assert_trees_all_equal(saved["rewind_params"], jax.tree.map(np.asarray, at_k.params))
   for x, y in zip(jax.tree.leaves(saved["rewind_params"]), jax.tree.leaves(saved["init_params"])):
     assert not np.array_equal(np.asarray(x), np.asarray(y))
 

@@ -2,6 +2,7 @@
 default, and an API that refuses bad input with a ValueError naming the argument before any compute."""
 import dataclasses
 
+import chex
 import equinox as eqx
 import flax.linen as nn
 import jax
@@ -115,15 +116,23 @@ def test_replacing_a_criterion_drops_its_compiled_programs(cnn):
 
 def test_fresh_lambdas_of_one_network_reuse_one_program_and_the_cache_stays_bounded(cnn):
   net, params, _, batches = cnn
+  snip = criteria.get("snip")  # SNIP whose score function may be traced once: one compiled program.
+  attributes = {f.name: getattr(snip, f.name) for f in dataclasses.fields(snip)
+                if f.name not in ("name", "score", "runs_network")}
+  chex.clear_trace_counter()
+  asj.register_criterion("test_snip_traced_once", chex.assert_max_traces(snip.score, n=1), replace=True,
+                         **attributes)
   before = api._PROGRAMS.builds
   first = None
-  for _ in range(100):
-    masks = asj.prune("snip", params, apply_fn=lambda p, x: net.apply({"params": p}, x), batches=batches,
-                      sparsity=0.9, key=jax.random.key(2))
-    first = first or masks
+  try:
+    for _ in range(100):
+      masks = asj.prune("test_snip_traced_once", params, apply_fn=lambda p, x: net.apply({"params": p}, x),
+                        batches=batches, sparsity=0.9, key=jax.random.key(2))
+      first = first or masks
+  finally:
+    criteria.REGISTRY.pop("test_snip_traced_once")  # Tests that walk every criterion must not meet it.
   assert api._PROGRAMS.builds - before <= 1  # One program for 100 fresh lambdas of the same network.
-  for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(masks)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  chex.assert_trees_all_equal(first, masks)
   # Another network (other widths) is another program, never the first one's.
   other = SmallCNN().init(jax.random.key(1), jnp.zeros((1, 8, 8, 1)))["params"]
   closed = jnp.ones(10)  # A lambda closing over an array: its values are part of the key.
@@ -253,6 +262,15 @@ def _bad_cases(net, params, apply_fn, batches):
       ("masks of another tree", dict(criterion="snip", batches=batches, masks=other_masks), "masks="),
       ("mask leaf of the wrong shape", dict(criterion="snip", batches=batches, masks=jax.tree.map(
           lambda m: jnp.ones((2, 2), bool) if m.ndim else m, masks)), "masks= leaf"),
+      ("params of another model", dict(criterion="snip", batches=batches, params=dict(
+          params, Conv_0={"kernel": jnp.zeros((3, 3, 1, 8)), "bias": jnp.zeros(8)})),
+       "params do not fit apply_fn's model: params leaf 'Conv_0/kernel' has shape \\(3, 3, 1, 8\\), but the "
+       "model makes it \\(3, 3, 1, 4\\)"),
+      ("params without a layer", dict(criterion="snip", batches=batches, params={"Conv_0": params["Conv_0"]}),
+       "params do not fit apply_fn's model: it reads params leaf 'Dense_0/kernel'"),
+      ("params a raw apply_fn cannot use", dict(criterion="snip", batches=batches, params={"w": jnp.zeros((1024, 10))},
+                                                apply_fn=lambda p, x: x.reshape(len(x), -1) @ p["w"]),
+       "params leaf 'w' has shape \\(1024, 10\\)"),
       ("NCHW batches", dict(criterion="snip", batches=[(np.transpose(x, (0, 3, 1, 2)), y)]), "batches="),
       ("flattened batches", dict(criterion="snip", batches=[(x.reshape(len(x), -1), y)]), "batches="),
       ("integer leaf", dict(criterion="magnitude", params=dict(params, step=jnp.zeros((3, 3), jnp.int32))),
@@ -315,6 +333,29 @@ def test_the_api_refuses_bad_input_naming_the_argument_before_any_compute(cnn, n
       asj.prune(criterion, p, **case)
     assert type(info.value) in (ValueError, ConfigError), label
     assert "Traceback" not in str(info.value) and len(str(info.value)) < 800, label
+
+
+def test_apply_masks_and_masked_refuse_masks_of_another_model_naming_the_leaf(cnn):
+  """The mask half of the bad-input table: every door that takes masks runs the one check (masks.check_masks)."""
+  import optax
+  _, params, _, _ = cnn
+  masks = asj.init_masks(params)
+  doors = {"apply_masks": lambda m: asj.apply_masks(params, m),
+           "masked": lambda m: asj.masked(optax.sgd(0.1), m).init(params)}
+  bad = [
+      ("masks of another tree", {"Dense_0": masks["Dense_0"]}, "masks= must have the tree structure of params="),
+      ("a leaf of another shape", jax.tree.map(lambda m: jnp.ones((3, 3, 1, 16), bool) if m.ndim == 4 else m, masks),
+       "masks= leaf 'Conv_0/kernel' has shape \\(3, 3, 1, 16\\) but params= leaf 'Conv_0/kernel' has \\(3, 3, 1, 4\\)"),
+      ("values other than 0/1", jax.tree.map(lambda m: jnp.full(m.shape, 0.5) if m.ndim else m, masks),
+       "holds values other than 0 and 1"),
+      ("strings", jax.tree.map(lambda m: np.full(m.shape, "x") if m.ndim else m, masks), "has dtype <U1"),
+  ]
+  for door, call in doors.items():
+    for label, case, message in bad:
+      with pytest.raises(ValueError, match=message):
+        call(case)
+    ones = jax.tree.map(lambda m: jnp.ones(m.shape, jnp.float32) if m.ndim else m, masks)  # 0/1 numbers: accepted.
+    call(ones)
 
 
 def test_the_unknown_criterion_message_lists_no_jobs_only_name(cnn):

@@ -174,10 +174,31 @@ def test_every_criterion_prunes_real_mnist_lenet_to_98_percent_in_one_sweep(prep
     assert row["effective_paths"] > 0, criterion
 
 
+def test_the_compilation_cache_follows_xdg_unless_moved_and_jax_own_setting_wins(monkeypatch):
+  import jax
+  import autosparse_jax
+  monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
+  assert autosparse_jax.default_cache_dir() == "/xdg/autosparse_jax/xla"
+  monkeypatch.setenv("XDG_CACHE_HOME", "")
+  assert autosparse_jax.default_cache_dir() == os.path.expanduser("~/.cache/autosparse_jax/xla")
+  updates = []
+  monkeypatch.setattr(jax.config, "update", lambda name, value: updates.append((name, value)))
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  monkeypatch.setenv("AUTOSPARSE_COMPILATION_CACHE", "/moved")
+  autosparse_jax._enable_compilation_cache()
+  assert ("jax_compilation_cache_dir", "/moved") in updates
+  updates.clear()
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/jax_own")
+  autosparse_jax._enable_compilation_cache()
+  assert updates == []  # JAX reads its own variable: left alone.
+
+
 def test_a_job_run_twice_in_fresh_processes_compiles_its_programs_once(tmp_path):
-  """The persistent compilation cache (autosparse_jax/__init__.py): the second process adds nothing."""
-  cache = tmp_path / "xla"
-  env = dict(os.environ, AUTOSPARSE_COMPILATION_CACHE=str(cache))
+  """The persistent compilation cache (autosparse_jax/__init__.py), where XDG_CACHE_HOME puts it: the second
+  process adds nothing."""
+  cache = tmp_path / "xdg" / "autosparse_jax" / "xla"
+  env = {k: v for k, v in os.environ.items() if k not in ("AUTOSPARSE_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+  env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
   args = [f"--config={CONFIGS}/prune.py:lenet_digits", "--config.train.epochs=1", "--config.criterion=snip",
           "--config.sparsity=0.9"]
   runs, stats = [], []

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 
+import chex
 import pytest
 
 from autosparse_jax.lab import preemption
@@ -78,6 +79,9 @@ def test_sweep_killed_inside_and_between_programs_and_sigtermed_resumes_bit_iden
                           for r in read_jsonl(os.path.join(w, "results.jsonl")))
   assert rows(straight) == rows(stopped)
   assert results(straight)["table"] == results(stopped)["table"]
+  runs = tensorboard_scalars(os.path.join(straight, "tensorboard"))  # One run per criterion and seed.
+  assert set(runs) == {"snip/seed_0", "random/seed_0", "schedule"}
+  assert {"test_accuracy/sparsity_0.5", "test_accuracy/sparsity_0.9"} <= set(runs["random/seed_0"])
 
 
 @pytest.mark.slow  # CI's 12-minute budget (an IRP and two scorer trainings in subprocesses).
@@ -96,27 +100,64 @@ def test_autos_train_killed_and_resumed_gives_the_identical_scorer(tmp_path):
   a, b = (json.load(open(os.path.join(tmp_path, w, "results.json"))) for w in ("straight", "killed"))
   assert a["held_out_mse"] == b["held_out_mse"] and a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
   from autosparse_jax.autos import load_scorer
-  import jax
-  import numpy as np
   va, vb = (load_scorer(os.path.join(tmp_path, w, "scorer")).variables for w in ("straight", "killed"))
-  for x, y in zip(jax.tree.leaves(va), jax.tree.leaves(vb)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  chex.assert_trees_all_equal(va, vb)
+
+
+def test_a_finished_job_keeps_only_its_last_checkpoint(tmp_path):
+  import numpy as np
+  from autosparse_jax.lab.checkpoints import Checkpoints
+  store = Checkpoints(str(tmp_path / "checkpoints"), 2)
+  for epoch in (1, 2):
+    store.save({"w": np.full(3, epoch, np.float32)}, {"epoch": epoch})
+  assert sorted(store.manager.all_steps()) == [1, 2]
+  store.keep_latest_only()  # What autos_train does once its scorer is saved.
+  assert os.listdir(tmp_path / "checkpoints") == ["2"]
+  state, meta = store.restore_latest({"w": np.zeros(3, np.float32)})
+  assert meta["epoch"] == 2 and state["w"].tolist() == [2, 2, 2]
+  store.close()
+
+
+def test_ctrl_c_stops_at_the_next_chunk_and_a_second_one_at_once():
+  """The first SIGINT is recorded (the loop stops at its next chunk; the CLI exits 130), the second raises
+  KeyboardInterrupt; with preemption_signal='INT' every SIGINT is a preemption (exit 75), never an abort."""
+  before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    preemption.reset()
+    preemption.install(("TERM",))
+    os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.requested() and preemption.interrupted()
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+    preemption.reset()
+    preemption.install(("INT",))
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.requested() and not preemption.interrupted()
+  finally:
+    preemption.reset()
+    preemption._INSTALLED.clear()
+    for s, handler in before.items():
+      signal.signal(s, handler)
 
 
 def tensorboard_scalars(directory):
-  """{tag: [(step, value)]} read back from the event files (TFRecord framing, Event protos)."""
+  """{run: {tag: [(step, value)]}} read back from the event files under `directory` (a run is the
+  subdirectory holding them; TFRecord framing, Event protos)."""
   from tensorboardX.proto import event_pb2
   out = {}
-  for name in os.listdir(directory):
-    with open(os.path.join(directory, name), "rb") as f:
-      data = f.read()
-    i = 0
-    while i < len(data):
-      (length,) = struct.unpack("<Q", data[i:i + 8])
-      event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
-      i += 12 + length + 4
-      for value in event.summary.value:
-        out.setdefault(value.tag, []).append((event.step, value.simple_value))
+  for root, _, files in os.walk(directory):
+    run = os.path.relpath(root, directory)
+    for name in files:
+      with open(os.path.join(root, name), "rb") as f:
+        data = f.read()
+      i = 0
+      while i < len(data):
+        (length,) = struct.unpack("<Q", data[i:i + 8])
+        event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+        i += 12 + length + 4
+        for value in event.summary.value:
+          out.setdefault(run, {}).setdefault(value.tag, []).append((event.step, value.simple_value))
   return out
 
 
@@ -125,11 +166,44 @@ def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
   finish(command("configs/train.py:lenet_digits", wd, "--config.train.epochs=2", "--config.num_seeds=2"))
   scalars = tensorboard_scalars(os.path.join(wd, "tensorboard"))
   metrics = [r for r in read_jsonl(os.path.join(wd, "metrics.jsonl")) if "epoch" in r]
+  assert set(scalars) == {"seed_0", "seed_1", "schedule"}
   for seed in (0, 1):
-    got = scalars[f"test_accuracy/seed_{seed}"]
+    got = scalars[f"seed_{seed}"]["test_accuracy"]
     assert [s for s, _ in got] == [m["step"] for m in metrics]
     assert [v for _, v in got] == pytest.approx([m["test_accuracy"][seed] for m in metrics], rel=1e-6)
-  assert "train_loss/seed_0" in scalars and "learning_rate" in scalars
+    assert set(scalars[f"seed_{seed}"]) == {"train_loss", "train_accuracy", "test_loss", "test_accuracy"}
+  assert list(scalars["schedule"]) == ["learning_rate"]
   off = str(tmp_path / "off")
   finish(command("configs/train.py:lenet_digits", off, "--config.train.epochs=1", "--config.tensorboard=False"))
   assert not os.path.exists(os.path.join(off, "tensorboard"))
+
+
+def test_tensorboard_writes_each_network_as_its_own_run_with_one_tag_per_metric(tmp_path):
+  """What each job's records become: runs per criterion/variant and seed, tags per metric (and sparsity),
+  so TensorBoard overlays every criterion on one chart; IRP on one global step; autos_train's losses."""
+  from tests.conftest import small_config
+  from autosparse_jax.lab.workdir import Workdir
+  workdir = Workdir(str(tmp_path), small_config())
+  epoch = lambda tag, networks, step, **extra: dict(
+      {"epoch": 1, "step": step, "tag": tag, "networks": networks, "learning_rate": 0.1,
+       **{k: [0.5] * len(networks) for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}},
+      **extra)
+  cells = [f"{c}@{p}/seed_{s}" for c in ("snip", "snip_x6") for p in (0.5, 0.9) for s in (0, 1)]
+  workdir.log_metrics(epoch("snip x8", cells, 10))                               # A sweep program.
+  workdir.log_metrics(epoch("magnitude@0.8", ["seed_0"], 10))                    # The prune job.
+  for level in range(3):                                                         # IRP levels.
+    workdir.log_metrics(epoch(f"round {level}", ["seed_0"], 10, global_step=10 + 20 * level))
+    workdir.log_metrics({"event": "round_done", "round": level, "density": [0.5], "test_accuracy": [0.9],
+                         "networks": ["seed_0"]})
+  workdir.log_metrics({"epoch": 1, "train_loss": 0.25, "held_out_loss": 0.5, "epoch_seconds": 1.0})  # autos_train.
+  scalars = tensorboard_scalars(os.path.join(workdir.path, "tensorboard"))
+  assert set(scalars) == {"snip/seed_0", "snip/seed_1", "snip/seed_mean", "snip_x6/seed_0", "snip_x6/seed_1",
+                          "snip_x6/seed_mean", "magnitude/seed_0", "seed_0", "schedule", "scorer"}
+  assert set(scalars["snip_x6/seed_1"]) == {f"{m}/sparsity_{p}" for m in ("train_loss", "train_accuracy",
+                                                                         "test_loss", "test_accuracy")
+                                            for p in ("0.5", "0.9")}
+  assert "test_accuracy/sparsity_0.8" in scalars["magnitude/seed_0"]
+  assert [s for s, _ in scalars["seed_0"]["test_accuracy"]] == [10, 30, 50]  # One curve over the levels.
+  assert [s for s, _ in scalars["seed_0"]["irp/density"]] == [0, 1, 2]
+  assert list(scalars["schedule"]) == ["learning_rate"]
+  assert scalars["scorer"] == {"train_loss": [(1, 0.25)], "held_out_loss": [(1, 0.5)]}

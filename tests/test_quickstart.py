@@ -42,6 +42,10 @@ def test_quickstart_runs_every_stage_and_writes_the_table_and_figures(tmp_path):
   assert {s for c, s in table if c != "dense"} == {0.8, 0.9, 0.95}
   assert "| autos |" in proc.stdout  # The table is printed at the end.
   assert len(proc.stdout.splitlines()) < 200, len(proc.stdout.splitlines())  # Sparse when not a terminal.
+  said = proc.stdout + proc.stderr  # No TFDS banner (nothing is downloaded), no absl INFO lines, no compile line.
+  assert "Downloading and preparing" not in said and not re.search(r"^I\d{4} ", said, re.M), said[-3000:]
+  assert "XLA programs" not in said
+  assert os.listdir(os.path.join(workdir, "autos", "checkpoints")) == ["1"]  # The scorer and its last checkpoint.
   # The stages were wired: the sweep used this run's scorer and IRP datasets.
   sweep_config = json.load(open(os.path.join(sweep_dir, "config.json")))
   assert sweep_config["autos"]["scorer_dir"] == os.path.join(workdir, "autos", "scorer")

@@ -24,7 +24,8 @@ TIMEOUT = 180  # Seconds for one subprocess (or one multi-process launch).
 
 DATA_PARALLEL = textwrap.dedent("""
     import json, os, re, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"  # Before jax starts.
+    import chex
+    chex.set_n_cpu_devices(4)  # Before jax starts its backend.
     import jax, numpy as np
     from jax.sharding import NamedSharding
     from tests.conftest import small_config

@@ -2,6 +2,7 @@
 import json
 import os
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -59,8 +60,9 @@ def test_vmapped_grid_of_2_sparsities_x_2_seeds_equals_the_four_separate_runs(tm
     assert (info[i]["sparsity"], info[i]["seed"]) == (p, s)
     alone, alone_last = separate_run(single_task, "snip", p, s, str(tmp_path / f"{p}_{s}"))
     for name in ("params", "masks", "opt_state", "batch_stats"):
-      for x, y in zip(jax.tree.leaves(getattr(grid, name)), jax.tree.leaves(getattr(alone, name))):
-        np.testing.assert_array_equal(np.asarray(x)[i], np.asarray(y)[0], err_msg=f"{name} of {(p, s)}")
+      chex.assert_trees_all_equal(jax.tree.map(lambda x: np.asarray(x)[i], getattr(grid, name)),
+                                  jax.tree.map(lambda y: np.asarray(y)[0], getattr(alone, name)),
+                                  custom_message=f"{name} of {(p, s)}")
     assert last["test_accuracy"][i] == alone_last["test_accuracy"][0]
     assert last["test_loss"][i] == alone_last["test_loss"][0]
 
@@ -104,6 +106,28 @@ def test_markdown_and_csv_tables_equal_a_direct_computation_from_results_jsonl(s
     assert float(std) == pytest.approx(values.std(), abs=1e-6)
 
 
+def test_figures_give_each_criterion_one_look_and_the_cost_table_merges_equal_rows(swept, tmp_path):
+  _, _, rows = swept
+  names = report.criteria_order(report.aggregate(rows))
+  styles = report.criterion_styles(names + ["extra_1", "extra_2"])
+  looks = [(str(v["color"]), v["marker"]) for k, v in styles.items() if k != report.DENSE]
+  assert len(set(looks)) == len(looks) and styles[report.DENSE]["color"] == "black"
+  # Every criterion of one sparsity costs the same: no FLOPs figure, and one cost row per sparsity.
+  same = [dict(r, inference_flops=1e6 * (1 - r["sparsity"]), bytes={"dense": 100, "bitmask": 50})
+          for r in rows]
+  (tmp_path / "same").mkdir()
+  (tmp_path / "differ").mkdir()
+  out = report.write_sweep_report(same, str(tmp_path / "same"))
+  assert "accuracy_vs_flops.png" not in out["files"] and "layer_density.png" in out["files"]
+  costs = out["markdown"].split("inference FLOPs per example and bytes")[1]
+  assert "What each column compares" in costs and "values + bitmask" in costs
+  merged = [line.split(" | ")[0] for line in costs.splitlines() if line.startswith("| ") and "criteria" not in line]
+  assert [name for name in merged if name != "| dense"] == ["| snip, random"] * len(SPARSITIES)
+  differ = [dict(r, inference_flops=1e6 * (1 - r["sparsity"]) * (2 if r["criterion"] == "snip" else 1))
+            for r in rows]
+  assert "accuracy_vs_flops.png" in report.write_sweep_report(differ, str(tmp_path / "differ"))["files"]
+
+
 def test_a_rerun_trains_only_the_missing_networks_and_reproduces_them(swept, tmp_path, capsys):
   workdir, _, rows = swept
   copy = str(tmp_path / "resumed")
@@ -137,6 +161,32 @@ def test_sweep_config_errors_name_the_field():
       sweep.validate(sweep_config(**overrides))
 
 
+def test_the_four_config_gaps_are_refused_before_anything_runs_naming_the_field():
+  """A pipeline stage's unread field, an unused variant's bad value, a variant's own sparsities and
+  config.sparsity on a sweep: each refused by the checks that run before the workdir is touched."""
+  from autosparse_jax.lab import schema
+  from autosparse_jax.lab.jobs import pipeline
+  table1, defaults = load_config("paper/table1"), load_config("paper/table1")
+  table1.irp_snip.sparsity = 0.5
+  assert schema.unread_fields(table1, defaults) == [
+      "config.irp_snip.sparsity=0.5 is not read by the irp job: it reads config.irp_snip.irp.final_density (now "
+      "0.01) instead; set that (e.g. --config.irp_snip.irp.final_density=...)."]
+  swept = sweep_config(sparsity=0.5)
+  [message] = schema.unread_fields(swept, sweep_config())
+  assert message.startswith("config.sparsity=0.5 is not read by the sweep job: it reads config.sparsities (now")
+  unused = sweep_config(**{"sweep.variants": {"bad": {"criterion": "snip", "prune": {"distribution": "erkk"}}}})
+  with pytest.raises(ConfigError, match="config.sweep.variants.bad.prune.distribution"):
+    sweep.validate(unused)  # Not in sweep.criteria, checked all the same.
+  own = sweep_config(**{"sweep.variants": {"dense90": {"criterion": "snip", "sparsities": (0.9,)}},
+                        "sweep.criteria": ("dense90",)})
+  with pytest.raises(ConfigError, match="config.sweep.variants.dense90.sparsities: a variant cannot set its own"):
+    sweep.validate(own)
+  stage = load_config("paper/table1")
+  stage.sweep.sweep.variants = {"x": {"criterion": "snip", "sparsities": (0.9,)}}
+  with pytest.raises(ConfigError, match="config.sweep.sweep.variants.x.sparsities"):
+    pipeline.validate(stage)  # Up front, before the stages before it run.
+
+
 def test_survival_criterion_replays_the_final_irp_masks_and_refuses_other_inits(tmp_path):
   from tests.test_irp import final_checkpoint, irp_config
   irp = irp_config(**{"num_seeds": 2})
@@ -148,8 +198,7 @@ def test_survival_criterion_replays_the_final_irp_masks_and_refuses_other_inits(
   dense = init_states(config, task)
   final_sparsity = 1.0 - float(irp.irp.final_density)
   pruned, _ = prune_states(prune_spec.from_config(config, "survival", density=1.0 - (final_sparsity)), task, dense)
-  for x, y in zip(jax.tree.leaves(pruned.masks), jax.tree.leaves(ckpt["train"]["masks"])):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # Both seeds, found by theta_0.
+  chex.assert_trees_all_equal(jax.tree.map(np.asarray, pruned.masks), ckpt["train"]["masks"])  # Both seeds, by theta_0.
   between, _ = prune_states(prune_spec.from_config(config, "survival", density=1.0 - (final_sparsity - 0.2)), task, dense)
   for fine, coarse in zip(jax.tree.leaves(pruned.masks), jax.tree.leaves(between.masks)):
     assert np.all(np.asarray(coarse) >= np.asarray(fine))  # Nested: the sparser IRP mask inside.

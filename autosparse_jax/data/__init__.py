@@ -31,6 +31,12 @@ def _from_splits(spec, splits):
                  np.asarray(xte, np.uint8), np.asarray(yte, np.int32))
 
 
+def raw_files(name):
+  """The official raw files the prepare command reads for dataset `name`, in words."""
+  from autosparse_jax.data.raw import RAW_FILES
+  return RAW_FILES.get(name, "the official raw files")
+
+
 def prepare_command(name, data_dir):
   return f"python -m autosparse_jax.data.prepare {name} --raw_dir=/path/to/raw/{name} --data_dir={data_dir}"
 
@@ -44,6 +50,7 @@ def load_tfds_arrays(name, data_dir):
     raise DatasetNotPreparedError(
         f"config.dataset={name!r} is not prepared in config.data.data_dir={data_dir!r}. "
         f"Build it from the official raw files with:\n  {prepare_command(name, data_dir)}\n"
+        f"where --raw_dir holds {raw_files(name)} "
         "(on a host with internet, leave out --raw_dir to download them).")
   out = {}
   for split in ("train", "test"):

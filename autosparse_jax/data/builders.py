@@ -48,7 +48,19 @@ def download_raw(name, download_dir, log=print):
   return download_dir
 
 
-class _RawImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class QuietBuilder:
+  """A TFDS builder that prints nothing itself (TFDS prints "Downloading and preparing dataset
+  Unknown size ..." and "... downloaded and prepared to ..." although nothing is downloaded):
+  the caller says in one line what was built."""
+
+  def _log_download_bytes(self):
+    pass
+
+  def _log_download_done(self):
+    pass
+
+
+class _RawImageBuilder(QuietBuilder, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """One example per image: {'image': uint8 HxWxC, 'label': class id}."""
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Built by autosparse_jax from the official raw files."}

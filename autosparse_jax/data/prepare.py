@@ -10,7 +10,7 @@ sha256 that TFDS records where one exists (MNIST files, CIFAR tarballs).
 """
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from autosparse_jax.data import builders, raw
 from autosparse_jax.data.specs import TFDS_DATASETS, resolve_data_dir
@@ -22,17 +22,23 @@ flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or
 
 
 def prepare(name, data_dir=None, raw_dir=None, log=print):
-  """Builds `name` into data_dir; returns the prepared dataset's directory."""
+  """Builds `name` into data_dir; returns the prepared dataset's directory. Says one line per split
+  (no TFDS progress bars or banners)."""
+  import tensorflow_datasets as tfds
   if name not in builders.BUILDERS:
     raise ConfigError(unknown_name_message("dataset", name, TFDS_DATASETS))
   builder = builders.BUILDERS[name](data_dir=resolve_data_dir(data_dir), raw_dir=raw_dir,
                                     log=log, file_format="array_record")
+  tfds.display_progress_bar(False)
   builder.download_and_prepare()
-  log(f"{name} prepared in {builder.data_dir}")
+  for split, info in builder.info.splits.items():
+    log(f"{name} {split}: {info.num_examples} examples in {builder.data_dir}")
   return str(builder.data_dir)
 
 
 def main(argv):
+  if not FLAGS["verbosity"].present:  # TFDS's absl INFO lines ("Generating dataset ...") are not ours.
+    logging.set_verbosity(logging.WARNING)
   if len(argv) != 2:
     sys.exit(f"usage: python -m autosparse_jax.data.prepare NAME --raw_dir=DIR --data_dir=DIR "
              f"(NAME: {', '.join(TFDS_DATASETS)})")

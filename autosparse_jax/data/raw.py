@@ -59,6 +59,17 @@ def verify_file(path, size, sha256):
                        "(the file is corrupted or not the official one).")
 
 
+# The raw files --raw_dir must hold for each dataset (the error of an unprepared dataset lists them).
+RAW_FILES = {
+    "mnist": "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+             "t10k-labels-idx1-ubyte.gz",
+    "cifar10": "cifar-10-binary.tar.gz (or its folder cifar-10-batches-bin/ with data_batch_1.bin ... "
+               "data_batch_5.bin and test_batch.bin)",
+    "cifar100": "cifar-100-binary.tar.gz (or its folder cifar-100-binary/ with train.bin and test.bin)",
+    "tiny_imagenet": "tiny-imagenet-200.zip (or its folder tiny-imagenet-200/ with wnids.txt, train/ and val/)",
+}
+
+
 def find_file(raw_dir, names):
   """First of `names` present in raw_dir (or None)."""
   for name in names:

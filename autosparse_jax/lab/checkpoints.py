@@ -71,6 +71,11 @@ class Checkpoints:
       self.manager.reload()
     return None
 
+  def keep_latest_only(self):
+    """Deletes every checkpoint but the newest (a finished job keeps its last one, not its history)."""
+    for step in sorted(self.manager.all_steps())[:-1]:
+      self.manager.delete(step)
+
   def close(self):
     self.manager.close()
 

@@ -11,7 +11,8 @@ records, dropped after counting unless the logger's level lets them through).
   install()        start counting (idempotent); the CLI does it for every job
   summary()        {"programs", "compiled", "from_cache", "built_twice": {name: times},
                     "by_name": {name: distinct programs}}
-  line()           one line for the job's log, or None when the cache is off
+  line(always)     one line for the job's log (always=False: only when a program was built more
+                   than once; the CLI's --verbose prints it always), or None when the cache is off
 
 AUTOSPARSE_COMPILE_STATS=FILE writes summary() as JSON to FILE at exit (tests,
 benchmarks).
@@ -78,11 +79,14 @@ def summary():
           "by_name": dict(collections.Counter(r.names[k] for k in keys).most_common())}
 
 
-def line():
+def line(always=True):
+  """The summary line; always=False: only when a program was built more than once (else None)."""
   s = summary()
   if not s or not s["programs"]:
     return None
   twice = sum(s["built_twice"].values())
+  if not always and not twice:
+    return None
   return (f"XLA programs: {s['programs']} ({s['compiled']} compiled, {s['from_cache']} from the compilation "
           f"cache)" + (f"; {twice} built more than once: {', '.join(s['built_twice'])}" if twice else ""))
 

@@ -215,12 +215,16 @@ class TrainingLoop:
   `stopping` is True at a yield when the job is being preempted: save there;
   the loop then raises preemption.Preempted (after the last chunk it finishes
   instead: the job keeps the complete run). `last` holds the last epoch's record.
-  networks: a name per stacked network (TensorBoard curves); quiet: no epoch
-  lines when the output is not a terminal (IRP rounds report per round).
+  networks: a name per stacked network (TensorBoard runs: workdir.tensorboard_layout); quiet: no
+  epoch lines when the output is not a terminal (IRP rounds report per round); step_offset: the
+  records' global_step is step_offset + step (IRP's levels on one axis).
   """
 
-  def __init__(self, config, task, workdir, tag=None, align=0, networks=None, quiet=False, sparse_training=None):
+  def __init__(self, config, task, workdir, tag=None, align=0, networks=None, quiet=False, step_offset=None,
+               stage_bar=None, sparse_training=None):
     self.config, self.task, self.workdir, self.tag = config, task, workdir, tag
+    self.stage_bar = stage_bar  # A StageBar of the job (one bar over all its loops), else a bar of its own.
+    self.step_offset = step_offset  # Records carry global_step = offset + step (IRP: one axis over levels).
     # A resolved dynamic_sparsity record whose masks change while training (None or Static: fixed masks).
     self.sparse_training = None if sparse_training is None or sparse_training.method == "static" else sparse_training
     self.networks, self.quiet, self.stopping = networks, quiet, False
@@ -266,13 +270,15 @@ class TrainingLoop:
       states = task.trainer.layout.put_states(states)
     start, step = time.time(), int(start_step)
     carried = [{k: np.asarray(v, np.float32) for k, v in m.items()} for m in (epoch_sums or [])]
-    progress_bar = console.bar(self.tag or "training", self.total, step)
+    stage = self.stage_bar or StageBar(self.tag or "training", self.total)
+    stage.start_loop(self.tag, step)
     try:
-      yield from self._chunks(states, step, start, carried, evaluate, progress_bar, prefix)
+      yield from self._chunks(states, step, start, carried, evaluate, stage, prefix)
     finally:
-      console.done(progress_bar)
+      if self.stage_bar is None:
+        stage.done()
 
-  def _chunks(self, states, step, start, carried, evaluate, progress_bar, prefix):
+  def _chunks(self, states, step, start, carried, evaluate, stage, prefix):
     task, spe, start_step = self.task, self.spe, step
     while step < self.total:
       epoch = step // spe + 1
@@ -287,14 +293,16 @@ class TrainingLoop:
         sums.append(jax.tree.map(lambda m, n=n: m * n, metrics))
         before, step = step, step + n
         self._check_finite(metrics, epoch, before, step)
-        console.advance(progress_bar, step, f"{(step - start_step) / max(time.time() - start, 1e-9):.1f} steps/s")
+        stage.advance(step)
         self.stopping = preemption.requested()
         yield states, step
         if self.stopping and step < self.total:  # At the end the run is complete: the job saves it.
-          log(f"preempted: {prefix}stopped at step {step} (epoch {epoch}, step {step % spe or spe} of {spe}) "
-              "after its checkpoint; run the same command again to resume.")
-          raise preemption.Preempted(step)
-        if plain_output() or progress_bar is not None:
+          if not preemption.interrupted():  # Ctrl-C: the CLI says it in one line.
+            log(f"preempted: {prefix}stopped at step {step} (epoch {epoch}, step {step % spe or spe} of {spe}) "
+                "after its checkpoint; run the same command again to resume.")
+          raise preemption.Preempted(step, f"epoch {epoch} of {self.tag}" if self.tag else
+                                     f"epoch {epoch} of {self.epochs}")
+        if plain_output() or stage.on:
           continue  # Epoch lines only (a bar shows the steps).
         if step < epoch * spe and (step % spe) // self.log_every > (before % spe) // self.log_every:
           rate = (time.time() - epoch_start) / max(step - int(start_step), 1)
@@ -309,6 +317,8 @@ class TrainingLoop:
                 "learning_rate": learning_rate(self.config, epoch - 1)}
       if self.networks:
         record["networks"] = list(self.networks)
+      if self.step_offset is not None:
+        record["global_step"] = self.step_offset + step
       if done < spe:
         record["steps_in_this_run"] = done  # Resumed mid-epoch: train metrics cover these steps.
       if self.tag:
@@ -316,11 +326,42 @@ class TrainingLoop:
       self.workdir.log_metrics(record)
       self.last = record
       left = (time.time() - start) / (step - start_step) * (self.total - step)
-      if plain_output() and (self.quiet or not sparse_epoch(epoch, self.epochs)):
-        continue
+      if stage.on or plain_output() and (self.quiet or not sparse_epoch(epoch, self.epochs)):
+        continue  # A terminal's bar shows the progress; metrics.jsonl has every epoch.
       log(f"{prefix}epoch {epoch}/{self.epochs}  loss {np.mean(totals['loss']):.4f}  "
           f"train {100 * np.mean(totals['accuracy']):.2f}%  test {100 * np.mean(ev['accuracy']):.2f}%  "
           f"{record['epoch_seconds']:.1f} s/epoch  left {fmt_time(left)}")
+
+
+class StageBar:
+  """One live bar for a stage of a job (all of IRP's levels, a sweep's programs, a prune job's
+  sparsities): `total` steps over every training loop it holds, so its rate and time left are those
+  of the whole stage. A job places each loop on the bar (at(offset): the loop's step 0 is the
+  stage's step `offset`). Off (a no-op) when the output is not a terminal."""
+
+  def __init__(self, description, total):
+    self.description, self.total = description, int(total)
+    self.on = console.bars_on()
+    self.task, self.offset, self.started, self.first = None, 0, None, 0
+
+  def at(self, offset):
+    self.offset = int(offset)
+    return self
+
+  def start_loop(self, tag, step):
+    label = f"{self.description}: {tag}" if tag and tag != self.description else self.description
+    if self.task is None:  # Created where this process starts (a resumed run): its rate is this process's.
+      self.task = console.bar(label, self.total, self.offset + step)
+      self.started, self.first = time.time(), self.offset + step
+    console.advance(self.task, self.offset + step, description=label)
+
+  def advance(self, step):
+    done = self.offset + step
+    rate = (done - self.first) / max(time.time() - self.started, 1e-9)
+    console.advance(self.task, done, f"{rate:.1f} steps/s")
+
+  def done(self):
+    console.done(self.task)
 
 
 def learning_rate(config, epoch):
@@ -336,13 +377,15 @@ def sparse_epoch(epoch, epochs):
 
 
 def run_training(config, task, states, workdir, tag=None, start_step=0, checkpoint_dir=None, networks=None,
-                 sparse_training=None):
+                 stage_bar=None, sparse_training=None):
   """Trains `states` from `start_step` to config.train.epochs: (states, last epoch's record).
 
   checkpoint_dir: mid-run checkpoints there (RunCheckpoints); the newest resumes the run.
+  stage_bar: the job's StageBar, placed where this run starts (else the run gets a bar of its own).
   sparse_training: a resolved dynamic_sparsity record (masks that change while training).
   """
-  loop = TrainingLoop(config, task, workdir, tag, networks=networks, sparse_training=sparse_training)
+  loop = TrainingLoop(config, task, workdir, tag, networks=networks, stage_bar=stage_bar,
+                      sparse_training=sparse_training)
   ckpt = RunCheckpoints(checkpoint_dir, config) if checkpoint_dir else None
   epoch_sums = None
   if ckpt is not None:

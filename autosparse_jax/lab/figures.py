@@ -14,6 +14,16 @@ from autosparse_jax.errors import ConfigError
 from autosparse_jax.score_dataset import load_score_dataset
 
 
+CLIP = (0.5, 99.5)  # Percentiles an axis of scores spans: a few outliers would squeeze the rest near 0.
+
+
+def robust_limits(values, clip=CLIP):
+  """(low, high) of an axis over the `clip` percentiles of `values`, padded by 5%."""
+  low, high = np.percentile(values, clip)
+  pad = 0.05 * (high - low) or 1e-12
+  return float(low - pad), float(high + pad)
+
+
 def survival_figure(irp_results, initial_scores, path, max_points=20000):
   """initial_scores(seed) -> (theta_0, {"snip": scores, "grasp": scores}), flat over prunable layers
   (runs.initial_scores: computed by the caller; this module only draws)."""
@@ -36,10 +46,14 @@ def survival_figure(irp_results, initial_scores, path, max_points=20000):
   for ax, (label, x) in zip(axes, panels):
     rho = stats.spearmanr(x, survival).statistic
     ax.scatter(x[pick], survival[pick], s=2, alpha=0.3)
-    ax.set_xlabel(label)
-    ax.set_title(f"Spearman {rho:.3f}", fontsize=9)
+    low, high = robust_limits(x)
+    outside = int(np.sum((x < low) | (x > high)))
+    ax.set_xlim(low, high)
+    ax.set_xlabel(label, fontsize=10)
+    ax.set_title(f"Spearman {rho:.3f}" + (f"; axis: {CLIP[0]:g}-{CLIP[1]:g}th percentile, {outside} weights "
+                                          "beyond" if outside else ""), fontsize=9)
     ax.grid(alpha=0.3)
-  axes[0].set_ylabel("surviving score (normalised)")
+  axes[0].set_ylabel("surviving score (normalised)", fontsize=10)
   fig.suptitle(f"IRP-{meta['criterion']}, {meta['model']} / {meta['dataset']}, {meta['rounds']} rounds, "
                f"seed {meta['seed']}", fontsize=10)
   fig.tight_layout()

@@ -10,7 +10,9 @@ workdir), one line per problem, nothing computed or written; 3 non-finite
 numbers (loss or scores), earlier checkpoints and results kept; 4 the results
 could not be written (e.g. a full disk), the earlier results kept; 75 preempted
 (config.preemption_signal, SIGTERM by default): the job stopped after a chunk
-with a checkpoint; the same command resumes it.
+with a checkpoint; the same command resumes it; 130 interrupted (Ctrl-C): the
+same stop, said in one line (a second Ctrl-C stops at once; the rerun resumes
+from the last checkpoint).
 Several processes (launch/): each runs this same command; see distributed.py.
 """
 import difflib
@@ -48,10 +50,14 @@ _RESTART = flags.DEFINE_bool(
     "moved (never deleted) to WORKDIR.previous.<time> first.")
 _DESCRIBE = flags.DEFINE_bool("describe", False, "Print every field the config's job reads, with its value, "
                               "what is allowed and what it means; then exit.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Also print the compile summary (XLA programs compiled, loaded "
+                             "from the cache) at the end; without it, it is printed only when a program was built "
+                             "more than once.")
 flags.mark_flags_as_required(["config"])
 
 
 def fail(message, code=2):
+  console.clear()
   print(f"error: {message}", file=sys.stderr)
   sys.exit(code)
 
@@ -217,6 +223,10 @@ def parse_flags(argv):
   flag at fault, no traceback."""
   try:
     return flags.FLAGS(with_packaged_configs(argv))
+  except SystemExit as e:  # absl's --help (-h, --helpshort, --helpfull) prints the flags and exits 1.
+    if e.code == 1 and any(re.match(r"^--?(help|helpshort|helpfull|h|\?)$", arg) for arg in argv[1:]):
+      sys.exit(0)  # Asking for help is not a failure.
+    raise
   except Exception as e:  # noqa: BLE001  (ml_collections raises KeyError, AttributeError, TypeError, ...)
     fail(flag_fault(argv, e))
 
@@ -301,7 +311,7 @@ def main(argv):
     preemption.install((config.get("preemption_signal", "TERM"),))
     compile_stats.install()
     run(config, _WORKDIR.value)
-    compiled = compile_stats.line()
+    compiled = compile_stats.line(always=_VERBOSE.value)
     if compiled:
       console.log(compiled)
   except (ConfigError, RawDataError) as e:
@@ -311,9 +321,18 @@ def main(argv):
   except OutputError as e:
     fail(e, 4)
   except preemption.Preempted as e:
-    print(f"preempted after step {e}: the checkpoint is written; run the same command again to resume "
+    console.clear()
+    if preemption.interrupted():  # Ctrl-C: one line, the shell's exit code for SIGINT.
+      print(f"interrupted at {e.where or f'step {e.step}'}: run the same command to resume", file=sys.stderr)
+      sys.exit(preemption.INTERRUPT_EXIT_CODE)
+    print(f"preempted after step {e.step}: the checkpoint is written; run the same command again to resume "
           f"(exit code {preemption.EXIT_CODE}).", file=sys.stderr)
     sys.exit(preemption.EXIT_CODE)
+  except KeyboardInterrupt:  # A second Ctrl-C: stopped at once, without a checkpoint of this point.
+    console.clear()
+    print("interrupted at once (second Ctrl-C): run the same command to resume from the last checkpoint",
+          file=sys.stderr)
+    sys.exit(preemption.INTERRUPT_EXIT_CODE)
 
 
 def cli():

@@ -38,25 +38,51 @@ def aggregate(rows):
   return out
 
 
-def plot_accuracy_vs_flops(table, path, title=""):
+def plot_accuracy_vs_flops(table, path, title="", styles=None):
   """Test accuracy against inference FLOPs per example (log scale), one line per criterion."""
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  styles = styles or criterion_styles(criteria_order(table))
+  fig, ax = plt.subplots(figsize=(7.5, 5))
   for name in criteria_order(table):
     pts = sorted((t for t in table if t["criterion"] == name and "inference_flops" in t),
                  key=lambda t: t["inference_flops"])
     if pts:
       ax.errorbar([t["inference_flops"] for t in pts], [100 * t["mean"] for t in pts],
-                  yerr=[100 * t["std"] for t in pts], marker="o", ms=4, capsize=3, label=name)
+                  yerr=[100 * t["std"] for t in pts], ms=6, capsize=3, label=name, **styles[name])
   ax.set_xscale("log")
-  ax.set_xlabel("inference FLOPs per example (masked kernels)")
-  ax.set_ylabel("test accuracy (%)")
-  ax.set_title(title)
+  ax.set_xlabel("inference FLOPs per example (masked kernels)", fontsize=11)
+  ax.set_ylabel("test accuracy (%)", fontsize=11)
+  ax.set_title(title, fontsize=11)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=9)
   fig.tight_layout()
   artefacts.save_figure(fig, path, dpi=120)
   plt.close(fig)
+
+
+MARKERS = "osD^vPX*h<>p"
+
+
+def criterion_styles(names):
+  """{criterion: matplotlib style} for every figure of a run: one colour and one marker per criterion,
+  dense black and dashed (the same criterion looks the same in every figure)."""
+  import matplotlib
+  colours = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"].colors
+  pruned = [n for n in names if n != DENSE]
+  out = {name: {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)]}
+         for i, name in enumerate(pruned)}
+  out[DENSE] = {"color": "black", "marker": "", "ls": "--"}
+  return out
+
+
+def flops_differ(table):
+  """Whether some sparsity's criteria differ in inference FLOPs (else the FLOPs figure would repeat the
+  sparsity figure: on an MLP every unstructured mask of one density costs the same)."""
+  by_sparsity = {}
+  for t in table:
+    if "inference_flops" in t and t["criterion"] != DENSE:
+      by_sparsity.setdefault(t["sparsity"], set()).add(round(t["inference_flops"]))
+  return any(len(values) > 1 for values in by_sparsity.values())
 
 
 def criteria_order(table):
@@ -81,19 +107,35 @@ def to_csv(table):
   return buf.getvalue()
 
 
+COST_NOTE = (
+    "What each column compares: MFLOPs are the inference FLOPs per example of the masked network (the "
+    "dense network's in brackets); bytes are the weights stored dense (every value), as values + "
+    "bitmask (the kept values plus 1 bit per prunable weight saying where they are: the size of a sparse "
+    "format, which beats dense once about 1/32 of 32-bit weights are pruned, and exceeds it by the "
+    "mask's bits when nothing is pruned, as in the dense row) and, for N:M structures, N:M compressed "
+    "(kept values + their indices in each group). Rows whose costs are equal are merged (criteria listed together).")
+
+
 def cost_markdown(table):
-  """What each criterion x sparsity's masks cost: inference FLOPs per example and bytes stored."""
+  """What each criterion x sparsity's masks cost: inference FLOPs per example and bytes stored; rows of
+  equal cost merged (on an MLP every unstructured mask of one density costs the same)."""
   rows = [t for t in table if "inference_flops" in t]
   if not rows:
     return ""
-  lines = ["inference FLOPs per example and bytes of the weights (masked kernels; sparse_cost.py)", "",
-           "| criterion | sparsity | structure | inference MFLOPs (dense) | bytes dense | values + bitmask | "
-           "N:M compressed |", "|---|---|---|---|---|---|---|"]
+  merged = {}
   for t in rows:
     b = t["bytes"]
-    lines.append(f"| {t['criterion']} | {100 * t['sparsity']:g}% | {t['structure']} | "
-                 f"{t['inference_flops'] / 1e6:.3f} ({t['inference_flops_dense'] / 1e6:.3f}) | {b['dense']} | "
-                 f"{b['bitmask']} | {b.get('nm') or ''} |")
+    key = (t["sparsity"], t["structure"], round(t["inference_flops"]), round(t["inference_flops_dense"]),
+           b["dense"], b["bitmask"], b.get("nm") or "")
+    merged.setdefault(key, []).append(t["criterion"])
+  lines = ["inference FLOPs per example and bytes of the weights (masked kernels; sparse_cost.py)", "",
+           COST_NOTE, "",
+           "| criteria | sparsity | structure | inference MFLOPs (dense) | bytes dense | values + bitmask | "
+           "N:M compressed |", "|---|---|---|---|---|---|---|"]
+  for (sparsity, structure, flops, flops_dense, dense, bitmask, nm), names in merged.items():
+    lines.append(f"| {', '.join(names)} | {100 * sparsity:g}% | {structure} | "
+                 f"{flops / 1e6:.3f} ({flops_dense / 1e6:.3f}) | {dense:,} | {bitmask:,} | "
+                 f"{f'{nm:,}' if nm != '' else ''} |")
   return "\n".join(lines) + "\n"
 
 
@@ -152,16 +194,17 @@ def _pyplot():
   return plt
 
 
-def plot_accuracy(table, path, title=""):
+def plot_accuracy(table, path, title="", styles=None):
   """Accuracy vs sparsity with error bars (std over seeds) per criterion: paper Figures 3 and 6.
 
   Left: every criterion; right: the same zoomed on the leading ones (collapsed
   criteria otherwise squash the differences that matter into one line).
   """
   plt = _pyplot()
+  styles = styles or criterion_styles(criteria_order(table))
   sparsities = sparsity_order(table)
   x = np.arange(len(sparsities))
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  fig, axes = plt.subplots(1, 2, figsize=(13, 5))
   for ax in axes:
     for name in criteria_order(table):
       pts = [t for t in table if t["criterion"] == name]
@@ -171,10 +214,10 @@ def plot_accuracy(table, path, title=""):
       pts = sorted(pts, key=lambda t: t["sparsity"])
       xs = [sparsities.index(t["sparsity"]) for t in pts]
       ax.errorbar(xs, [100 * t["mean"] for t in pts], yerr=[100 * t["std"] for t in pts],
-                  marker="o", ms=4, capsize=3, label=name)
-    ax.set_xticks(x, [f"{100 * s:g}%" for s in sparsities])
-    ax.set_xlabel("sparsity")
-    ax.set_ylabel("test accuracy (%)")
+                  ms=6, capsize=3, label=name, **styles[name])
+    ax.set_xticks(x, [f"{100 * s:g}%" for s in sparsities], fontsize=10)
+    ax.set_xlabel("sparsity", fontsize=11)
+    ax.set_ylabel("test accuracy (%)", fontsize=11)
     ax.grid(alpha=0.3)
   pruned = [t for t in table if t["criterion"] != DENSE]
   top = max(100 * t["mean"] for t in table)
@@ -182,33 +225,38 @@ def plot_accuracy(table, path, title=""):
   axes[1].set_ylim(best_hardest - 4.0, top + 0.5)
   axes[0].set_title(title)
   axes[1].set_title("zoomed on the leading criteria")
-  axes[0].legend(fontsize=8, ncol=2)
+  axes[0].legend(fontsize=9, ncol=2)
   fig.tight_layout()
   artefacts.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
-def plot_layer_density(rows, path):
+def plot_layer_density(rows, path, styles=None):
   """Per-layer density of each criterion's masks (mean over seeds), one panel per sparsity."""
   plt = _pyplot()
   pruned = [r for r in rows if r["criterion"] != DENSE]
   sparsities = sorted({float(r["sparsity"]) for r in pruned})
   names = criteria_order([{"criterion": r["criterion"]} for r in pruned])
+  styles = styles or criterion_styles(names)
   layers = list(pruned[0]["layer_density"])
-  fig, axes = plt.subplots(1, len(sparsities), figsize=(4 * len(sparsities), 4), squeeze=False)
+  labels = [l.split("/")[0] for l in layers]
+  width = max(4.5, 0.35 * len(layers) + 2)  # Room for every layer's name at a readable size.
+  fig, axes = plt.subplots(1, len(sparsities), figsize=(width * len(sparsities), 5), squeeze=False)
   for ax, s in zip(axes[0], sparsities):
     for name in names:
       group = [r for r in pruned if r["criterion"] == name and float(r["sparsity"]) == s]
       if group:
         dens = [np.mean([r["layer_density"][layer] for r in group]) for layer in layers]
-        ax.plot(range(len(layers)), np.maximum(dens, 1e-5), marker=".", label=name)
+        ax.plot(range(len(layers)), np.maximum(dens, 1e-5), ms=5, label=name, **styles[name])
     ax.set_yscale("log")
-    ax.set_title(f"sparsity {100 * s:g}%")
-    ax.set_xlabel("layer")
-    ax.set_xticks(range(len(layers)), [l.split("/")[0] for l in layers], rotation=90, fontsize=6)
+    ax.set_title(f"sparsity {100 * s:g}%", fontsize=11)
+    ax.set_xlabel("layer", fontsize=11)
+    ax.set_xticks(range(len(layers)), labels, rotation=60 if len(layers) > 4 else 0, ha="right"
+                  if len(layers) > 4 else "center", fontsize=9)
+    ax.tick_params(axis="y", labelsize=9)
     ax.grid(alpha=0.3)
-  axes[0][0].set_ylabel("layer density (kept fraction)")
-  axes[0][-1].legend(fontsize=7)
+  axes[0][0].set_ylabel("layer density (kept fraction)", fontsize=11)
+  axes[0][-1].legend(fontsize=9)
   fig.tight_layout()
   artefacts.save_figure(fig, path, dpi=120)
   plt.close(fig)
@@ -226,14 +274,15 @@ def write_sweep_report(rows, directory, title=""):
     for name, text in (("table.csv", to_csv(table)), ("table.md", markdown)):
       files[name] = os.path.join(directory, name)
       artefacts.write_text(files[name], text)
+    styles = criterion_styles(criteria_order(table))  # One look per criterion in every figure.
     files["accuracy_vs_sparsity.png"] = os.path.join(directory, "accuracy_vs_sparsity.png")
-    plot_accuracy(table, files["accuracy_vs_sparsity.png"], title)
-    if any("inference_flops" in t for t in table):
+    plot_accuracy(table, files["accuracy_vs_sparsity.png"], title, styles)
+    if flops_differ(table):  # Else it would repeat the sparsity figure.
       files["accuracy_vs_flops.png"] = os.path.join(directory, "accuracy_vs_flops.png")
-      plot_accuracy_vs_flops(table, files["accuracy_vs_flops.png"], title)
+      plot_accuracy_vs_flops(table, files["accuracy_vs_flops.png"], title, styles)
     if any(r["criterion"] != DENSE for r in rows):
       files["layer_density.png"] = os.path.join(directory, "layer_density.png")
-      plot_layer_density(rows, files["layer_density.png"])
+      plot_layer_density(rows, files["layer_density.png"], styles)
   return {"table": table, "markdown": markdown, "files": files}
 
 

@@ -499,15 +499,28 @@ def check(config):
     raise ConfigError(f"{len(found)} problems in the config:\n  - " + "\n  - ".join(found))
 
 
-def unread_fields(config, defaults):
-  """Fields set away from the config file's defaults that the job does not read."""
+# A field that a job does not read but that names what the job reads instead: (job, field) -> that field.
+READ_INSTEAD = {("sweep", "sparsity"): "sparsities", ("irp", "sparsity"): "irp.final_density",
+                ("irp", "sparsities"): "irp.final_density"}
+
+
+def unread_fields(config, defaults, prefix="config."):
+  """Fields set away from the config file's defaults that the job does not read (a pipeline: each stage's)."""
   job = config.get("job")
+  if job == "pipeline":
+    return [problem for stage in (config.get("stages") or ()) if stage in config
+            for problem in unread_fields(config[stage], (defaults or {}).get(stage) or {}, f"{prefix}{stage}.")]
   flat, base = flatten(config_to_dict(config)), flatten(config_to_dict(defaults))
   out = []
   for name, value in flat.items():
     field = BY_NAME.get(name)
-    if field is not None and job not in field.jobs and base.get(name) != value and job != "pipeline":
-      out.append(f"config.{name}={value!r} is not read by the {job} job (it is read by: "
+    if field is not None and job not in field.jobs and base.get(name) != value:
+      instead = READ_INSTEAD.get((job, name))
+      if instead:
+        out.append(f"{prefix}{name}={value!r} is not read by the {job} job: it reads {prefix}{instead} "
+                   f"(now {flat.get(instead)!r}) instead; set that (e.g. --{prefix}{instead}=...).")
+        continue
+      out.append(f"{prefix}{name}={value!r} is not read by the {job} job (it is read by: "
                  f"{', '.join(field.jobs)}): remove it, or run a job that reads it.")
   return out
 

@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 
+import numpy as np
 import tensorboardX
 
 from autosparse_jax import artefacts, dynamic_sparsity, structure as structure_lib
@@ -46,6 +47,55 @@ ADDED_FIELDS = {"prune.structure": "unstructured", "prune.group_reduce": "sum", 
                 "prune.structure_fallback": structure_lib.DEFAULT_STRUCTURE_FALLBACK,
                 **{f"sparse_training.{k}": v for k, v in dynamic_sparsity.config_defaults().items()}}
 SAME_SETTING = {("prune.prunable", r"(^|/)kernel$", "default")}  # The jobs' models: the same leaves.
+
+
+TENSORBOARD = "tensorboard"
+EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+def tensorboard_layout(record):
+  """[(run, tag, step, value)] of a metrics.jsonl record: what TensorBoard shows of it.
+
+  One run (a subdirectory of WORKDIR/tensorboard) per network, named by what differs between
+  networks, and tags named by the metric, so that TensorBoard draws every criterion (and seed)
+  on one chart per metric:
+    train, IRP          seed_<s>                     train_loss ... test_accuracy (IRP: over the
+                                                     run's global step, all levels on one curve)
+    prune, sweep        <criterion or variant>/seed_<s>, and <criterion>/seed_mean with several
+                        seeds; tags <metric>/sparsity_<p> (one chart per metric and sparsity)
+    every job           run "schedule": learning_rate (one tag, over the same step)
+    IRP rounds          seed_<s>: irp/density, irp/test_accuracy over the round
+    autos_train         run "scorer": train_loss, held_out_loss over the epoch
+  """
+  out = []
+  step = record.get("global_step", record.get("step"))
+  if "epoch" in record and isinstance(record.get("test_accuracy"), list):
+    tag = record.get("tag", "")
+    names = record.get("networks") or [f"network_{i}" for i in range(len(record["test_accuracy"]))]
+    groups = {}
+    for i, name in enumerate(names):
+      if "@" not in name and "@" in tag:  # The prune job: the tag is criterion@sparsity.
+        name = f"{tag}/{name}"
+      head, at, rest = name.partition("@")
+      sparsity, _, seed = rest.partition("/")
+      run, suffix = (f"{head}/{seed}", f"/sparsity_{sparsity}") if at else (name, "")
+      groups.setdefault((head, suffix), []).append(i)
+      out += [(run, f"{key}{suffix}", step, float(record[key][i])) for key in EPOCH_METRICS]
+    for (head, suffix), members in groups.items():
+      if suffix and len(members) > 1:
+        out += [(f"{head}/seed_mean", f"{key}{suffix}", step, float(np.mean([record[key][i] for i in members])))
+                for key in EPOCH_METRICS]
+    if "learning_rate" in record:
+      out.append(("schedule", "learning_rate", step, float(record["learning_rate"])))
+  elif "epoch" in record and isinstance(record.get("train_loss"), (int, float)):  # autos_train's scorer.
+    out += [("scorer", key, record["epoch"], float(record[key])) for key in ("train_loss", "held_out_loss")
+            if isinstance(record.get(key), (int, float))]
+  if record.get("event") == "round_done" and record.get("round") is not None:
+    names = record.get("networks") or [f"network_{i}" for i in range(len(record["density"]))]
+    for name, density, accuracy in zip(names, record["density"], record["test_accuracy"] or []):
+      out += [(name, "irp/density", record["round"], float(density)),
+              (name, "irp/test_accuracy", record["round"], float(accuracy))]
+  return out
 
 
 def config_differences(saved, current):
@@ -245,23 +295,14 @@ class Workdir:
         self._tensorboard(record)
 
   def _tensorboard(self, record):
-    """Curves per network (seed, or sweep cell): losses, accuracies, learning rate; IRP densities."""
-    if getattr(self, "_writer", None) is None:
-      self._writer = tensorboardX.SummaryWriter(os.path.join(self.path, "tensorboard"), flush_secs=10)
-    w, tag = self._writer, record.get("tag", "")
-    group = f"{tag}/" if tag else ""
-    if "epoch" in record and "test_accuracy" in record:
-      names = record.get("networks") or [f"network_{i}" for i in range(len(record["test_accuracy"]))]
-      for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
-        for name, value in zip(names, record[key]):
-          w.add_scalar(f"{key}/{group}{name}", value, record["step"])
-      if "learning_rate" in record:
-        w.add_scalar(f"learning_rate/{group}".rstrip("/"), record["learning_rate"], record["step"])
-    if record.get("event") == "round_done" and record.get("round") is not None:
-      for i, (density, accuracy) in enumerate(zip(record["density"], record["test_accuracy"] or [])):
-        w.add_scalar(f"irp/density/seed_index_{i}", density, record["round"])
-        w.add_scalar(f"irp/test_accuracy/seed_index_{i}", accuracy, record["round"])
-    w.flush()
+    """Each network its own TensorBoard run (tensorboard_layout), so TensorBoard overlays them."""
+    writers = self.__dict__.setdefault("_writers", {})
+    for run, tag, step, value in tensorboard_layout(record):
+      if run not in writers:
+        writers[run] = tensorboardX.SummaryWriter(os.path.join(self.path, TENSORBOARD, run), flush_secs=10)
+      writers[run].add_scalar(tag, value, step)
+    for writer in writers.values():
+      writer.flush()
 
   def append_jsonl(self, name, records):
     """Appends records as JSON lines to `name` (flushed and synced: finished work survives a kill)."""

@@ -14,8 +14,9 @@ Output: WORKDIR/sweep/table.md (mean +- std over seeds), table.csv, results.json
 accuracy_vs_sparsity.png, layer_density.png; WORKDIR/survival_score.png (paper Figure 1);
 WORKDIR/autos/scorer_predictions.png (Figure 4).
 
-digits (default): scikit-learn's embedded 8x8 digits, no download. Measured on the 2-core
-CPU: 51 s with the compilation cache warm, 73 s cold (276 XLA programs, each built once). Expected table
+digits (default): scikit-learn's embedded 8x8 digits, no download. On the 2-core CPU (as
+README.md says; last measured 2026-12-04, before issue 30's changes, not re-measured since):
+61 s with the compilation cache warm, 73 s cold (280 XLA programs, each built once). Expected table
 (30 epochs, 2 seeds): SNIP-iter, SynFlow, SNIP and LTH lead at 95%, magnitude collapses
 there (layer collapse); README.md has the numbers.
 mnist: real MNIST prepared offline (python -m autosparse_jax.data.prepare mnist ...),

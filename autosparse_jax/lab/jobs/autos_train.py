@@ -5,7 +5,8 @@ held-out split (config.scorer.holdout_fraction of the weights, drawn from the
 seed) is never trained on (the original's validation set was inside its
 training set). Features are standardised with training-split statistics,
 which are saved with the scorer. MSE loss, Adam, one lax.scan per epoch, Orbax
-checkpoint after every epoch (resume by running the same command again).
+checkpoint after every epoch (resume by running the same command again); a finished
+run keeps the scorer and its last checkpoint only.
 results.json gives `scorer_dir`; a PNG shows predicted vs true scores over
 (theta_0, g_0) on the held-out weights (paper Figures 4 and 5).
 """
@@ -22,7 +23,9 @@ from typing import Any
 from autosparse_jax import artefacts, keys
 from autosparse_jax.autos.apply import FEATURES, save_scorer
 from autosparse_jax.autos.scorer import BACKBONES, make_scorer
+from autosparse_jax.lab import preemption
 from autosparse_jax.lab.checkpoints import Checkpoints
+from autosparse_jax import console
 from autosparse_jax.console import log
 from autosparse_jax.models import DTYPES
 from autosparse_jax.errors import ConfigError, NumericalError, unknown_name_message
@@ -139,6 +142,7 @@ def run(config, workdir_path):
   epochs = int(config.train.epochs)
   log(f"autos_train: {settings.backbone} scorer ({config.dtype}) on {len(train_idx)} weights from {len(metas)} "
       f"dataset(s), {len(held_idx)} held out; features {features}; {epochs} epochs of {steps} steps")
+  bar = console.bar("autos_train: scorer epochs", epochs, int(meta["epoch"]))  # A terminal's bar, else lines.
   for epoch in range(int(meta["epoch"]), epochs):
     t = time.time()
     state, train_loss = epoch_fn(state, epoch)
@@ -149,11 +153,16 @@ def run(config, workdir_path):
       raise NumericalError(f"autos_train: non-finite training loss in epoch {epoch + 1}; "
                                "lower config.train.lr.")
     workdir.log_metrics(record)
-    log(f"epoch {epoch + 1}/{epochs}  train MSE {record['train_loss']:.5f}  held-out MSE {held_loss:.5f}  "
-        f"{record['epoch_seconds']:.1f} s")
+    console.advance(bar, epoch + 1, f"held-out MSE {held_loss:.5f}")
+    if bar is None:
+      log(f"epoch {epoch + 1}/{epochs}  train MSE {record['train_loss']:.5f}  held-out MSE {held_loss:.5f}  "
+          f"{record['epoch_seconds']:.1f} s")
     meta = {"epoch": epoch + 1, "history": meta["history"] + [record]}
     checkpoints.save(state, meta)
-  checkpoints.close()
+    if epoch + 1 < epochs and preemption.requested():  # Stopped (preempted, Ctrl-C) after the epoch's checkpoint.
+      checkpoints.close()
+      raise preemption.Preempted(int(state.step), f"epoch {epoch + 1} of {epochs} (scorer training)")
+  console.done(bar)
   predictions = held_out_predictions(state)
   scorer_dir = os.path.join(workdir.path, "scorer")
   info = {"backbone": settings.backbone, "width": float(settings.width), "features": list(features),
@@ -161,6 +170,8 @@ def run(config, workdir_path):
           "trained_on": [{k: m.get(k) for k in ("model", "dataset", "criterion", "rounds", "seed")}
                          for m in metas]}
   save_scorer(scorer_dir, info, {"params": state.params, "batch_stats": state.batch_stats}, mean, std)
+  checkpoints.keep_latest_only()  # The scorer is saved: of the checkpoints only the last stays.
+  checkpoints.close()
   figure = os.path.join(workdir.path, "scorer_predictions.png")
   if workdir.is_writer:
     plot_predictions(figure, x[held_idx], y_held, predictions, features)
@@ -180,6 +191,8 @@ def plot_predictions(path, x, y, pred, features, max_points=20000):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  mse, variance = float(np.mean((pred - y) ** 2)), float(np.var(y))  # Over every held-out weight.
+  r2 = 1.0 - mse / variance if variance > 0 else float("nan")
   pick = np.random.default_rng(0).permutation(len(y))[:max_points]
   x, y, pred = x[pick], y[pick], pred[pick]
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
@@ -195,7 +208,7 @@ def plot_predictions(path, x, y, pred, features, max_points=20000):
   axes[2].plot([0, 1], [0, 1], "k--", lw=1)
   axes[2].set_xlabel("true score")
   axes[2].set_ylabel("predicted score")
-  axes[2].set_title("held-out weights")
+  axes[2].set_title(f"held-out weights: MSE {mse:.4f}, R² {r2:.3f} (score variance {variance:.4f})", fontsize=10)
   fig.tight_layout()
   artefacts.save_figure(fig, path, dpi=100)
   plt.close(fig)

@@ -199,6 +199,7 @@ class IrpRun:
       log(f"resuming from checkpoint: level {self.progress.level}, step {first_step(self.irp)}")
       workdir.log_metrics({"event": "resumed", "level": self.progress.level, "step": first_step(self.irp)})
     self.levels = levels(spec, jax.tree.map(lambda m: m[0], self.irp.train.masks), bool(config.irp.train_first))
+    self.bar = engine.StageBar(f"irp {config.criterion}", len(self.levels) * self.total_steps)  # All levels.
 
   def pending(self):
     return self.levels[self.progress.level:]
@@ -227,7 +228,7 @@ class IrpRun:
     self.irp = pruned
     self.progress = dataclasses.replace(self.progress, prune_seconds=time.time() - t, level_seconds=0.0)
     reports = engine.density_reports(self.irp.train)
-    if not plain_output():  # Sparse output: the level's one line says it.
+    if not plain_output() and not self.bar.on:  # Sparse output or a bar: the level's one line says it.
       log(f"{level.tag}: density {np.mean([x['density'] for x in reports]):.5f} (target {level.density:.5f})")
 
   def trained_part(self, level):
@@ -244,7 +245,9 @@ class IrpRun:
     captured = self.rewind_captured(level)
     loop = engine.TrainingLoop(self.config, self.task, self.workdir, tag=level.tag,
                                align=0 if captured else self.rewind_step % spe,
-                               networks=[f"seed_{s}" for s in self.seeds], quiet=True)
+                               networks=[f"seed_{s}" for s in self.seeds], quiet=True,
+                               step_offset=level.index * self.total_steps,
+                               stage_bar=self.bar.at(level.index * self.total_steps))
     started, saved_at = time.time(), first_step(self.irp)
     for states, step in loop.chunks(copy_tree(self.irp.train), start_step=first_step(self.irp),
                                     epoch_sums=list(self.progress.epoch_sums)):
@@ -275,7 +278,7 @@ class IrpRun:
               "test_accuracy": last.get("test_accuracy"), "test_loss": last.get("test_loss"),
               "prune_seconds": progress.prune_seconds, "seconds": seconds,
               **runs.cost_summary(costs)}  # What this round's masks cost.
-    self.workdir.log_metrics(dict(record, event="round_done"))
+    self.workdir.log_metrics(dict(record, event="round_done", networks=[f"seed_{s}" for s in self.seeds]))
     log(f"{level.tag} done: test {100 * np.mean(last['test_accuracy']):.2f}% at density "
         f"{record['density'][0]:.5f}, {seconds:.1f} s (level {level.index + 1}/{len(self.levels)}, "
         f"{time.time() - self.started:.0f} s so far in this run)")
@@ -287,8 +290,9 @@ class IrpRun:
     if level.index + 1 == len(self.levels) or stopping or self.checkpoints.due(self.config):
       self.save(self.progress)
     if stopping and level.index + 1 < len(self.levels):
-      log(f"preempted: stopped after {level.tag} with its checkpoint; run the same command again to resume.")
-      raise preemption.Preempted(first_step(self.irp))
+      if not preemption.interrupted():  # Ctrl-C: the CLI says it in one line.
+        log(f"preempted: stopped after {level.tag} with its checkpoint; run the same command again to resume.")
+      raise preemption.Preempted(first_step(self.irp), f"the end of {level.tag}")
 
   def save(self, progress):
     self.checkpoints.save(self.irp, progress.to_json())
@@ -310,6 +314,7 @@ def run(config, workdir_path):
       irp_run.train(level)
       irp_run.record(level)
       irp_run.end_of_level(level)
+  irp_run.bar.done()
   results = finish(config, workdir, irp_run.irp, irp_run.progress,
                    [level for level in irp_run.levels if isinstance(level, PruneLevel)], irp_run.seeds,
                    time.time() - irp_run.started)

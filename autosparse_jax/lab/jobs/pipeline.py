@@ -99,6 +99,9 @@ def validate(config):
 
 def check_stage_names(stage, where):
   """Names a stage would only reject after the stages before it ran (hours, on real sizes)."""
+  if stage.get("job") == "sweep":
+    from autosparse_jax.lab.jobs import sweep
+    sweep.check_variant_fields(stage, f"{where}.")
   if stage.get("model") is not None and stage.model not in MODELS:
     raise ConfigError(unknown_name_message(f"{where}.model", stage.model, MODELS))
   if stage.get("dataset") is not None and stage.job != "autos_train" and stage.dataset not in DATASETS:

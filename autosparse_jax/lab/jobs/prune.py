@@ -77,10 +77,12 @@ def run(config, workdir_path):
   rows = []
   steps, batch = engine.total_steps(config, task), int(config.train.batch_size)
   planned = [(s, spec, prune_spec.resolve_sparse_training(record, steps)) for s, spec, record in planned]
+  bar = engine.StageBar(f"prune {config.criterion}", steps * sum(s not in finished for s, _, _ in planned))
   for sparsity, spec, record in planned:
     if sparsity in finished:  # Done before an interruption: kept, not redone.
       rows.append(finished[sparsity])
       continue
+    bar.at(steps * sum(s not in finished for s, _, _ in planned[:len(rows)]))
     tag = f"{config.criterion}@{sparsity:g}"
     structure = spec.structure if spec else prune_spec.structure_lib.UNSTRUCTURED
     start_states, info = runs.pruned_networks(spec and runs.init_spec(spec), task, engine.init_states(config, task),
@@ -90,7 +92,8 @@ def run(config, workdir_path):
     flops = runs.training_flops(record, task, start_states, info, steps, batch)
     states, last = engine.run_training(config, task, start_states, workdir, tag=tag,
                                        checkpoint_dir=os.path.join(workdir.path, "checkpoints", tag),
-                                       networks=[f"seed_{s}" for s in seeds], sparse_training=record)
+                                       networks=[f"seed_{s}" for s in seeds], sparse_training=record,
+                                       stage_bar=bar)
     if record.method != "static":  # The masks trained: what the rows report of them.
       info = runs.measure(task, states, batch, structure, info[0]["scoring_seconds"])
     exported = runs.export_networks(config.get("export", ""), structure, workdir, states, seeds, tag)
@@ -102,6 +105,7 @@ def run(config, workdir_path):
                  **runs.cost_summary(info), **{k: [i[k] for i in info] for k in runs.PATH_METRICS},
                  **sparse_training_fields(record, flops)})
     workdir.append_jsonl(RUNS, [rows[-1]])
+  bar.done()
   spec = planned[0][1]
   results = {"job": "prune", "model": config.model, "dataset": config.dataset,
              "criterion": config.criterion, "epochs": int(config.train.epochs),

@@ -50,11 +50,29 @@ def set_fields(config, fields, where):
       config[name] = value
 
 
-def variants(config):
-  """[(label, criterion, config for it)] in sweep.criteria order."""
+def check_variant_fields(config, prefix="config."):
+  """Every variant of sweep.variants (listed in sweep.criteria or not) sets only fields a variant can
+  change: its own sparsities are refused (a sweep's grid is config.sparsities), as are fields the sweep
+  job does not read. Needs no stage results (a pipeline checks its sweep stages up front)."""
+  for label, fields in dict(config.sweep.get("variants", {}) or {}).items():
+    fields = fields.to_dict() if isinstance(fields, ml_collections.ConfigDict) else dict(fields or {})
+    where = f"{prefix}sweep.variants.{label}"
+    for name in flatten({k: v for k, v in fields.items() if k != "criterion"}):
+      if name in ("sparsities", "sparsity"):
+        raise ConfigError(f"{where}.{name}: a variant cannot set its own sparsities: every criterion of a sweep "
+                          f"runs at {prefix}sparsities={tuple(config.get('sparsities', ()) or ())}. Remove it, "
+                          "or run this variant in a sweep of its own.")
+      field = schema.BY_NAME.get(name)
+      if field is not None and "sweep" not in field.jobs:
+        raise ConfigError(f"{where}.{name} is not read by the sweep job (it is read by: {', '.join(field.jobs)}): "
+                          "remove it from the variant.")
+
+
+def variants(config, labels=None):
+  """[(label, criterion, config for it)] in sweep.criteria order (labels: these instead)."""
   out = []
   defined = dict(config.sweep.get("variants", {}) or {})
-  for label in config.sweep.criteria:
+  for label in config.sweep.criteria if labels is None else labels:
     if label in defined:
       fields = dict(copy.deepcopy(defined[label].to_dict()
                                   if isinstance(defined[label], ml_collections.ConfigDict)
@@ -118,6 +136,9 @@ def validate(config):
   if int(config.sweep.max_networks_per_program) < -1:
     raise ConfigError(f"config.sweep.max_networks_per_program={config.sweep.max_networks_per_program} "
                       "must be >= -1 (-1 = auto, 0 = a criterion's whole grid in one program).")
+  check_variant_fields(config)
+  unused = [label for label in dict(config.sweep.get("variants", {}) or {}) if label not in labels]
+  variants(config, unused)  # Their fields' values too (their criterion's inputs only once they are listed).
   for label, criterion, vconfig in variants(config):
     method = vconfig.get("sparse_training", {}).get("method", "static")
     if criterion == engine.NO_PRUNING and method != "gmp":
@@ -158,7 +179,7 @@ def program_name(label, cells):
   return f"{label}-" + hashlib.sha1(json.dumps([label, [list(c) for c in cells]]).encode()).hexdigest()[:12]
 
 
-def run_cells(config, task, workdir, label, specs, cells, seeds):
+def run_cells(config, task, workdir, label, specs, cells, seeds, stage_bar=None):
   """Prunes and trains `cells` as one vmapped program (one mask schedule: records[sparsity] of the cells'
   sparsities are equal); returns their rows."""
   steps = engine.total_steps(config, task)
@@ -172,7 +193,7 @@ def run_cells(config, task, workdir, label, specs, cells, seeds):
   states, last = engine.run_training(config, task, states, workdir, tag=f"{label} x{len(cells)}",
                                      checkpoint_dir=os.path.join(workdir.path, "checkpoints", program),
                                      networks=[f"{label}@{p:g}/seed_{s}" for p, s in cells],
-                                     sparse_training=record)
+                                     sparse_training=record, stage_bar=stage_bar)
   train_seconds = time.time() - t
   if record.method != "static":  # The masks trained: what the rows report of them.
     final = runs.measure(task, states, int(config.train.batch_size), prune_spec.structure_lib.UNSTRUCTURED)
@@ -234,15 +255,20 @@ def run(config, workdir_path):
   plan += [(label, vconfig, specs, [(p, s) for p in sparsities for s in seeds])
            for label, vconfig, specs in variant_specs(config)]
   limit = networks_per_program(config, task)
+  programs = []  # (label, its config, its specs, the cells one program trains), what is left to do.
   for label, vconfig, specs, cells in plan:
     todo = [c for c in cells if (label,) + c not in done]
-    for chunk in chunks(todo, limit, specs):
-      log(f"sweep: {label}: {len(chunk)} networks (sparsity x seed) in one program")
-      new_rows = run_cells(vconfig, task, workdir, label, specs, chunk, seeds)
-      workdir.append_jsonl(ROWS, new_rows)
-      rows += new_rows
-      if workdir.is_writer:  # Its rows are safe: its mid-run checkpoints are no longer needed.
-        shutil.rmtree(os.path.join(workdir.path, "checkpoints", program_name(label, chunk)), ignore_errors=True)
+    programs += [(label, vconfig, specs, chunk) for chunk in chunks(todo, limit, specs)]
+  steps = task.trainer.steps_per_epoch * int(config.train.epochs)
+  bar = engine.StageBar("sweep", len(programs) * steps)  # One bar over every program.
+  for k, (label, vconfig, specs, chunk) in enumerate(programs):
+    log(f"sweep: {label}: {len(chunk)} networks (sparsity x seed) in one program")
+    new_rows = run_cells(vconfig, task, workdir, label, specs, chunk, seeds, stage_bar=bar.at(k * steps))
+    workdir.append_jsonl(ROWS, new_rows)
+    rows += new_rows
+    if workdir.is_writer:  # Its rows are safe: its mid-run checkpoints are no longer needed.
+      shutil.rmtree(os.path.join(workdir.path, "checkpoints", program_name(label, chunk)), ignore_errors=True)
+  bar.done()
   outputs = report.write_sweep_report(rows, workdir.path if workdir.is_writer else None,
                                       title=f"{config.model} / {config.dataset}, {config.train.epochs} epochs")
   results = {"job": "sweep", "model": config.model, "dataset": config.dataset, "seeds": seeds,
