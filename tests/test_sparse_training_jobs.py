@@ -125,7 +125,11 @@ def test_a_sweep_compares_gmp_from_dense_snip_with_rigl_and_static_snip_in_one_t
       "sweep.variants": {"snip_rigl": {"criterion": "snip", "sparse_training": {
                              "method": "rigl", "update_every_steps": 5, "end_fraction": 1.0}},
                          "gmp": {"criterion": "none", "sparse_training": {"method": "gmp", "update_every_steps": 5}}}})
-  jobs.run(config, str(tmp_path / "sweep"))
+  results_ = jobs.run(config, str(tmp_path / "sweep"))
+  assert "accuracy_vs_training_flops.png" in results_["files"]
+  with open(tmp_path / "sweep" / "table.md") as f:
+    training_table = f.read().split("training FLOPs of the run relative to dense")[1].split("\n\n", 2)[1]
+  assert "| gmp | gmp |" in training_table and "| snip | static |" in training_table
   with open(tmp_path / "sweep" / "results.jsonl") as f:
     rows = [json.loads(line) for line in f]
   by = {(r["criterion"], r["sparsity"]): r for r in rows}

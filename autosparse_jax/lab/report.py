@@ -35,7 +35,66 @@ def aggregate(rows):
       out[-1].update(inference_flops=float(np.mean([r["inference_flops"] for r in group])),
                      inference_flops_dense=float(group[0]["inference_flops_dense"]),
                      bytes=dict(group[0]["bytes"]), structure=group[0].get("structure", "unstructured"))
+    if all("training_flops_total" in r for r in group):  # The whole run's training FLOPs (RigL's accounting).
+      out[-1].update(training_flops_total=float(np.mean([r["training_flops_total"] for r in group])),
+                     training_flops_total_dense=float(np.mean([r["training_flops_total_dense"] for r in group])),
+                     sparse_training=group[0].get("sparse_training", "static"))
   return out
+
+
+def training_flops_markdown(table):
+  """Criteria x sparsities: each run's training FLOPs relative to the same steps trained dense (RigL's
+  accounting: forward f, backward 2f; a changing-mask method pays for its updates)."""
+  rows = [t for t in table if "training_flops_total" in t and t["criterion"] != DENSE]
+  if not rows:
+    return ""
+  cells = {(t["criterion"], t["sparsity"]): t for t in rows}
+  sparsities, names = sparsity_order(rows), criteria_order(rows)
+  lines = ["training FLOPs of the run relative to dense (x; forward f + backward 2f per example and step, "
+           "dynamic_sparsity.py)", "",
+           "| criterion | masks while training | " + " | ".join(f"{100 * s:g}%" for s in sparsities) + " |",
+           "|---|---|" + "---|" * len(sparsities)]
+  for n in names:
+    method = next(t["sparse_training"] for t in rows if t["criterion"] == n)
+    row = [f"{cells[(n, s)]['training_flops_total'] / cells[(n, s)]['training_flops_total_dense']:.3f}"
+           if (n, s) in cells else "" for s in sparsities]
+    lines.append(f"| {n} | {method} | " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def training_flops_differ(table):
+  """Whether some sparsity's criteria differ in training FLOPs (else the figure would repeat the sparsity one)."""
+  by_sparsity = {}
+  for t in table:
+    if "training_flops_total" in t and t["criterion"] != DENSE:
+      by_sparsity.setdefault(t["sparsity"], set()).add(round(t["training_flops_total"] / t["training_flops_total_dense"],
+                                                           6))
+  return any(len(values) > 1 for values in by_sparsity.values())
+
+
+def plot_accuracy_vs_training_flops(table, path, title="", styles=None):
+  """Test accuracy against the run's training FLOPs relative to dense (log scale), one line per criterion."""
+  plt = _pyplot()
+  styles = styles or criterion_styles(criteria_order(table))
+  fig, ax = plt.subplots(figsize=(7.5, 5))
+  for name in criteria_order(table):
+    pts = sorted((t for t in table if t["criterion"] == name and "training_flops_total" in t),
+                 key=lambda t: t["training_flops_total"])
+    if pts and name != DENSE:
+      ax.errorbar([t["training_flops_total"] / t["training_flops_total_dense"] for t in pts],
+                  [100 * t["mean"] for t in pts], yerr=[100 * t["std"] for t in pts], ms=6, capsize=3,
+                  label=name, **styles[name])
+    elif pts:
+      ax.axhline(100 * pts[0]["mean"], color="black", ls="--", lw=1, label="dense")
+  ax.set_xscale("log")
+  ax.set_xlabel("training FLOPs of the run / dense (RigL's accounting)", fontsize=11)
+  ax.set_ylabel("test accuracy (%)", fontsize=11)
+  ax.set_title(title, fontsize=11)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=9)
+  fig.tight_layout()
+  artefacts.save_figure(fig, path, dpi=120)
+  plt.close(fig)
 
 
 def plot_accuracy_vs_flops(table, path, title="", styles=None):
@@ -172,7 +231,7 @@ def to_markdown(table):
 
 def parse_markdown(text):
   """{(criterion, sparsity): (mean %, std %)} from to_markdown's output (for checks)."""
-  text = text.split("\n\ninference FLOPs per example")[0]  # The accuracy table only, not the cost table.
+  text = text.split("\n\ninference FLOPs per example")[0].split("\n\ntraining FLOPs of the run")[0]  # Accuracy only.
   lines = [l for l in text.splitlines() if l.startswith("|")]
   header = [c.strip() for c in lines[0].strip("|").split("|")][1:]
   sparsities = [float(h.rstrip("%")) / 100 for h in header]
@@ -266,9 +325,9 @@ def write_sweep_report(rows, directory, title=""):
   """table.csv, table.md and the two figures in `directory` (None: compute only)."""
   table = aggregate(rows)
   markdown = to_markdown(table)
-  costs = cost_markdown(table)
-  if costs:
-    markdown = markdown.rstrip("\n") + "\n\n" + costs
+  for extra in (training_flops_markdown(table), cost_markdown(table)):
+    if extra:
+      markdown = markdown.rstrip("\n") + "\n\n" + extra
   files = {}
   if directory:
     for name, text in (("table.csv", to_csv(table)), ("table.md", markdown)):
@@ -280,6 +339,9 @@ def write_sweep_report(rows, directory, title=""):
     if flops_differ(table):  # Else it would repeat the sparsity figure.
       files["accuracy_vs_flops.png"] = os.path.join(directory, "accuracy_vs_flops.png")
       plot_accuracy_vs_flops(table, files["accuracy_vs_flops.png"], title, styles)
+    if training_flops_differ(table):  # Methods that train with other FLOPs than their final masks'.
+      files["accuracy_vs_training_flops.png"] = os.path.join(directory, "accuracy_vs_training_flops.png")
+      plot_accuracy_vs_training_flops(table, files["accuracy_vs_training_flops.png"], title, styles)
     if any(r["criterion"] != DENSE for r in rows):
       files["layer_density.png"] = os.path.join(directory, "layer_density.png")
       plot_layer_density(rows, files["layer_density.png"], styles)
