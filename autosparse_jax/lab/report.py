@@ -325,7 +325,8 @@ def write_sweep_report(rows, directory, title=""):
   """table.csv, table.md and the two figures in `directory` (None: compute only)."""
   table = aggregate(rows)
   markdown = to_markdown(table)
-  for extra in (training_flops_markdown(table), cost_markdown(table)):
+  # The training FLOPs table only where methods differ in them (static masks of one density cost the same).
+  for extra in (training_flops_markdown(table) if training_flops_differ(table) else "", cost_markdown(table)):
     if extra:
       markdown = markdown.rstrip("\n") + "\n\n" + extra
   files = {}
