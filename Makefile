@@ -20,9 +20,10 @@ install: $(VENV)/.installed
 quickstart: install
 	$(PY) -m autosparse_jax.main --config=configs/quickstart.py --workdir=$(WORKDIR)
 
-# What CI runs (.ci/run): everything but the `slow` marker.
+# What CI runs (.ci/run): everything but the `slow` marker, on both cores (pytest-xdist: each test
+# file on one worker, so its module fixtures are built once).
 test: install
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n 2 --dist loadfile
 
 test-all: install
 	$(PY) -m pytest -q
