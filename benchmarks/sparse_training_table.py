@@ -165,7 +165,8 @@ def table(summary, sparsities, title):
       if m != "dense" and abs(c["mean"] - best[s]) < 1e-9:
         text = f"**{text}**"
       elif m != "dense":
-        b = next(summary[(x, s)] for x in methods if (x, s) in summary and abs(summary[(x, s)]["mean"] - best[s]) < 1e-9)
+        b = next(summary[(x, s)] for x in methods
+                 if (x, s) in summary and abs(summary[(x, s)]["mean"] - best[s]) < 1e-9)
         if best[s] - c["mean"] <= max(b["std"], c["std"]):
           text += " *"
       cells.append(text)
