@@ -15,8 +15,8 @@ accuracy_vs_sparsity.png, layer_density.png; WORKDIR/survival_score.png (paper F
 WORKDIR/autos/scorer_predictions.png (Figure 4).
 
 digits (default): scikit-learn's embedded 8x8 digits, no download. On the 2-core CPU (as
-README.md says; last measured 2026-12-04, before issue 30's changes, not re-measured since):
-61 s with the compilation cache warm, 73 s cold (280 XLA programs, each built once). Expected table
+README.md says): 66 s with the compilation cache warm (2026-12-08); 73 s cold and 280 XLA programs,
+each built once, when last counted (2026-12-04). Expected table
 (30 epochs, 2 seeds): SNIP-iter, SynFlow, SNIP and LTH lead at 95%, magnitude collapses
 there (layer collapse); README.md has the numbers.
 mnist: real MNIST prepared offline (python -m autosparse_jax.data.prepare mnist ...),
