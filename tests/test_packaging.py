@@ -112,7 +112,7 @@ def test_every_third_party_import_of_the_package_is_declared():
 
 
 def test_every_third_party_import_of_the_tests_is_declared_or_a_test_extra():
-  scripts = [f[:-3] for folder in ("launch", "tests") for f in os.listdir(os.path.join(REPO, folder))
+  scripts = [f[:-3] for folder in ("launch", "tests", "benchmarks") for f in os.listdir(os.path.join(REPO, folder))
              if f.endswith(".py")]  # Files the tests import by path (sys.path).
   missing = undeclared(third_party_imports("tests", scripts), {**runtime(), **extra("test")})
   assert not missing, f"imported by tests but in neither the dependencies nor the test extra: {missing}"
