@@ -64,52 +64,37 @@ def training_flops_markdown(table):
 
 def training_flops_differ(table):
   """Whether some sparsity's criteria differ in training FLOPs (else the figure would repeat the sparsity one)."""
-  by_sparsity = {}
-  for t in table:
-    if "training_flops_total" in t and t["criterion"] != DENSE:
-      by_sparsity.setdefault(t["sparsity"], set()).add(round(t["training_flops_total"] / t["training_flops_total_dense"],
-                                                           6))
-  return any(len(values) > 1 for values in by_sparsity.values())
+  return _differs(table, lambda t: round(t["training_flops_total"] / t["training_flops_total_dense"], 6)
+                  if "training_flops_total" in t else None)
 
 
 def plot_accuracy_vs_training_flops(table, path, title="", styles=None):
   """Test accuracy against the run's training FLOPs relative to dense (log scale), one line per criterion."""
-  plt = _pyplot()
-  styles = styles or criterion_styles(criteria_order(table))
-  fig, ax = plt.subplots(figsize=(7.5, 5))
-  for name in criteria_order(table):
-    pts = sorted((t for t in table if t["criterion"] == name and "training_flops_total" in t),
-                 key=lambda t: t["training_flops_total"])
-    if pts and name != DENSE:
-      ax.errorbar([t["training_flops_total"] / t["training_flops_total_dense"] for t in pts],
-                  [100 * t["mean"] for t in pts], yerr=[100 * t["std"] for t in pts], ms=6, capsize=3,
-                  label=name, **styles[name])
-    elif pts:
-      ax.axhline(100 * pts[0]["mean"], color="black", ls="--", lw=1, label="dense")
-  ax.set_xscale("log")
-  ax.set_xlabel("training FLOPs of the run / dense (RigL's accounting)", fontsize=11)
-  ax.set_ylabel("test accuracy (%)", fontsize=11)
-  ax.set_title(title, fontsize=11)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=9)
-  fig.tight_layout()
-  artefacts.save_figure(fig, path, dpi=120)
-  plt.close(fig)
+  _plot_accuracy_against(table, path, lambda t: t["training_flops_total"] / t["training_flops_total_dense"]
+                         if "training_flops_total" in t else None,
+                         "training FLOPs of the run / dense (RigL's accounting)", title, styles)
 
 
 def plot_accuracy_vs_flops(table, path, title="", styles=None):
   """Test accuracy against inference FLOPs per example (log scale), one line per criterion."""
+  _plot_accuracy_against(table, path, lambda t: t.get("inference_flops"),
+                         "inference FLOPs per example (masked kernels)", title, styles)
+
+
+def _plot_accuracy_against(table, path, x, xlabel, title, styles):
+  """Test accuracy against x(row) (log scale; None: no value), one line per criterion, dense as a line."""
   plt = _pyplot()
   styles = styles or criterion_styles(criteria_order(table))
   fig, ax = plt.subplots(figsize=(7.5, 5))
   for name in criteria_order(table):
-    pts = sorted((t for t in table if t["criterion"] == name and "inference_flops" in t),
-                 key=lambda t: t["inference_flops"])
-    if pts:
-      ax.errorbar([t["inference_flops"] for t in pts], [100 * t["mean"] for t in pts],
-                  yerr=[100 * t["std"] for t in pts], ms=6, capsize=3, label=name, **styles[name])
+    pts = sorted((t for t in table if t["criterion"] == name and x(t) is not None), key=x)
+    if pts and name != DENSE:
+      ax.errorbar([x(t) for t in pts], [100 * t["mean"] for t in pts], yerr=[100 * t["std"] for t in pts],
+                  ms=6, capsize=3, label=name, **styles[name])
+    elif pts:
+      ax.axhline(100 * pts[0]["mean"], color="black", ls="--", lw=1, label="dense")
   ax.set_xscale("log")
-  ax.set_xlabel("inference FLOPs per example (masked kernels)", fontsize=11)
+  ax.set_xlabel(xlabel, fontsize=11)
   ax.set_ylabel("test accuracy (%)", fontsize=11)
   ax.set_title(title, fontsize=11)
   ax.grid(alpha=0.3)
@@ -137,10 +122,15 @@ def criterion_styles(names):
 def flops_differ(table):
   """Whether some sparsity's criteria differ in inference FLOPs (else the FLOPs figure would repeat the
   sparsity figure: on an MLP every unstructured mask of one density costs the same)."""
+  return _differs(table, lambda t: round(t["inference_flops"]) if "inference_flops" in t else None)
+
+
+def _differs(table, value):
+  """Whether the pruned rows of some sparsity take more than one value(row) (None: no value)."""
   by_sparsity = {}
   for t in table:
-    if "inference_flops" in t and t["criterion"] != DENSE:
-      by_sparsity.setdefault(t["sparsity"], set()).add(round(t["inference_flops"]))
+    if t["criterion"] != DENSE and value(t) is not None:
+      by_sparsity.setdefault(t["sparsity"], set()).add(value(t))
   return any(len(values) > 1 for values in by_sparsity.values())
 
 
